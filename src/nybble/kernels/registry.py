@@ -15,21 +15,23 @@ from dataclasses import dataclass
 
 from .base import LinearKernel, LinearSpec
 
-#: device type -> kernel import paths, in priority order (fastest first)
-PRIORITY: dict[str, tuple[str, ...]] = {
+_REFERENCE = ("reference", "nybble.kernels.reference:ReferenceKernel")
+
+#: device type -> (kernel name, import path), in priority order (fastest first)
+PRIORITY: dict[str, tuple[tuple[str, str], ...]] = {
     "cpu": (
-        "nybble.kernels.cpu:NybbleCpuKernel",
-        "nybble.kernels.torch_int4_cpu:TorchInt4CpuKernel",
-        "nybble.kernels.reference:ReferenceKernel",
+        ("nybble_cpu", "nybble.kernels.cpu:NybbleCpuKernel"),
+        ("torch_int4_cpu", "nybble.kernels.torch_int4_cpu:TorchInt4CpuKernel"),
+        _REFERENCE,
     ),
     "cuda": (
-        "nybble.kernels.triton.kernel:TritonKernel",
-        "nybble.kernels.torch_int4_cuda:TorchInt4CudaKernel",
-        "nybble.kernels.reference:ReferenceKernel",
+        ("triton", "nybble.kernels.triton.kernel:TritonKernel"),
+        ("torch_int4_cuda", "nybble.kernels.torch_int4_cuda:TorchInt4CudaKernel"),
+        _REFERENCE,
     ),
 }
 #: any other device type (mps, xpu, meta...) gets the pure-torch reference only
-FALLBACK = ("nybble.kernels.reference:ReferenceKernel",)
+FALLBACK = (_REFERENCE,)
 
 
 class NoKernelError(ValueError):
@@ -51,10 +53,6 @@ def _load(path: str) -> type[LinearKernel]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _short_name(path: str) -> str:
-    return path.partition(":")[0].rsplit(".", 1)[-1]
-
-
 def disabled_kernels() -> set[str]:
     """Names listed in ``NYBBLE_DISABLED_KERNELS`` (comma separated)."""
     raw = os.environ.get("NYBBLE_DISABLED_KERNELS", "")
@@ -64,12 +62,11 @@ def disabled_kernels() -> set[str]:
 def candidates(device_type: str) -> list[tuple[str, type[LinearKernel] | None, str | None]]:
     """``(name, kernel class or None, import error)`` for a device type, in priority order."""
     out = []
-    for path in PRIORITY.get(device_type, FALLBACK):
+    for name, path in PRIORITY.get(device_type, FALLBACK):
         try:
-            cls = _load(path)
-            out.append((cls.name, cls, None))
+            out.append((name, _load(path), None))
         except Exception as exc:  # a kernel whose extension or library is missing only refuses
-            out.append((_short_name(path), None, f"unavailable ({type(exc).__name__}: {exc})"))
+            out.append((name, None, f"unavailable ({type(exc).__name__}: {exc})"))
     return out
 
 
