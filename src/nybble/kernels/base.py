@@ -30,6 +30,11 @@ class LinearSpec:
     device_type: str
     name: str = "<linear>"
 
+    def __post_init__(self):
+        object.__setattr__(self, "domain", ZeroPointDomain(self.domain))
+        object.__setattr__(self, "act_mode", ActMode(self.act_mode))
+        object.__setattr__(self, "device_type", torch.device(self.device_type).type)
+
     @classmethod
     def for_weight(cls, plain: PlainInt4Weight, act_mode: ActMode | str, device: torch.device | str | None = None,
                    name: str = "<linear>") -> "LinearSpec":
