@@ -1,10 +1,78 @@
 // The nybble._C extension module: Python bindings of the CPU kernels (no PyTorch headers).
+//
+// Tensors cross the boundary as raw addresses (Python ints from torch.Tensor.data_ptr()) with
+// explicit sizes and row strides; the Python side (nybble.kernels.cpu) checks dtypes, shapes,
+// contiguity and devices before calling. The GIL is released while a kernel runs.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
 
 #include "cpu_features.h"
+#include "dispatch.h"
+#include "kernels.h"
 
 namespace nb = nanobind;
+using std::int64_t;
+
+namespace {
+
+template <class T>
+T* ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+nybble::PackedView packed_view(uintptr_t qw, uintptr_t scale, int scale_kind, uintptr_t zp, uintptr_t wcomp,
+                               int64_t n, int64_t k, int64_t gl) {
+  if (n < 1 || k < 8 || k % 8 || gl < 8 || gl % 8 || k % gl)
+    throw std::invalid_argument("nybble._C: bad shape (need N >= 1, K and group length multiples of 8, K % group == 0)");
+  if (scale_kind < 0 || scale_kind > 2) throw std::invalid_argument("nybble._C: scale_kind must be 0, 1 or 2");
+  return {ptr<const uint8_t>(qw), ptr<const void>(scale), scale_kind, ptr<const int8_t>(zp),
+          ptr<const int32_t>(wcomp), n, k, gl};
+}
+
+void a16w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+           int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
+           int64_t ldy, int nthreads) {
+  const nybble::IsaKernels kern = nybble::isa_kernels(isa);
+  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, 0, n, k, gl);
+  const nybble::A16Args a{ptr<const float>(x), m, ldx, ptr<float>(y), ldy, ptr<const float>(bias)};
+  if (m <= 0) return;
+  nb::gil_scoped_release release;
+  kern.a16w4(w, a, nthreads < 1 ? 1 : nthreads);
+}
+
+void a8w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+          int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, bool asym,
+          uintptr_t bias, uintptr_t y, int64_t ldy, int nthreads) {
+  const nybble::IsaKernels kern = nybble::isa_kernels(isa);
+  if (asym && !wcomp) throw std::invalid_argument("nybble._C.a8w4: asymmetric activations need the wcomp sums");
+  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, wcomp, n, k, gl);
+  if (m <= 0) return;
+  nb::gil_scoped_release release;
+  const int nt = nthreads < 1 ? 1 : nthreads;
+  std::vector<uint8_t> q(static_cast<size_t>(m * k));
+  std::vector<float> sa(m);
+  std::vector<int32_t> za(m), sums(static_cast<size_t>(m * (k / gl)));
+  nybble::quantize_activations(ptr<const float>(x), m, ldx, k, gl, asym, q.data(), sa.data(), za.data(),
+                               sums.data(), nt);
+  const nybble::A8Args a{{q.data(), sa.data(), za.data(), sums.data(), asym}, m, ptr<float>(y), ldy,
+                         ptr<const float>(bias)};
+  kern.a8w4(w, a, nt);
+}
+
+void quantize_acts(uintptr_t x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym, uintptr_t q,
+                   uintptr_t sa, uintptr_t za, uintptr_t sums, int nthreads) {
+  if (k % gl) throw std::invalid_argument("nybble._C.quantize_activations: K must be a multiple of the group");
+  nb::gil_scoped_release release;
+  nybble::quantize_activations(ptr<const float>(x), m, ldx, k, gl, asym, ptr<uint8_t>(q), ptr<float>(sa),
+                               ptr<int32_t>(za), ptr<int32_t>(sums), nthreads < 1 ? 1 : nthreads);
+}
+
+}  // namespace
 
 NB_MODULE(_C, m) {
   m.doc() = "nybble C++ CPU kernels (independent of PyTorch)";
@@ -18,4 +86,17 @@ NB_MODULE(_C, m) {
     d["amx"] = f.amx_tile;
     return d;
   });
+  m.def("isa_names", &nybble::isa_names, "All CPU paths, lowest first.");
+  m.def("available_isas", &nybble::available_isas, "The CPU paths this machine can run, lowest first.");
+  m.def("a16w4", &a16w4,
+        "y (M,N) fp32 = x (M,K) fp32 @ W^T + bias, W in the packed layout (see csrc/kernels.h). "
+        "Arguments: isa, x, m, ldx, qw, scale, scale_kind, zp, n, k, group_len, bias, y, ldy, nthreads; "
+        "pointers are addresses (0 = absent).");
+  m.def("a8w4", &a8w4,
+        "As a16w4 with per-token int8 (asym: uint8 + zero point) activation quantization inside. "
+        "Arguments: isa, x, m, ldx, qw, scale, scale_kind, zp, wcomp, n, k, group_len, asymmetric, bias, "
+        "y, ldy, nthreads.");
+  m.def("quantize_activations", &quantize_acts,
+        "Per-token activation quantization (for tests): x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
+        "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");
 }

@@ -1,0 +1,77 @@
+// Shared declarations of nybble's CPU int4 linear kernels (no PyTorch headers).
+//
+// Packed weight layout (made by nybble.kernels.cpu_layout.prepack, identical for every ISA):
+//   Columns (output features) are grouped in blocks of 16; Nb = ceil(N / 16), padded columns hold
+//   code 0 and scale 0 and are never written to the output.
+//   qw     uint8 (Nb, K/8, 64): chunk c of block b covers k = 8c .. 8c+7 of its 16 columns; byte
+//          4*col + j holds code[8c+j, col] in its low nibble and code[8c+4+j, col] in its high
+//          nibble (j = 0..3). Read as 16 int32 lanes, lane `col` then has the 4 consecutive k of
+//          a VNNI dot product in each nibble half.
+//   scale  (Nb, G, 16) in the model dtype (fp32 / bf16 / fp16 bits), G = K / group_len.
+//   zp     int8 (Nb, G, 16) zero points 0..15 (int domain) or null (none domain: zero point 8).
+//   wcomp  int32 (Nb, G, 16): sum of the group's codes - group_len * zero point; needed only
+//          by A8W4 with asymmetric activations (else null).
+#pragma once
+#include <cstdint>
+
+namespace nybble {
+
+enum ScaleKind : int { kScaleF32 = 0, kScaleBF16 = 1, kScaleF16 = 2 };
+
+struct PackedView {
+  const uint8_t* qw;
+  const void* scale;
+  int scale_kind;
+  const int8_t* zp;
+  const int32_t* wcomp;
+  int64_t n, k, gl;  // out features, in features, group length (K for per-channel)
+  int64_t nblocks() const { return (n + 15) / 16; }
+  int64_t groups() const { return k / gl; }
+};
+
+// A16W4: y (M, N) fp32 (row stride ldy) = x (M, K) fp32 (row stride ldx) @ W^T + bias (fp32 or null).
+struct A16Args {
+  const float* x;
+  int64_t m, ldx;
+  float* y;
+  int64_t ldy;
+  const float* bias;
+};
+
+// Per-token quantized activations for A8W4 (see quantize_activations in quant_act.cpp).
+struct QActView {
+  const uint8_t* q;     // (M, K) int8 (symmetric) or uint8 (asymmetric) codes, row stride k
+  const float* sa;      // (M,) scales
+  const int32_t* za;    // (M,) zero points (0 when symmetric)
+  const int32_t* sums;  // (M, G) per-group sums of the codes (signed or unsigned)
+  bool asym;
+};
+
+struct A8Args {
+  QActView a;
+  int64_t m;
+  float* y;
+  int64_t ldy;
+  const float* bias;
+};
+
+using A16Fn = void (*)(const PackedView&, const A16Args&, int nthreads);
+using A8Fn = void (*)(const PackedView&, const A8Args&, int nthreads);
+
+struct IsaKernels {
+  A16Fn a16w4;
+  A8Fn a8w4;
+};
+
+// One per translation unit (each compiled with its ISA's flags only).
+IsaKernels kernels_scalar();
+IsaKernels kernels_avx2();
+IsaKernels kernels_avx512();
+IsaKernels kernels_avx512_vnni();
+
+// Exact per-token quantization (nybble.primitives.quantize_activations), threaded over rows.
+// x (M, K) fp32 row stride ldx -> q (M, K), sa (M), za (M), sums (M, K/gl).
+void quantize_activations(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym,
+                          uint8_t* q, float* sa, int32_t* za, int32_t* sums, int nthreads);
+
+}  // namespace nybble

@@ -1,0 +1,34 @@
+// A small persistent thread pool (std::thread, no OpenMP) shared by all CPU kernels.
+#pragma once
+#include <type_traits>
+// Note: this header is included by the per-ISA translation units. Everything defined here has
+// internal linkage (static / templates over TU-local types) so that no inline function compiled
+// with AVX512 flags can be picked by the linker for a caller on another path.
+
+namespace nybble {
+
+using TaskFn = void (*)(void* ctx, int tid, int nthreads);
+
+// Runs fn(ctx, tid, nthreads) for tid in [0, nthreads): tid 0 on the calling thread, the others on
+// persistent workers (created on first use, kept for later calls). Calls are serialized.
+void parallel_run_raw(int nthreads, TaskFn fn, void* ctx);
+
+// parallel_run(n, lambda(tid, nthreads)).
+template <class Fn>
+static inline void parallel_run(int nthreads, Fn&& fn) {
+  using T = typename std::remove_reference<Fn>::type;
+  parallel_run_raw(nthreads, [](void* c, int tid, int n) { (*static_cast<T*>(c))(tid, n); },
+                   const_cast<void*>(static_cast<const void*>(&fn)));
+}
+
+// Splits [0, total) into nthreads contiguous parts, in units of `align`; part tid -> [lo, hi).
+static inline void split_range(long long total, int tid, int nthreads, long long align, long long* lo, long long* hi) {
+  const long long units = (total + align - 1) / align;
+  const long long per = units / nthreads, rem = units % nthreads;
+  const long long u0 = tid * per + (tid < rem ? tid : rem);
+  const long long u1 = u0 + per + (tid < rem ? 1 : 0);
+  *lo = u0 * align < total ? u0 * align : total;
+  *hi = u1 * align < total ? u1 * align : total;
+}
+
+}  // namespace nybble

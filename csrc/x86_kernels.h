@@ -1,0 +1,403 @@
+// The SIMD CPU kernels, written once over a 16-lane vector abstraction V (simd_avx512.h: one zmm;
+// simd_avx2.h: two ymm). Each ISA translation unit includes this with its own flags.
+//
+// A16W4
+//   GEMV (M <= 4): every weight byte is streamed once; a 64-byte chunk (8 k x 16 columns) is
+//   decoded nibble by nibble (shift + 16-entry table / mask + convert), scaled ((q - z) * s in
+//   fp32) and multiplied into M x NB accumulators (two partial sums per accumulator).
+//   GEMM (M > 4): a KC x 128-column panel of weights is dequantized to fp32 once (kept in L2) and
+//   reused by an MR x 32 register-blocked fp32 microkernel over all rows of the task.
+// A8W4
+//   Activations are quantized per token first (quant_act.cpp). A tile of MR rows x NB blocks runs
+//   over all of K: per group, u8 x s8 dot products (vpdpbusd or maddubs+madd) into exact int32
+//   sums, then the zero-point compensation (integer), int32 -> fp32, times the weight scale, added
+//   to fp32 accumulators; at the end times the activation scale, plus bias. GEMV = one tile of M
+//   rows; GEMM = tiles of MR rows over 128..256 KiB column panels.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace nybble {
+namespace {  // internal linkage: see thread_pool.h
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+template <class V>
+struct X86Kernels {
+  using F = typename V::F;
+  using I = typename V::I;
+  static constexpr int kMR = V::kGemmMR;
+  static constexpr int kGemvMaxM = 4;
+  static constexpr int64_t kPrefetch = 1024;  // bytes ahead in each weight stream (GEMV)
+  static constexpr int64_t kKC = 256;         // K rows of a dequantized A16 panel
+  static constexpr int64_t kNCB = 8;          // 16-column blocks of a dequantized A16 panel
+
+  // k offset, within an 8-k chunk, of the nibble at bit shift 4*T of a lane
+  static constexpr int koff(int t) { return (t & 1) * 4 + t / 2; }
+
+  static int ncols(const PackedView& w, int64_t b) {
+    const int64_t c = w.n - b * 16;
+    return c >= 16 ? 16 : static_cast<int>(c);
+  }
+
+  // ------------------------------------------------------------------ A16W4 GEMV
+  template <int MR, int NB, int T>
+  static inline void a16_step(const I& raw, const F& s, const F& zs, const typename V::Lut& lut,
+                              const float* xk, int64_t ldx, F (&acc)[MR][NB][2], int j) {
+    const F wv = V::fmsub(V::template code<4 * T>(raw, lut), s, zs);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r)
+      acc[r][j][T & 1] = V::fmadd(V::fset1(xk[r * ldx + koff(T)]), wv, acc[r][j][T & 1]);
+  }
+
+  template <int MR, int NB>
+  static void a16_gemv_tile(const PackedView& w, const A16Args& a, int64_t b0, const typename V::Lut& lut) {
+    const int64_t K8 = w.k >> 3, G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
+    F acc[MR][NB][2];
+    const uint8_t* qp[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      qp[j] = w.qw + (b0 + j) * K8 * 64;
+      for (int r = 0; r < MR; ++r) acc[r][j][0] = acc[r][j][1] = V::fzero();
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      F s[NB], zs[NB];
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int64_t si = ((b0 + j) * G + g) * 16;
+        s[j] = V::scale_load(w.scale, si, w.scale_kind);
+        zs[j] = w.zp ? V::fmul(V::cvt(V::zp_load(w.zp + si)), s[j]) : V::fzero();
+      }
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+        const float* xk = a.x + c * 8;
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+          const I raw = V::iload(qp[j] + c * 64);
+          V::prefetch(qp[j] + c * 64 + kPrefetch);
+          a16_step<MR, NB, 0>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 1>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 2>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 3>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 4>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 5>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 6>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, 7>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+        }
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      const int nc = ncols(w, b0 + j);
+      const int64_t col = (b0 + j) * 16;
+      for (int r = 0; r < MR; ++r) {
+        F v = V::fadd(acc[r][j][0], acc[r][j][1]);
+        if (a.bias) v = V::fadd(v, V::fload_part(a.bias + col, nc));
+        V::fstore_part(a.y + r * a.ldy + col, v, nc);
+      }
+    }
+  }
+
+  template <int MR, int NB>
+  static void a16_gemv_range(const PackedView& w, const A16Args& a, int64_t lo, int64_t hi,
+                             const typename V::Lut& lut) {
+    int64_t b = lo;
+    for (; b + NB <= hi; b += NB) a16_gemv_tile<MR, NB>(w, a, b, lut);
+    for (; b < hi; ++b) a16_gemv_tile<MR, 1>(w, a, b, lut);
+  }
+
+  static void a16_gemv(const PackedView& w, const A16Args& a, int nthreads) {
+    const int64_t nb = w.nblocks();
+    const auto lut = V::make_lut(w.zp ? 0 : 8);
+    const int nt = static_cast<int>(imin(nthreads, nb));
+    parallel_run(nt, [&](int tid, int n) {
+      long long lo, hi;
+      split_range(nb, tid, n, 1, &lo, &hi);
+      switch (a.m) {
+        case 1: a16_gemv_range<1, V::kGemvNB>(w, a, lo, hi, lut); break;
+        case 2: a16_gemv_range<2, V::kGemvNB>(w, a, lo, hi, lut); break;
+        case 3: a16_gemv_range<3, 2>(w, a, lo, hi, lut); break;
+        default: a16_gemv_range<4, 2>(w, a, lo, hi, lut); break;
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ A16W4 GEMM
+  // Dequantize rows [k0, k0+kc) of blocks [b0, b0+nbk) to fp32: panel[jb][kk][16].
+  template <int T>
+  static inline void deq_step(const I& raw, const F& s, const F& zs, const typename V::Lut& lut, float* dst) {
+    V::fstore_full(dst + koff(T) * 16, V::fmsub(V::template code<4 * T>(raw, lut), s, zs));
+  }
+
+  static void a16_dequant_panel(const PackedView& w, int64_t b0, int64_t nbk, int64_t k0, int64_t kc,
+                                const typename V::Lut& lut, float* panel) {
+    const int64_t K8 = w.k >> 3, G = w.groups();
+    for (int64_t jb = 0; jb < nbk; ++jb) {
+      const int64_t b = b0 + jb;
+      const uint8_t* q = w.qw + b * K8 * 64;
+      int64_t cur_g = -1;
+      F s = V::fzero(), zs = V::fzero();
+      for (int64_t c = k0 >> 3; c < (k0 + kc) >> 3; ++c) {
+        const int64_t g = (c * 8) / w.gl;
+        if (g != cur_g) {
+          cur_g = g;
+          const int64_t si = (b * G + g) * 16;
+          s = V::scale_load(w.scale, si, w.scale_kind);
+          zs = w.zp ? V::fmul(V::cvt(V::zp_load(w.zp + si)), s) : V::fzero();
+        }
+        const I raw = V::iload(q + c * 64);
+        float* dst = panel + (jb * kKC + (c * 8 - k0)) * 16;
+        deq_step<0>(raw, s, zs, lut, dst);
+        deq_step<1>(raw, s, zs, lut, dst);
+        deq_step<2>(raw, s, zs, lut, dst);
+        deq_step<3>(raw, s, zs, lut, dst);
+        deq_step<4>(raw, s, zs, lut, dst);
+        deq_step<5>(raw, s, zs, lut, dst);
+        deq_step<6>(raw, s, zs, lut, dst);
+        deq_step<7>(raw, s, zs, lut, dst);
+      }
+    }
+  }
+
+  // C[MR x 16*NB] (+)= A[MR x kc] @ panel[kc x 16*NB]; bias added on the last K panel.
+  template <int MR, int NB>
+  static void a16_micro(const float* x, int64_t ldx, const float* panel, int64_t kc, float* y, int64_t ldy,
+                        bool first, const float* bias, int nc_total) {
+    F acc[MR][NB];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NB; ++j) acc[r][j] = V::fzero();
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      F bv[NB];
+#pragma GCC unroll 2
+      for (int j = 0; j < NB; ++j) bv[j] = V::fload(panel + (j * kKC + kk) * 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const F av = V::fset1(x[r * ldx + kk]);
+        for (int j = 0; j < NB; ++j) acc[r][j] = V::fmadd(av, bv[j], acc[r][j]);
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      const int nc = imin(16, nc_total - 16 * j);
+      if (nc <= 0) break;
+      for (int r = 0; r < MR; ++r) {
+        F v = acc[r][j];
+        float* out = y + r * ldy + 16 * j;
+        if (!first) v = V::fadd(v, V::fload_part(out, nc));
+        if (bias) v = V::fadd(v, V::fload_part(bias + 16 * j, nc));
+        V::fstore_part(out, v, nc);
+      }
+    }
+  }
+
+  template <int R>
+  static void a16_micro_rows(int mr, int nbb, const float* x, int64_t ldx, const float* panel, int64_t kc,
+                             float* y, int64_t ldy, bool first, const float* bias, int nc) {
+    if constexpr (R >= 1) {
+      if (mr == R) {
+        if (nbb == 2) a16_micro<R, 2>(x, ldx, panel, kc, y, ldy, first, bias, nc);
+        else a16_micro<R, 1>(x, ldx, panel, kc, y, ldy, first, bias, nc);
+      } else {
+        a16_micro_rows<R - 1>(mr, nbb, x, ldx, panel, kc, y, ldy, first, bias, nc);
+      }
+    }
+  }
+
+  // Splits the work of a GEMM into (column chunk, row range) tasks for nthreads threads.
+  struct GemmPlan {
+    int64_t nchunks, chunk_blocks, msplit, mpart;
+    int64_t tasks() const { return nchunks * msplit; }
+  };
+  static GemmPlan plan(int64_t m, int64_t nb, int64_t chunk_blocks, int nthreads) {
+    GemmPlan p;
+    p.chunk_blocks = chunk_blocks;
+    p.nchunks = (nb + chunk_blocks - 1) / chunk_blocks;
+    int64_t ms = p.nchunks >= 2 * nthreads ? 1 : nthreads;
+    int64_t per = (m + ms - 1) / ms;
+    per = (per + kMR - 1) / kMR * kMR;
+    p.mpart = per;
+    p.msplit = (m + per - 1) / per;
+    return p;
+  }
+
+  static void a16_gemm(const PackedView& w, const A16Args& a, int nthreads) {
+    const int64_t nb = w.nblocks();
+    const auto lut = V::make_lut(w.zp ? 0 : 8);
+    const GemmPlan p = plan(a.m, nb, kNCB, nthreads);
+    const int nt = static_cast<int>(imin(nthreads, p.tasks()));
+    parallel_run(nt, [&](int tid, int n) {
+      float* panel = static_cast<float*>(std::malloc(sizeof(float) * kKC * kNCB * 16));
+      for (int64_t task = tid; task < p.tasks(); task += n) {
+        const int64_t chunk = task / p.msplit, mp = task % p.msplit;
+        const int64_t b0 = chunk * p.chunk_blocks, nbk = imin(p.chunk_blocks, nb - b0);
+        const int64_t m_lo = mp * p.mpart, m_hi = imin(a.m, m_lo + p.mpart);
+        for (int64_t k0 = 0; k0 < w.k; k0 += kKC) {
+          const int64_t kc = imin(kKC, w.k - k0);
+          a16_dequant_panel(w, b0, nbk, k0, kc, lut, panel);
+          const bool first = k0 == 0, last = k0 + kc >= w.k;
+          for (int64_t m = m_lo; m < m_hi; m += kMR) {
+            const int mr = static_cast<int>(imin(kMR, m_hi - m));
+            for (int64_t jb = 0; jb < nbk; jb += 2) {
+              const int nbb = static_cast<int>(imin(2, nbk - jb));
+              const int64_t col = (b0 + jb) * 16;
+              a16_micro_rows<kMR>(mr, nbb, a.x + m * a.ldx + k0, a.ldx, panel + jb * kKC * 16, kc,
+                                  a.y + m * a.ldy + col, a.ldy, first, last && a.bias ? a.bias + col : nullptr,
+                                  static_cast<int>(w.n - col));
+            }
+          }
+        }
+      }
+      std::free(panel);
+    });
+  }
+
+  static void a16w4(const PackedView& w, const A16Args& a, int nthreads) {
+    if (a.m <= kGemvMaxM) a16_gemv(w, a, nthreads);
+    else a16_gemm(w, a, nthreads);
+  }
+
+  // ------------------------------------------------------------------ A8W4
+  template <int MR, int NB, bool ASYM, bool PF>
+  static void a8_tile(const PackedView& w, const A8Args& a, int64_t m0, int64_t b0) {
+    constexpr int P = MR == 1 ? 2 : 1;  // independent partial sums per accumulator
+    const int64_t K = w.k, K8 = K >> 3, G = w.groups(), cpg = w.gl >> 3;
+    const I nib = V::iset1(0x0f0f0f0f);
+    const uint8_t* qa = a.a.q + m0 * K;
+    const uint8_t* qp[NB];
+    F facc[MR][NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      qp[j] = w.qw + (b0 + j) * K8 * 64;
+      for (int r = 0; r < MR; ++r) facc[r][j] = V::fzero();
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      I iacc[MR][NB][P];
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < NB; ++j)
+          for (int p = 0; p < P; ++p) iacc[r][j][p] = V::izero();
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+          const I raw = V::iload(qp[j] + c * 64);
+          if (PF) V::prefetch(qp[j] + c * 64 + kPrefetch);
+          const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
+#pragma GCC unroll 8
+          for (int r = 0; r < MR; ++r) {
+            int32_t a0, a1;
+            std::memcpy(&a0, qa + r * K + c * 8, 4);
+            std::memcpy(&a1, qa + r * K + c * 8 + 4, 4);
+            const I va0 = V::iset1(a0), va1 = V::iset1(a1);
+            if (ASYM) {  // activations u8, codes 0..15 as s8
+              iacc[r][j][0] = V::dot(iacc[r][j][0], va0, lo);
+              iacc[r][j][P - 1] = V::dot(iacc[r][j][P - 1], va1, hi);
+            } else {  // codes as u8, activations s8
+              iacc[r][j][0] = V::dot(iacc[r][j][0], lo, va0);
+              iacc[r][j][P - 1] = V::dot(iacc[r][j][P - 1], hi, va1);
+            }
+          }
+        }
+      }
+      // sum (qa - za)(qw - zw) = dot - zw * sum(qa) - za * (sum(qw) - gl * zw)
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int64_t si = ((b0 + j) * G + g) * 16;
+        const F sw = V::scale_load(w.scale, si, w.scale_kind);
+        const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
+        I wc = V::izero();
+        if (ASYM) wc = V::i32load(w.wcomp + si);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+          I tot = iacc[r][j][0];
+          if (P == 2) tot = V::iadd(tot, iacc[r][j][P - 1]);
+          I corr = V::imullo(zw, V::iset1(a.a.sums[(m0 + r) * G + g]));
+          if (ASYM) corr = V::iadd(corr, V::imullo(V::iset1(a.a.za[m0 + r]), wc));
+          facc[r][j] = V::fmadd(V::cvt(V::isub(tot, corr)), sw, facc[r][j]);
+        }
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      const int nc = ncols(w, b0 + j);
+      const int64_t col = (b0 + j) * 16;
+      for (int r = 0; r < MR; ++r) {
+        F v = V::fmul(facc[r][j], V::fset1(a.a.sa[m0 + r]));
+        if (a.bias) v = V::fadd(v, V::fload_part(a.bias + col, nc));
+        V::fstore_part(a.y + (m0 + r) * a.ldy + col, v, nc);
+      }
+    }
+  }
+
+  template <int MR, int NB, bool ASYM>
+  static void a8_gemv_range(const PackedView& w, const A8Args& a, int64_t lo, int64_t hi) {
+    int64_t b = lo;
+    for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM, true>(w, a, 0, b);
+    for (; b < hi; ++b) a8_tile<MR, 1, ASYM, true>(w, a, 0, b);
+  }
+
+  template <bool ASYM>
+  static void a8_gemv(const PackedView& w, const A8Args& a, int nthreads) {
+    const int64_t nb = w.nblocks();
+    const int nt = static_cast<int>(imin(nthreads, nb));
+    parallel_run(nt, [&](int tid, int n) {
+      long long lo, hi;
+      split_range(nb, tid, n, 1, &lo, &hi);
+      switch (a.m) {
+        case 1: a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, lo, hi); break;
+        case 2: a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, lo, hi); break;
+        case 3: a8_gemv_range<3, 2, ASYM>(w, a, lo, hi); break;
+        default: a8_gemv_range<4, 2, ASYM>(w, a, lo, hi); break;
+      }
+    });
+  }
+
+  template <int R, bool ASYM>
+  static void a8_tile_rows(int mr, int nbb, const PackedView& w, const A8Args& a, int64_t m0, int64_t b0) {
+    if constexpr (R >= 1) {
+      if (mr == R) {
+        if (nbb == 2) a8_tile<R, 2, ASYM, false>(w, a, m0, b0);
+        else a8_tile<R, 1, ASYM, false>(w, a, m0, b0);
+      } else {
+        a8_tile_rows<R - 1, ASYM>(mr, nbb, w, a, m0, b0);
+      }
+    }
+  }
+
+  template <bool ASYM>
+  static void a8_gemm(const PackedView& w, const A8Args& a, int nthreads) {
+    const int64_t nb = w.nblocks();
+    // column chunks of about 192 KiB of packed weights (stay in L2 while all row tiles use them)
+    int64_t cb = (192 * 1024) / (w.k * 8);
+    cb = imax(2, cb & ~int64_t(1));
+    const GemmPlan p = plan(a.m, nb, cb, nthreads);
+    const int nt = static_cast<int>(imin(nthreads, p.tasks()));
+    parallel_run(nt, [&](int tid, int n) {
+      for (int64_t task = tid; task < p.tasks(); task += n) {
+        const int64_t chunk = task / p.msplit, mp = task % p.msplit;
+        const int64_t b0 = chunk * p.chunk_blocks, nbk = imin(p.chunk_blocks, nb - b0);
+        const int64_t m_lo = mp * p.mpart, m_hi = imin(a.m, m_lo + p.mpart);
+        for (int64_t m = m_lo; m < m_hi; m += kMR) {
+          const int mr = static_cast<int>(imin(kMR, m_hi - m));
+          for (int64_t jb = 0; jb < nbk; jb += 2)
+            a8_tile_rows<kMR, ASYM>(mr, static_cast<int>(imin(2, nbk - jb)), w, a, m, b0 + jb);
+        }
+      }
+    });
+  }
+
+  static void a8w4(const PackedView& w, const A8Args& a, int nthreads) {
+    if (a.m <= kGemvMaxM) {
+      if (a.a.asym) a8_gemv<true>(w, a, nthreads);
+      else a8_gemv<false>(w, a, nthreads);
+    } else {
+      if (a.a.asym) a8_gemm<true>(w, a, nthreads);
+      else a8_gemm<false>(w, a, nthreads);
+    }
+  }
+
+  static IsaKernels table() { return {a16w4, a8w4}; }
+};
+
+}  // namespace
+}  // namespace nybble

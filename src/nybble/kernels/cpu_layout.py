@@ -1,0 +1,94 @@
+"""The blocked weight layout of nybble's C++ CPU kernels (``nybble_cpu``), made from and turned back
+into the plain layout with pure torch (exact, done once at load/quantize time; never saved).
+
+Columns (output features, N) are grouped in blocks of 16 (``Nb = ceil(N / 16)``; padded columns
+have code 0, scale 0, zero point 0). For K input features, G groups of ``gl`` features:
+
+* ``qw``: uint8 ``(Nb, K/8, 64)``. Chunk ``c`` of block ``b`` covers ``k = 8c .. 8c+7`` of the
+  block's 16 columns; byte ``4*col + j`` holds ``code[8c+j]`` in its low nibble and ``code[8c+4+j]``
+  in its high nibble (``j = 0..3``). Read as 16 int32 lanes, lane ``col`` holds the 4 consecutive
+  activations' partners of a ``vpdpbusd`` in each nibble half.
+* ``scale``: ``(Nb, G, 16)`` in the plain scale dtype (fp32 / bf16 / fp16).
+* ``zero_point``: int8 ``(Nb, G, 16)`` (``int`` domain only).
+* ``wcomp``: int32 ``(Nb, G, 16)`` = sum of the group's codes - ``gl`` * zero point (8 in the
+  ``none`` domain); the compensation term of A8W4 with asymmetric activations (else absent).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import primitives as P
+
+BLOCK_N = 16
+
+
+def num_blocks(n: int) -> int:
+    return (n + BLOCK_N - 1) // BLOCK_N
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """Zero-pad dim 0 of ``t`` to ``rows``."""
+    if t.shape[0] == rows:
+        return t
+    pad = t.new_zeros((rows - t.shape[0],) + tuple(t.shape[1:]))
+    return torch.cat([t, pad], dim=0)
+
+
+def _to_blocks(t: torch.Tensor) -> torch.Tensor:
+    """``(N, G)`` -> ``(Nb, G, 16)`` (padded with zeros)."""
+    n, g = t.shape
+    nb = num_blocks(n)
+    return _pad_rows(t, nb * BLOCK_N).reshape(nb, BLOCK_N, g).transpose(1, 2).contiguous()
+
+
+def _from_blocks(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``(Nb, G, 16)`` -> ``(N, G)``."""
+    nb, g, _ = t.shape
+    return t.transpose(1, 2).reshape(nb * BLOCK_N, g)[:n].contiguous()
+
+
+def pack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """codes uint8 ``(N, K)`` 0..15 -> ``qw`` uint8 ``(Nb, K/8, 64)``."""
+    n, k = codes.shape
+    nb = num_blocks(n)
+    c = _pad_rows(codes.to(torch.uint8), nb * BLOCK_N).reshape(nb, BLOCK_N, k // 8, 2, 4)
+    byte = c[:, :, :, 0, :] | (c[:, :, :, 1, :] << 4)             # (Nb, 16, K/8, 4)
+    return byte.permute(0, 2, 1, 3).reshape(nb, k // 8, 4 * BLOCK_N).contiguous()
+
+
+def unpack_codes(qw: torch.Tensor, n: int) -> torch.Tensor:
+    """``qw`` uint8 ``(Nb, K/8, 64)`` -> codes uint8 ``(N, K)``."""
+    nb, k8, _ = qw.shape
+    b = qw.reshape(nb, k8, BLOCK_N, 4)
+    c = torch.stack([b & 0xF, b >> 4], dim=3)                      # (Nb, K/8, 16, 2, 4)
+    return c.permute(0, 2, 1, 3, 4).reshape(nb * BLOCK_N, k8 * 8)[:n].contiguous()
+
+
+def weight_compensation(codes: torch.Tensor, zero_point: torch.Tensor | None, gl: int) -> torch.Tensor:
+    """int32 ``(N, G)``: sum of each group's codes - ``gl`` * zero point."""
+    n, k = codes.shape
+    sums = codes.to(torch.int32).reshape(n, k // gl, gl).sum(-1, dtype=torch.int32)
+    zw = torch.full_like(sums, P.SYMMETRIC_ZERO) if zero_point is None else zero_point.to(torch.int32)
+    return sums - gl * zw
+
+
+def prepack(qdata: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, group_size: int,
+            with_wcomp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Plain (``qdata`` int32 (N, K/8), ``scale`` (N, G), ``zero_point`` int8 (N, G) | None) ->
+    ``(qw, scale, zero_point, wcomp)`` in the blocked layout (absent parts are None)."""
+    codes = P.unpack_int32(qdata)
+    n, k = codes.shape
+    gl = P.group_len(group_size, k)
+    qw = pack_codes(codes)
+    sp = _to_blocks(scale)
+    zp = None if zero_point is None else _to_blocks(zero_point.to(torch.int8))
+    wc = _to_blocks(weight_compensation(codes, zero_point, gl)) if with_wcomp else None
+    return qw, sp, zp, wc
+
+
+def unpack(qw: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, n: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Exact inverse of :func:`prepack`: ``(qdata int32 (N, K/8), scale (N, G), zero_point (N, G) | None)``."""
+    qdata = P.pack_int32(unpack_codes(qw, n))
+    zp = None if zero_point is None else _from_blocks(zero_point, n)
+    return qdata, _from_blocks(scale, n), zp

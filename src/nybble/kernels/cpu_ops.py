@@ -1,0 +1,148 @@
+"""``nybble`` torch ops of the C++ CPU kernels (``nybble._C``), with fake implementations.
+
+* ``nybble::cpu_prepack`` / ``nybble::cpu_unpack``: plain layout <-> blocked layout (see
+  :mod:`nybble.kernels.cpu_layout`); absent parts travel as empty tensors.
+* ``nybble::cpu_a16w4(x, qw, scale, zero_point, n, group_size, bias, isa)``: ``x`` (M, K)
+  fp32/bf16/fp16 (any row stride) -> (M, N) in ``x.dtype``; computed in fp32.
+* ``nybble::cpu_a8w4(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa)``:
+  per-token int8 quantization of ``x`` inside the op
+  (:func:`nybble.primitives.quantize_activations`, bit exact), exact int32 group sums, then
+  ``y = sa * sum_g(acc_g * sw) + bias`` in fp32, returned in ``x.dtype``.
+
+``isa`` names the C++ path (``scalar``/``avx2``/``avx512``/``avx512_vnni``); the thread count
+is ``torch.get_num_threads()`` at call time.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import primitives as P
+from . import cpu_layout as L
+
+from .. import _C  # noqa: E402  (ImportError here makes the kernel refuse, see cpu.py)
+
+SCALE_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def _opt(t: torch.Tensor) -> Optional[torch.Tensor]:
+    return None if t.numel() == 0 else t
+
+
+def _empty(dtype: torch.dtype, device) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype, device=device)
+
+
+@torch.library.custom_op("nybble::cpu_prepack", mutates_args=())
+def cpu_prepack(qdata: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], group_size: int,
+                with_wcomp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plain -> ``(qw uint8 (Nb, K/8, 64), scale (Nb, G, 16), zero_point int8 (Nb, G, 16) or empty,
+    wcomp int32 (Nb, G, 16) or empty)``."""
+    qw, sp, zp, wc = L.prepack(qdata, scale, zero_point, group_size, with_wcomp)
+    return (qw, sp, zp if zp is not None else _empty(torch.int8, qdata.device),
+            wc if wc is not None else _empty(torch.int32, qdata.device))
+
+
+@cpu_prepack.register_fake
+def _(qdata, scale, zero_point, group_size, with_wcomp):
+    n, k8 = qdata.shape
+    nb, g = L.num_blocks(n), scale.shape[1]
+    zp = qdata.new_empty(nb, g, 16, dtype=torch.int8) if zero_point is not None else qdata.new_empty(0, dtype=torch.int8)
+    wc = qdata.new_empty(nb, g, 16, dtype=torch.int32) if with_wcomp else qdata.new_empty(0, dtype=torch.int32)
+    return qdata.new_empty(nb, k8, 64, dtype=torch.uint8), scale.new_empty(nb, g, 16), zp, wc
+
+
+@torch.library.custom_op("nybble::cpu_unpack", mutates_args=())
+def cpu_unpack(qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], n: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blocked -> plain ``(qdata int32 (N, K/8), scale (N, G), zero_point int8 (N, G) or empty)``."""
+    qdata, sp, zp = L.unpack(qw, scale, zero_point, n)
+    return qdata, sp, zp if zp is not None else _empty(torch.int8, qw.device)
+
+
+@cpu_unpack.register_fake
+def _(qw, scale, zero_point, n):
+    g = scale.shape[1]
+    zp = qw.new_empty(n, g, dtype=torch.int8) if zero_point is not None else qw.new_empty(0, dtype=torch.int8)
+    return qw.new_empty(n, qw.shape[1], dtype=torch.int32), scale.new_empty(n, g), zp
+
+
+def _prepare(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point, n: int, group_size: int,
+             bias):
+    """Common checks and fp32 views for the linear ops; returns (x32, y32, bias32, k, gl)."""
+    if x.dim() != 2 or x.device.type != "cpu":
+        raise ValueError(f"nybble cpu op: x must be a 2-D CPU tensor, got {tuple(x.shape)} on {x.device}")
+    k = qw.shape[1] * 8
+    if x.shape[1] != k:
+        raise ValueError(f"nybble cpu op: x has {x.shape[1]} features, the weight expects K={k}")
+    if scale.dtype not in SCALE_KIND:
+        raise TypeError(f"nybble cpu op: scale dtype {scale.dtype} not in float32/bfloat16/float16")
+    if not (qw.is_contiguous() and scale.is_contiguous() and qw.dtype == torch.uint8):
+        raise ValueError("nybble cpu op: packed tensors must be contiguous (qw uint8)")
+    if zero_point is not None and not (zero_point.is_contiguous() and zero_point.dtype == torch.int8):
+        raise ValueError("nybble cpu op: zero_point must be contiguous int8")
+    gl = P.group_len(group_size, k)
+    x32 = x.float()
+    if x32.shape[0] > 0 and x32.stride(1) != 1:
+        x32 = x32.contiguous()
+    b32 = None if bias is None else bias.float().contiguous()
+    if b32 is not None and b32.shape != (n,):
+        raise ValueError(f"nybble cpu op: bias must be ({n},), got {tuple(bias.shape)}")
+    y = torch.empty(x.shape[0], n, dtype=torch.float32)
+    return x32, y, b32, k, gl
+
+
+def _addr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+@torch.library.custom_op("nybble::cpu_a16w4", mutates_args=())
+def cpu_a16w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], n: int,
+              group_size: int, bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
+    """``x`` (M, K) float; blocked weight; returns (M, N) in ``x.dtype``."""
+    x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
+    _C.a16w4(isa, _addr(x32), x32.shape[0], x32.stride(0) if x32.shape[0] else k, qw.data_ptr(),
+             scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), n, k, gl, _addr(b32), y.data_ptr(), n,
+             torch.get_num_threads())
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+@cpu_a16w4.register_fake
+def _(x, qw, scale, zero_point, n, group_size, bias, isa):
+    return x.new_empty(x.shape[0], n)
+
+
+@torch.library.custom_op("nybble::cpu_a8w4", mutates_args=())
+def cpu_a8w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+             wcomp: Optional[torch.Tensor], n: int, group_size: int, asymmetric: bool,
+             bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
+    """As :func:`cpu_a16w4` with dynamic per-token int8 activations (quantized inside the op)."""
+    x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
+    if asymmetric and (wcomp is None or wcomp.dtype != torch.int32 or not wcomp.is_contiguous()):
+        raise ValueError("nybble cpu op: asymmetric activations need the int32 wcomp of prepack(with_wcomp=True)")
+    _C.a8w4(isa, _addr(x32), x32.shape[0], x32.stride(0) if x32.shape[0] else k, qw.data_ptr(),
+            scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), _addr(wcomp) if asymmetric else 0,
+            n, k, gl, asymmetric, _addr(b32), y.data_ptr(), n, torch.get_num_threads())
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+@cpu_a8w4.register_fake
+def _(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa):
+    return x.new_empty(x.shape[0], n)
+
+
+def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The C++ per-token quantization the A8W4 op runs (exposed for tests): ``x`` (M, K) ->
+    ``(q int32 (M, K), scale fp32 (M,), zero int32 (M,), group sums int32 (M, G))``."""
+    x32 = x.float().contiguous()
+    m, k = x32.shape
+    gl = P.group_len(group_size, k)
+    q = torch.empty(m, k, dtype=torch.uint8 if asymmetric else torch.int8)
+    sa = torch.empty(m, dtype=torch.float32)
+    za = torch.empty(m, dtype=torch.int32)
+    sums = torch.empty(m, k // gl, dtype=torch.int32)
+    _C.quantize_activations(x32.data_ptr(), m, k, k, gl, asymmetric, q.data_ptr(), sa.data_ptr(), za.data_ptr(),
+                            sums.data_ptr(), torch.get_num_threads())
+    return q.to(torch.int32), sa, za, sums
