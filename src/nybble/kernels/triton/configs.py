@@ -1,0 +1,210 @@
+"""Tile configurations for the Triton kernels: keys, M buckets, the shipped table, the disk cache.
+
+Pure Python (no triton import), so it is unit-tested on machines without a GPU.
+
+A configuration is chosen per ``(GPU name, op, N, K, group, M bucket)``:
+
+1. the on-disk cache ``$NYBBLE_CACHE_DIR/triton/<gpu>.json`` (default ``~/.cache/nybble``), written
+   by :func:`save_cached` after an autotuning run;
+2. the table shipped in the package (``tables/<gpu>.json``, made from autotuning runs on that GPU);
+3. otherwise a heuristic (:func:`heuristic`).  ``ops.py`` autotunes (and caches) unknown keys on
+   the first eager call unless ``NYBBLE_TRITON_AUTOTUNE=0``; it never tunes during CUDA-graph
+   capture or ``torch.compile`` tracing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: M buckets: a call with M rows uses the config of the smallest bucket >= M (the last covers more)
+M_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+_TABLE_DIR = Path(__file__).with_name("tables")
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One launch configuration.
+
+    ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
+    ``split_k``: programs sharing one output tile along K (partials added with fp32 atomics);
+    ``num_warps``/``num_stages``: Triton launch options.
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def to_json(self) -> list[int]:
+        return [self.block_m, self.block_n, self.block_k, self.split_k, self.num_warps, self.num_stages]
+
+    @classmethod
+    def from_json(cls, v) -> "TileConfig":
+        if isinstance(v, dict):
+            return cls(**v)
+        if not isinstance(v, (list, tuple)) or len(v) != 6 or not all(isinstance(i, int) for i in v):
+            raise ValueError(f"bad tile config entry {v!r}: expected 6 integers "
+                             "[block_m, block_n, block_k, split_k, num_warps, num_stages]")
+        return cls(*v)
+
+
+def m_bucket(m: int) -> int:
+    """The bucket of ``m`` rows: the smallest ``M_BUCKETS`` entry >= m (the largest for bigger m)."""
+    if m < 1:
+        raise ValueError(f"M must be >= 1, got {m}")
+    for b in M_BUCKETS:
+        if m <= b:
+            return b
+    return M_BUCKETS[-1]
+
+
+def gpu_slug(name: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia_h100_80gb_hbm3"`` (file-name safe)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def make_key(op: str, n: int, k: int, group_size: int, m: int) -> str:
+    """Table key ``"<op>|N|K|group|Mbucket"``; ``op`` is e.g. ``"a16w4"`` or ``"a8w4"``."""
+    return f"{op}|{n}|{k}|{group_size}|{m_bucket(m)}"
+
+
+def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
+    """Is ``cfg`` valid for this group size? A8W4 needs ``block_k`` to divide the group (it converts
+    int32 group sums to fp32 at group ends); A16W4 needs groups and tiles nested either way."""
+    g = k if group_size == -1 else group_size
+    if group_size == -1:
+        return True
+    if op == "a8w4":
+        return cfg.block_k == g
+    return g % cfg.block_k == 0 or cfg.block_k % g == 0
+
+
+def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132) -> TileConfig:
+    """A reasonable config without tuning: swap-AB small tiles with split-K for small M so the grid
+    fills the GPU; square tensor-core tiles for large M."""
+    mb = m_bucket(m)
+    g = k if group_size == -1 else group_size
+    bk = 128
+    if op == "a8w4" and group_size != -1:
+        bk = g
+    elif group_size != -1 and g < bk and bk % g:
+        bk = g
+    if mb <= 16:
+        bm, bn, warps, stages = 16, 64, 4, 4
+    elif mb <= 64:
+        bm, bn, warps, stages = mb, 128, 4, 3
+    else:
+        bm, bn, warps, stages = 128, 128, 8, 3
+    tiles = -(-n // bn) * -(-m // bm)
+    split = 1
+    k_tiles = -(-k // bk)
+    while tiles * split < 2 * num_sms and split * 2 <= max(1, k_tiles // 4) and split < 16:
+        split *= 2
+    return TileConfig(bm, bn, bk, split, warps, stages)
+
+
+def candidates(op: str, n: int, k: int, group_size: int, m: int) -> list[TileConfig]:
+    """Configs the autotuner times for one key (all valid for the group size)."""
+    mb = m_bucket(m)
+    out = []
+    if mb <= 16:
+        for bn in (64, 128):
+            for bk in (64, 128, 256):
+                for split in (1, 2, 4, 8, 16):
+                    if -(-k // bk) < 2 * split:
+                        continue
+                    out.append(TileConfig(16, bn, bk, split, 4, 4))
+    elif mb <= 128:
+        bm = min(mb, 64)
+        for bn in (64, 128):
+            for bk in (64, 128):
+                for split in (1, 2, 4):
+                    out.append(TileConfig(bm, bn, bk, split, 4, 3))
+        out.append(TileConfig(128 if mb == 128 else bm, 128, 64, 1, 8, 3))
+    else:
+        for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (128, 256, 64, 8, 3),
+                                 (64, 128, 128, 4, 3), (128, 64, 128, 4, 4), (256, 128, 64, 8, 3)):
+            out.append(TileConfig(bm, bn, bk, 1, w, s))
+    if op == "a8w4" and group_size != -1:  # A8W4 tiles span exactly one group along K
+        out = list(dict.fromkeys(TileConfig(c.block_m, c.block_n, group_size, c.split_k, c.num_warps,
+                                            c.num_stages) for c in out))
+    out = [c for c in out if group_tile_ok(c, group_size, k, op)]
+    h = heuristic(op, n, k, group_size, m)
+    if h not in out:
+        out.append(h)
+    return out
+
+
+def cache_dir() -> Path:
+    """``$NYBBLE_CACHE_DIR/triton`` (default ``~/.cache/nybble/triton``)."""
+    base = os.environ.get("NYBBLE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nybble")
+    return Path(base) / "triton"
+
+
+def _read_table(path: Path) -> dict[str, TileConfig]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"tile config table {path} is unreadable: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("configs", {}), dict):
+        raise ValueError(f"tile config table {path}: expected {{'configs': {{key: [6 ints]}}}}")
+    return {k: TileConfig.from_json(v) for k, v in raw.get("configs", {}).items()}
+
+
+class ConfigStore:
+    """Configs for one GPU: the disk cache over the shipped table; lookups are dict reads."""
+
+    def __init__(self, gpu_name: str, table_dir: Path | None = None, cache: Path | None = None):
+        self.gpu = gpu_slug(gpu_name)
+        self.table_path = (table_dir or _TABLE_DIR) / f"{self.gpu}.json"
+        self.cache_path = (cache or cache_dir()) / f"{self.gpu}.json"
+        self.shipped = _read_table(self.table_path)
+        try:
+            self.cached = _read_table(self.cache_path)
+        except ValueError:
+            self.cached = {}  # a corrupt user cache is ignored (and rewritten by the next tuning)
+        self._memo: dict[str, TileConfig] = {**self.shipped, **self.cached}
+
+    def get(self, key: str) -> TileConfig | None:
+        return self._memo.get(key)
+
+    def source(self, key: str) -> str:
+        """Where ``key``'s config comes from: ``cache``, ``table`` or ``none``."""
+        if key in self.cached:
+            return "cache"
+        return "table" if key in self.shipped else "none"
+
+    def put(self, key: str, cfg: TileConfig, persist: bool = True) -> None:
+        """Remember ``cfg`` for ``key`` and (``persist``) write the disk cache atomically."""
+        with _lock:
+            self._memo[key] = cfg
+            self.cached[key] = cfg
+            if persist:
+                self.save_cache()
+
+    def save_cache(self) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"gpu": self.gpu, "configs": {k: v.to_json() for k, v in
+                                                                 sorted(self.cached.items())}}, indent=0))
+        os.replace(tmp, self.cache_path)
+
+
+def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> None:
+    """Write a shipped-table JSON (used to make ``tables/<gpu>.json`` from an autotuning run)."""
+    path.write_text(json.dumps({"gpu": gpu_slug(gpu_name),
+                                "configs": {k: v.to_json() for k, v in sorted(configs.items())}}, indent=0))
+
+
+__all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "asdict"]

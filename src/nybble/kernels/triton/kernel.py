@@ -1,0 +1,106 @@
+"""``TritonKernel``: nybble's NVIDIA GPU kernel (A16W4 and A8W4), written in Triton.
+
+Importing this module imports triton; the registry imports it only for CUDA layers, and an import
+failure becomes this kernel's refusal reason, so ``import nybble`` never needs triton.
+
+Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
+
+* ``qweight`` int32 ``(N, K/8)``: codes of row n along K, 8 per word, least significant nibble first
+  (rows K-contiguous, so weight tiles load as 16-byte vectors);
+* ``scale`` ``(G, N)`` activation dtype; ``zero_point`` int8 ``(G, N)`` (``int`` domain only);
+* A8W4 only: ``wsum`` int32 ``(G, N)``, the per-group sum of ``q - z`` (asymmetric activations).
+
+``unpack`` transposes scale/zero back: exact.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...plain import PlainInt4Weight
+from ...types import ActMode, dtype_name
+from ..base import LinearKernel, LinearSpec, PackedWeight
+from . import ops
+
+#: activation dtypes served (fp32 would need tf32 or fp32 FMA matmuls: the reference serves fp32)
+DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _use_op() -> bool:
+    # Under torch.compile / export the opaque torch op is traced; in eager the same launcher is
+    # called directly, which saves the custom-op dispatch (several microseconds per call at M=1).
+    return torch.compiler.is_compiling()
+
+
+class TritonKernel(LinearKernel):
+    """Triton kernels for CUDA GPUs of compute capability >= 8.0 (bf16/int8 tensor cores)."""
+
+    name = "triton"
+    device_types = ("cuda",)
+
+    @classmethod
+    def is_supported(cls, device):
+        ok, why = super().is_supported(device)
+        if not ok:
+            return ok, why
+        if not torch.cuda.is_available():
+            return False, "no CUDA device is available"
+        major, minor = torch.cuda.get_device_capability()
+        if major < 8:
+            return False, f"needs compute capability >= 8.0 (bf16/int8 tensor cores), found {major}.{minor}"
+        return True, None
+
+    @classmethod
+    def can_implement(cls, spec: LinearSpec):
+        return can_implement_spec(spec)
+
+    def prepack(self, plain: PlainInt4Weight) -> PackedWeight:
+        packed = {"qweight": plain.qdata.contiguous(), "scale": plain.scale.t().contiguous()}
+        if plain.zero_point is not None:
+            packed["zero_point"] = plain.zero_point.t().contiguous()
+        if self.spec.act_mode.is_a8:
+            packed["wsum"] = group_weight_sums(plain)
+        return packed
+
+    def unpack(self, packed: PackedWeight) -> PlainInt4Weight:
+        zp = packed.get("zero_point")
+        return PlainInt4Weight(packed["qweight"], packed["scale"].t().contiguous(),
+                               None if zp is None else zp.t().contiguous(), self.spec.group_size,
+                               (self.spec.n, self.spec.k))
+
+    def apply(self, x, packed, bias):
+        s = self.spec
+        x2 = x.reshape(-1, s.k)
+        zp = packed.get("zero_point")
+        if s.act_mode.is_a8:
+            asym = s.act_mode is ActMode.A8_ASYM
+            if _use_op():
+                y = torch.ops.nybble.triton_a8w4(x2, packed["qweight"], packed["scale"], zp, packed["wsum"],
+                                                 s.group_size, asym, bias)
+            else:
+                y = ops.launch_a8w4(x2, packed["qweight"], packed["scale"], zp, packed["wsum"], s.group_size,
+                                    asym, bias)
+        elif _use_op():
+            y = torch.ops.nybble.triton_a16w4(x2, packed["qweight"], packed["scale"], zp, s.group_size, bias)
+        else:
+            y = ops.launch_a16w4(x2, packed["qweight"], packed["scale"], zp, s.group_size, bias)
+        return y.reshape(*x.shape[:-1], s.n)
+
+
+def can_implement_spec(spec: LinearSpec) -> tuple[bool, str | None]:
+    """Pure check of a spec (no GPU needed): dtypes, K multiple of 8, act modes."""
+    if spec.dtype not in DTYPES:
+        return False, (f"activation dtype {dtype_name(spec.dtype)} not served; the Triton kernels take "
+                       "bfloat16 or float16 (the reference kernel serves float32)")
+    if spec.k % 8:
+        return False, f"K={spec.k} must be a multiple of 8"
+    if spec.group_size != -1 and spec.k % spec.group_size:
+        return False, f"K={spec.k} is not divisible by group_size {spec.group_size}"
+    return True, None
+
+
+def group_weight_sums(plain: PlainInt4Weight) -> torch.Tensor:
+    """int32 ``(G, N)``: per group, the sum over its K entries of ``q - z`` (``z = 8`` if symmetric)."""
+    g = plain.k if plain.group_size == -1 else plain.group_size
+    codes = plain.codes().to(torch.int32).reshape(plain.n, plain.k // g, g).sum(-1)
+    zp = 8 if plain.zero_point is None else plain.zero_point.to(torch.int32)
+    return (codes - zp * g).t().contiguous()

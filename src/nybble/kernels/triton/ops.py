@@ -1,0 +1,225 @@
+"""Launchers, tile-config choice (table / disk cache / autotuning) and the ``nybble`` torch ops of
+the Triton kernels.
+
+Ops (each with a fake implementation, so ``torch.compile`` sees one opaque op):
+
+* ``nybble::triton_a16w4(x (M,K), qweight, scale, zero?, group_size, bias?) -> (M,N)``
+* ``nybble::triton_quantize_act(x (M,K), asymmetric) -> (q int8 (M,K), s fp32 (M,), z int32 (M,))``
+* ``nybble::triton_a8w4(x (M,K), qweight, scale, zero?, wsum, group_size, asymmetric, bias?) -> (M,N)``
+
+Tensors are in the GPU layout documented in :mod:`nybble.kernels.triton.jit`.  Nothing here syncs
+with the host, and the only Python branching depends on shapes, so the launches can be captured in
+CUDA graphs (configs are looked up, or the heuristic used, but never autotuned during a capture).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import torch
+import triton
+
+from . import jit
+from .configs import ConfigStore, TileConfig, candidates, heuristic, make_key
+
+_STORES: dict[int, ConfigStore] = {}
+_SM_COUNT: dict[int, int] = {}
+
+
+def store_for(device: torch.device) -> ConfigStore:
+    """The config store of a CUDA device (one per device index, made on first use)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    st = _STORES.get(idx)
+    if st is None:
+        st = _STORES[idx] = ConfigStore(torch.cuda.get_device_name(idx))
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return st
+
+
+def autotune_enabled() -> bool:
+    """``NYBBLE_TRITON_AUTOTUNE=0`` turns first-call autotuning off (the table or heuristic is used)."""
+    return os.environ.get("NYBBLE_TRITON_AUTOTUNE", "1") != "0"
+
+
+def _can_tune() -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    try:
+        return not torch.cuda.is_current_stream_capturing()
+    except RuntimeError:
+        return False
+
+
+def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.device,
+               tune: Callable[[list[TileConfig]], TileConfig] | None = None) -> TileConfig:
+    """The config for a call: cache/table, else autotune with ``tune`` (when allowed), else heuristic."""
+    st = store_for(device)
+    key = make_key(op, n, k, group_size, m)
+    cfg = st.get(key)
+    if cfg is not None:
+        return cfg
+    if tune is not None and autotune_enabled() and _can_tune():
+        cfg = tune(candidates(op, n, k, group_size, m))
+        st.put(key, cfg, persist=True)
+    else:
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        cfg = heuristic(op, n, k, group_size, m, _SM_COUNT.get(idx, 132))
+        st.put(key, cfg, persist=False)
+    return cfg
+
+
+def _time_configs(run: Callable[[TileConfig], torch.Tensor], cands: list[TileConfig]) -> TileConfig:
+    """Median time of each candidate (``triton.testing.do_bench``); configs that fail are skipped."""
+    best, best_t = None, float("inf")
+    for c in cands:
+        try:
+            t = triton.testing.do_bench(lambda: run(c), warmup=5, rep=20, return_mode="median")
+        except Exception:  # e.g. out of shared memory / registers for this tile: not a candidate
+            continue
+        if t < best_t:
+            best, best_t = c, t
+    if best is None:
+        raise RuntimeError("no Triton tile configuration compiled for this shape")
+    return best
+
+
+# -- A16W4 ------------------------------------------------------------------------------------
+
+def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
+                 group_size: int, bias: torch.Tensor | None, cfg: TileConfig | None = None) -> torch.Tensor:
+    """x (M, K) bf16/fp16 (K contiguous) -> (M, N) in x's dtype.  See :func:`jit.a16w4_kernel`."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if m == 0:
+        return x.new_empty(0, n)
+    if cfg is None:
+        cfg = get_config("a16w4", m, n, k, group_size, x.device,
+                         lambda cs: _time_configs(
+                             lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
+    atomic = cfg.split_k > 1
+    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(m, n)
+    grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
+    jit.a16w4_kernel[grid](
+        x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
+        m, n, k, x.stride(0), out.stride(0),
+        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+        HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
+        ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if atomic:
+        if bias is not None:
+            out += bias
+        out = out.to(x.dtype)
+    return out
+
+
+# -- A8W4 -------------------------------------------------------------------------------------
+
+def launch_quantize_act(x: torch.Tensor, asymmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (M, K) float -> (q int8 (M, K) [asymmetric: uint8 code - 128], s fp32 (M,), z int32 (M,))."""
+    m, k = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    q = torch.empty(m, k, dtype=torch.int8, device=x.device)
+    s = torch.empty(m, dtype=torch.float32, device=x.device)
+    z = torch.empty(m, dtype=torch.int32, device=x.device)
+    if m:
+        block = min(4096, max(128, triton.next_power_of_2(k)))
+        jit.quantize_act_kernel[(m,)](x, q, s, z, k, x.stride(0), ASYM=asymmetric, BLOCK=block,
+                                      num_warps=8 if block >= 2048 else 4)
+    return q, s, z
+
+
+def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight: torch.Tensor,
+                   scale: torch.Tensor, zero: torch.Tensor | None, wsum: torch.Tensor, group_size: int,
+                   asymmetric: bool, bias: torch.Tensor | None, out_dtype: torch.dtype,
+                   cfg: TileConfig | None = None) -> torch.Tensor:
+    """The int8 matmul on quantized activations (see :func:`jit.a8w4_kernel`) -> (M, N) ``out_dtype``."""
+    m, k = qa.shape
+    n = qweight.shape[0]
+    if m == 0:
+        return torch.empty(0, n, dtype=out_dtype, device=qa.device)
+    if cfg is None:
+        cfg = get_config("a8w4", m, n, k, group_size, qa.device,
+                         lambda cs: _time_configs(
+                             lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
+                                                      asymmetric, bias, out_dtype, c), cs))
+    atomic = cfg.split_k > 1
+    out = (torch.zeros(m, n, dtype=torch.float32, device=qa.device) if atomic
+           else torch.empty(m, n, dtype=out_dtype, device=qa.device))
+    grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
+    jit.a8w4_kernel[grid](
+        qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
+        bias if bias is not None else scale, out, m, n, k, out.stride(0),
+        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+        HAS_BIAS=bias is not None, ASYM=asymmetric, IS_BF16=out_dtype == torch.bfloat16,
+        EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if atomic:
+        if bias is not None:
+            out += bias
+        out = out.to(out_dtype)
+    return out
+
+
+def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None):
+    """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul."""
+    qa, sa, za = launch_quantize_act(x, asymmetric)
+    return launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
+
+
+# -- torch ops --------------------------------------------------------------------------------
+
+@torch.library.custom_op("nybble::triton_a16w4", mutates_args=())
+def triton_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                 group_size: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (M, K) bf16/fp16; qweight int32 (N, K/8); scale (G, N); zero_point int8 (G, N) or None;
+    bias (N,) or None -> (M, N) in x's dtype."""
+    return launch_a16w4(x, qweight, scale, zero_point, group_size, bias)
+
+
+@triton_a16w4.register_fake
+def _(x, qweight, scale, zero_point, group_size, bias):
+    return x.new_empty(x.shape[0], qweight.shape[0])
+
+
+@torch.library.custom_op("nybble::triton_quantize_act", mutates_args=())
+def triton_quantize_act(x: torch.Tensor, asymmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (M, K) float -> q int8 (M, K) (asymmetric: uint8 code - 128), scale fp32 (M,), zero int32 (M,)."""
+    return launch_quantize_act(x, asymmetric)
+
+
+@triton_quantize_act.register_fake
+def _(x, asymmetric):
+    m, k = x.shape
+    return (x.new_empty(m, k, dtype=torch.int8), x.new_empty(m, dtype=torch.float32),
+            x.new_empty(m, dtype=torch.int32))
+
+
+@torch.library.custom_op("nybble::triton_a8w4", mutates_args=())
+def triton_a8w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                wsum: torch.Tensor, group_size: int, asymmetric: bool,
+                bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (M, K) bf16/fp16 -> (M, N): per-token int8 activations, int4 weights, int32 group sums.
+    wsum int32 (G, N) = per-group sum of (q - z); other tensors as :func:`triton_a16w4`."""
+    return launch_a8w4(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias)
+
+
+@triton_a8w4.register_fake
+def _(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias):
+    return x.new_empty(x.shape[0], qweight.shape[0])
+
+
+# -- bandwidth probe --------------------------------------------------------------------------
+
+def launch_read(src: torch.Tensor, out: torch.Tensor | None = None, block: int = 4096) -> torch.Tensor:
+    """Read every byte of ``src`` (int32, contiguous) once; returns a tiny int32 tensor."""
+    n = src.numel()
+    sms = torch.cuda.get_device_properties(src.device).multi_processor_count
+    progs = min(sms * 8, triton.cdiv(n, block))
+    if out is None:
+        out = torch.empty(progs, dtype=torch.int32, device=src.device)
+    jit.read_kernel[(progs,)](src, out, n, BLOCK=block, num_warps=8)
+    return out
