@@ -256,3 +256,18 @@ class CompressedTensorsImporter:
                                   f"{where}: {prefix}.weight_g_idx")
         return make_layer(prefix, plain, perm, tensors.get("bias"), scheme.act_mode, dtype, device,
                           self.force_kernel, tensors.get("nybble_input_scale"))
+
+    def describe_layers(self, files) -> list:
+        """:class:`~nybble.formats.inspect.LayerDesc` of every quantized layer, from headers only."""
+        from .inspect import LayerDesc, tensor_bytes
+        linear = nn.Linear(1, 1, device="meta")
+        out = []
+        for prefix in self.layer_prefixes(files):
+            scheme = scheme_for(prefix, linear, self.groups, self.ignore)
+            if scheme is None:
+                continue
+            n, k8 = files.shapes[f"{prefix}.weight_packed"]
+            nbytes = sum(tensor_bytes(files, f"{prefix}.{s}") for s in self.suffixes if f"{prefix}.{s}" in files)
+            out.append(LayerDesc(prefix, n, k8 * 8, scheme.group_size, scheme.symmetric, scheme.act_mode,
+                                 f"{prefix}.weight_g_idx" in files, nbytes))
+        return out
