@@ -1,0 +1,293 @@
+"""End-to-end CPU benchmark: decode and prefill tokens/s and memory of a random ~1B Llama-style model.
+
+Variants (each measured in its own fresh subprocess, so memory figures do not leak between them):
+
+* ``bf16``: the model as built (bf16 weights, torch's bf16 linear).
+* ``nybble_a16w4``: ``nybble.quantize`` with RTN int4, group 128 (``--zero-point``), on ``--kernel``
+  (default ``nybble_cpu``).
+* ``nybble_a8w4``: the same with per-token dynamic int8 activations (symmetric).
+* ``torch_int4``: RTN int4 group 128 with ``zero_point="none"`` (the only domain PyTorch's op takes
+  exactly) on nybble's ``torch_int4_cpu`` kernel, i.e. ``aten._weight_int4pack_mm_for_cpu``.
+
+Every ``nn.Linear`` is quantized, ``lm_head`` included (nybble's default); embeddings and norms stay
+bf16. The model: ``LlamaConfig(hidden 2048, intermediate 5632, 22 layers, 32 heads, 8 kv heads,
+vocab 32000)`` ~= 1.12e9 parameters, built on the meta device and filled from a pool of 2^24
+N(0, 0.02) bf16 values at random offsets (initialising 1e9 values one by one takes ~25 s here).
+
+Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
+
+* prefill: one forward over a ``--prompt-tokens`` (512) random prompt with ``logits_to_keep=1``
+  (as ``generate`` does); tokens/s = prompt tokens / time.
+* decode: after a 16-token prompt, ``--decode-tokens`` (32) steps of one token each; tokens/s =
+  steps / total time of the steps.
+* memory: RSS after the model is built, quantized and freed garbage returned to the OS
+  (``malloc_trim``), and peak RSS during the prefill + decode (VmHWM reset before them).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import common as C
+
+VARIANTS = ("bf16", "nybble_a16w4", "nybble_a8w4", "torch_int4")
+
+#: option name -> (type, default, help); registered with a prefix when embedded in ``bench cpu``
+OPTIONS: dict[str, tuple[type, object, str]] = {
+    "variants": (str, ",".join(VARIANTS), "comma separated subset of " + ", ".join(VARIANTS)),
+    "kernel": (str, "nybble_cpu", "kernel for the nybble_* variants"),
+    "zero-point": (str, "int", "zero-point domain of the nybble_* variants (int|none)"),
+    "layers": (int, 22, "decoder layers"),
+    "hidden": (int, 2048, "hidden size"),
+    "intermediate": (int, 5632, "MLP intermediate size"),
+    "heads": (int, 32, "attention heads"),
+    "kv-heads": (int, 8, "key/value heads"),
+    "vocab": (int, 32000, "vocabulary size"),
+    "prompt-tokens": (int, 512, "prefill prompt length"),
+    "decode-tokens": (int, 32, "decode steps timed"),
+    "timeout": (int, 1200, "seconds allowed per variant subprocess"),
+}
+
+TABLE_COLUMNS = (
+    C.Column("variant", "variant"), C.Column("kernel", "kernel"),
+    C.Column("decode_tok_s", "decode tok/s", "{:.2f}"), C.Column("decode_x_bf16", "vs bf16", "{:.2f}x"),
+    C.Column("decode_x_int4", "vs torch int4", "{:.2f}x"),
+    C.Column("prefill_tok_s", "prefill tok/s", "{:.1f}"), C.Column("prefill_x_bf16", "vs bf16", "{:.2f}x"),
+    C.Column("model_mib", "weights MiB", "{:,.0f}"), C.Column("rss_setup_mib", "RSS MiB", "{:,.0f}"),
+    C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"), C.Column("error", "error"),
+)
+CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_setup_mib", "peak_rss_mib", "setup_s",
+            "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
+            "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
+            "threads", "error")
+
+
+def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Register the e2e options as ``--{prefix}{name}``."""
+    for name, (typ, default, help_) in OPTIONS.items():
+        p.add_argument(f"--{prefix}{name}", type=typ, default=default, help=f"{help_} (default: {default})")
+
+
+def _opt(args, prefix: str, name: str):
+    return getattr(args, prefix.replace("-", "_") + name.replace("-", "_"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker (one variant, in its own process)
+# ---------------------------------------------------------------------------------------------
+
+
+def build_model(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, vocab: int,
+                seed: int = 0):
+    """A random bf16 ``LlamaForCausalLM`` (eval mode), built on meta then materialised on CPU.
+
+    Linear/embedding weights are windows of a pool of 2^24 N(0, 0.02) values at random offsets;
+    RMSNorm weights are 1; the rotary buffers are recomputed.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
+                      max_position_embeddings=4096, tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
+    model.to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(seed)
+    pool = (torch.randn(1 << 24, generator=gen) * 0.02).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+                continue
+            flat = p.view(-1)
+            pos = 0
+            while pos < flat.numel():
+                off = int(torch.randint(0, pool.numel() // 2, (1,), generator=gen))
+                take = min(flat.numel() - pos, pool.numel() - off)
+                flat[pos:pos + take].copy_(pool[off:off + take])
+                pos += take
+        fresh = LlamaRotaryEmbedding(cfg)
+        for name, buf in fresh.named_buffers():
+            getattr(model.model.rotary_emb, name).copy_(buf)
+    return model.eval()
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker(variant: str, opts: dict, threads: int) -> dict:
+    """Build, quantize and time one variant in this process; returns its result row."""
+    import torch
+    os.environ.setdefault("NYBBLE_NO_PROGRESS", "1")
+    torch.set_num_threads(threads)
+    import nybble
+    from nybble.api import model_nbytes
+    row: dict = {"variant": variant, "threads": threads}
+    t0 = time.perf_counter()
+    model = build_model(opts["layers"], opts["hidden"], opts["intermediate"], opts["heads"],
+                        opts["kv_heads"], opts["vocab"])
+    row["params"] = sum(p.numel() for p in model.parameters())
+    kernel = "torch bf16 linear"
+    if variant != "bf16":
+        if variant == "torch_int4":
+            cfg, force = nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"
+        else:
+            force = opts["kernel"]
+            if variant == "nybble_a16w4":
+                cfg = nybble.Int4WeightOnlyConfig(group_size=128, zero_point=opts["zero_point"])
+            else:
+                cfg = nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point=opts["zero_point"],
+                                                                   act_mapping="symmetric")
+        summary = nybble.quantize(model, cfg, force_kernel=force, show_progress=False)
+        kernel = ", ".join(sorted(summary.kernels))
+        row["quantize_s"] = summary.seconds
+    row["kernel"] = kernel
+    _trim()
+    row["setup_s"] = time.perf_counter() - t0
+    row["model_mib"] = model_nbytes(model) / 2**20
+    row["rss_setup_mib"] = C.rss_bytes()[0] / 2**20
+    C.reset_peak_rss()
+    gen = torch.Generator().manual_seed(1)
+    vocab = opts["vocab"]
+
+    def prompt(n):
+        return torch.randint(0, vocab, (1, n), generator=gen)
+    with torch.inference_mode():
+        # warm-up: a short prefill and two decode steps
+        out = model(input_ids=prompt(16), use_cache=True, logits_to_keep=1)
+        for _ in range(2):
+            tok = out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+        del out
+        # prefill
+        ids = prompt(opts["prompt_tokens"])
+        t = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        row["prefill_s"] = time.perf_counter() - t
+        row["prompt_tokens"] = ids.shape[1]
+        row["prefill_tok_s"] = ids.shape[1] / row["prefill_s"]
+        del out
+        # decode
+        out = model(input_ids=prompt(16), use_cache=True, logits_to_keep=1)
+        steps = []
+        for _ in range(opts["decode_tokens"]):
+            tok = out.logits[:, -1:].argmax(-1)
+            t = time.perf_counter()
+            out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+            steps.append(time.perf_counter() - t)
+        row["decode_tokens"] = len(steps)
+        row["decode_tok_s"] = len(steps) / sum(steps)
+        row["decode_ms_median"] = statistics.median(steps) * 1e3
+    row["peak_rss_mib"] = C.rss_bytes()[1] / 2**20
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+# ---------------------------------------------------------------------------------------------
+
+
+def run_all(args, prefix: str = "", log=print) -> dict:
+    """Run every requested variant in a fresh subprocess; returns ``{"rows", "opts", "threads"}``."""
+    import torch
+    opts = {name.replace("-", "_"): _opt(args, prefix, name) for name in OPTIONS}
+    variants = C.parse_choices(opts["variants"], VARIANTS, "e2e variant")
+    if opts["zero_point"] not in ("int", "none"):
+        raise ValueError(f"--{prefix}zero-point must be int or none, got {opts['zero_point']!r}")
+    threads = getattr(args, "threads", None) or torch.get_num_threads()
+    rows = []
+    for v in variants:
+        log(f"e2e: {v} (fresh subprocess) ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "row.json"
+            cmd = [sys.executable, "-m", "nybble.bench.e2e_cpu", "--worker", v, "--threads", str(threads),
+                   "--json-out", str(out)]
+            for name in OPTIONS:
+                if name not in ("variants", "timeout"):
+                    cmd += [f"--{name}", str(opts[name.replace("-", "_")])]
+            env = dict(os.environ, NYBBLE_NO_PROGRESS="1")
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=opts["timeout"], env=env)
+                if proc.returncode == 0 and out.exists():
+                    row = json.loads(out.read_text())
+                else:
+                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                    row = {"variant": v, "error": f"exit {proc.returncode}: " + " | ".join(tail)}
+            except subprocess.TimeoutExpired:
+                row = {"variant": v, "error": f"timed out after {opts['timeout']} s"}
+        if row.get("error"):
+            log(f"e2e: {v} FAILED: {row['error']}")
+        else:
+            log(f"e2e: {v}: decode {row['decode_tok_s']:.2f} tok/s, prefill {row['prefill_tok_s']:.1f} tok/s, "
+                f"peak RSS {row['peak_rss_mib']:.0f} MiB ({row['kernel']})")
+        rows.append(row)
+    by = {r["variant"]: r for r in rows if not r.get("error")}
+    for r in rows:
+        if r.get("error"):
+            continue
+        for key, base in (("decode_x_bf16", "bf16"), ("decode_x_int4", "torch_int4")):
+            r[key] = r["decode_tok_s"] / by[base]["decode_tok_s"] if base in by else None
+        for key, base in (("prefill_x_bf16", "bf16"), ("prefill_x_int4", "torch_int4")):
+            r[key] = r["prefill_tok_s"] / by[base]["prefill_tok_s"] if base in by else None
+    return {"rows": rows, "opts": opts, "threads": threads}
+
+
+def describe(res: dict) -> str:
+    """One paragraph stating the model and method, for RESULTS.md."""
+    o = res["opts"]
+    params = next((r["params"] for r in res["rows"] if r.get("params")), None)
+    p = f"{params / 1e9:.2f}e9 parameters" if params else "parameters unknown"
+    return (f"Random Llama-style model: hidden {o['hidden']}, intermediate {o['intermediate']}, "
+            f"{o['layers']} layers, {o['heads']} heads, {o['kv_heads']} kv heads, vocab {o['vocab']} ({p}), "
+            f"bf16; int4 variants: RTN group 128 on every linear incl. lm_head (nybble zero point "
+            f"`{o['zero_point']}`, kernel `{o['kernel']}`; torch_int4: zero point `none` on `torch_int4_cpu`). "
+            f"Batch 1, {res['threads']} threads. Prefill: one forward over {o['prompt_tokens']} tokens "
+            f"(logits of the last only). Decode: {o['decode_tokens']} greedy steps with KV cache after a "
+            f"16-token prompt. Each variant in a fresh subprocess; RSS after setup (build + quantize + "
+            f"malloc_trim) and peak RSS during prefill+decode (VmHWM reset after setup).")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nybble.bench.e2e_cpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default=None, help="write e2e.csv here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        import torch
+        opts = {name.replace("-", "_"): _opt(args, "", name) for name in OPTIONS}
+        row = worker(args.worker, opts, args.threads or torch.get_num_threads())
+        Path(args.json_out).write_text(json.dumps(row))
+        return 0
+    try:
+        res = run_all(args)
+    except ValueError as exc:
+        print(f"e2e_cpu: error: {exc}", file=sys.stderr)
+        return 1
+    print(C.text_table(res["rows"], TABLE_COLUMNS))
+    if args.out:
+        path = C.write_csv(res["rows"], Path(args.out) / "e2e.csv", CSV_KEYS)
+        print(f"wrote {path}")
+    return 0 if all(not r.get("error") for r in res["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

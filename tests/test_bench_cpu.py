@@ -1,0 +1,122 @@
+"""Smoke tests of the CPU benchmark harness (tiny shapes, reference kernel) and its helpers."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from nybble.bench import common as C
+
+
+def test_time_calls_budget_and_rotation_index():
+    ticks = iter(range(0, 10_000))
+    seen = []
+    # fake clock: every call to clock() advances 1 s, so each fn call "takes" 1 s
+    t = C.time_calls(lambda i: seen.append(i), budget_s=5, min_reps=2, max_reps=10, warmup=2,
+                     clock=lambda: float(next(ticks)))
+    assert t.n == 5 and t.median_us == pytest.approx(1e6)
+    assert seen == list(range(7))  # warm-up indices 0, 1 then timed 2..6
+    t = C.time_calls(lambda i: None, budget_s=0.0, min_reps=3, max_reps=10, clock=lambda: float(next(ticks)))
+    assert t.n == 3
+    with pytest.raises(ValueError):
+        C.time_calls(lambda i: None, min_reps=5, max_reps=2)
+
+
+def test_copies_and_units():
+    assert C.copies_for(8 << 20, 32 << 20, 4.0) == 17          # 17 x 8 MiB > 128 MiB
+    assert C.copies_for(300 << 20, 32 << 20, 4.0) == 2         # at least two copies
+    assert C.gbps(1e9, 1e6) == pytest.approx(1.0)
+    assert C.gflops(1, 1000, 1000, 1.0) == pytest.approx(2000.0)
+    assert C.cpu_cache_bytes() >= 1 << 20
+    assert C._parse_size("32768K") == 32 << 20 and C._parse_size("32 MiB") == 32 << 20
+
+
+def test_parsers_reject_bad_input():
+    assert C.parse_shapes("4096x14336, 14336x4096") == [(4096, 14336), (14336, 4096)]
+    assert C.parse_int_list("1,2,4") == [1, 2, 4]
+    assert C.parse_choices("all", ("a", "b"), "mode") == ["a", "b"]
+    for bad in ("4096", "0x5", "axb"):
+        with pytest.raises(ValueError, match="shape"):
+            C.parse_shapes(bad)
+    with pytest.raises(ValueError, match="integers"):
+        C.parse_int_list("1,x")
+    with pytest.raises(ValueError, match="unknown mode"):
+        C.parse_choices("a,zzz", ("a", "b"), "mode")
+
+
+def test_tables_and_csv(tmp_path):
+    rows = [{"a": "x", "b": 1.23456, "c": None}, {"a": "yy", "b": 10.0, "c": 3}]
+    cols = (C.Column("a", "A"), C.Column("b", "B", "{:.2f}"), C.Column("c", "C", "{:d}"))
+    txt = C.text_table(rows, cols)
+    assert "1.23" in txt and "10.00" in txt and txt.splitlines()[1].startswith("--")
+    md = C.markdown_table(rows, cols)
+    assert md.splitlines()[2] == "| x | 1.23 | - |"
+    path = C.write_csv(rows, tmp_path / "r.csv")
+    got = list(csv.DictReader(path.open()))
+    assert got[0]["b"] == "1.23456" and got[0]["c"] == "" and got[1]["c"] == "3"
+
+
+def test_bench_cpu_smoke_through_cli(tmp_path):
+    """The whole harness on one tiny shape: every mode runs, agrees with the reference arithmetic,
+    and the CSV / PNG / RESULTS.md come out with consistent derived columns."""
+    from nybble.cli import main
+    out = tmp_path / "cpu"
+    rc = main(["bench", "cpu", "--shapes", "256x128", "--m", "1,5", "--kernel", "reference",
+               "--reps", "3", "--min-reps", "2", "--cell-seconds", "0.01", "--cache-factor", "0.001",
+               "--out", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader((out / "kernels.csv").open()))
+    modes = {"nybble_a16w4_bf16", "nybble_a16w4_fp32", "nybble_a8w4", "torch_int4", "torch_fp32", "torch_bf16"}
+    assert {(r["m"], r["mode"]) for r in rows} == {(m, mode) for m in ("1", "5") for mode in modes}
+    for r in rows:
+        us = float(r["median_us"])
+        assert us > 0 and int(r["reps"]) >= 2 and int(r["copies"]) == 2
+        assert float(r["weight_gbps"]) == pytest.approx(int(r["weight_bytes"]) / us / 1e3, rel=1e-3)
+        assert float(r["gflops"]) == pytest.approx(2 * int(r["m"]) * 256 * 128 / us / 1e3, rel=1e-3)
+        if r["mode"] == "torch_fp32":
+            assert float(r["x_fp32"]) == pytest.approx(1.0)
+        if r["check_rel_err"]:
+            assert float(r["check_rel_err"]) < 3e-2, r
+    # int4 weight bytes: codes + bf16 scales + int8 zero points (group 128)
+    a16 = next(r for r in rows if r["mode"] == "nybble_a16w4_bf16")
+    assert int(a16["weight_bytes"]) == 128 * 256 // 2 + 128 * 2 * 3
+    assert (out / "speedup.png").stat().st_size > 1000
+    md = (out / "RESULTS.md").read_text()
+    assert "nybble bench cpu --shapes 256x128" in md and "DRAM read bandwidth" in md
+
+
+def test_bench_cpu_rejects_bad_flags(tmp_path, capsys):
+    from nybble.cli import main
+    assert main(["bench", "cpu", "--modes", "nope", "--out", str(tmp_path)]) == 1
+    assert "unknown mode" in capsys.readouterr().err
+    assert main(["bench", "cpu", "--shapes", "100x128", "--out", str(tmp_path)]) == 1
+    assert main(["bench"]) == 2
+
+
+def test_e2e_tiny_model_in_subprocesses(tmp_path):
+    from nybble.bench import e2e_cpu
+    rc = e2e_cpu.cli(["--layers", "1", "--hidden", "128", "--intermediate", "256", "--heads", "4",
+                      "--kv-heads", "2", "--vocab", "512", "--prompt-tokens", "16", "--decode-tokens", "3",
+                      "--variants", "bf16,nybble_a16w4", "--kernel", "reference", "--threads", "1",
+                      "--out", str(tmp_path)])
+    assert rc == 0
+    rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "e2e.csv").open())}
+    assert set(rows) == {"bf16", "nybble_a16w4"}
+    assert rows["nybble_a16w4"]["kernel"] == "reference"
+    for r in rows.values():
+        assert float(r["decode_tok_s"]) > 0 and float(r["prefill_tok_s"]) > 0 and not r["error"]
+        assert float(r["peak_rss_mib"]) >= float(r["rss_setup_mib"]) * 0.5 > 0
+    assert float(rows["nybble_a16w4"]["model_mib"]) < float(rows["bf16"]["model_mib"])
+
+
+def test_build_model_is_random_llama():
+    from nybble.bench.e2e_cpu import build_model
+    m = build_model(1, 64, 128, 4, 2, 100)
+    w = m.model.layers[0].mlp.up_proj.weight.detach()
+    assert w.dtype == torch.bfloat16 and 0.01 < float(w.float().std()) < 0.03
+    assert torch.isfinite(m.model.rotary_emb.inv_freq).all()
+    ids = torch.randint(0, 100, (1, 5))
+    with torch.inference_mode():
+        assert torch.isfinite(m(input_ids=ids).logits.float()).all()
