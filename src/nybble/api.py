@@ -56,20 +56,16 @@ class QuantizationSummary:
 def model_nbytes(model: nn.Module) -> int:
     """Bytes of a model's persistent state (parameters and saved buffers, int4 layers as plain)."""
     total = 0
-    seen = set()
+    seen: set[int] = set()
     for mod in model.modules():
         if isinstance(mod, Int4Linear):
             total += mod.nbytes()
-            seen.update(id(t) for t in (mod.bias, mod.input_scale) if t is not None)
+            seen.update(id(t) for t in (mod.bias, mod.input_scale, *mod.packed().values()) if t is not None)
     for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen and not _is_int4_internal(model, t):
+        if id(t) not in seen:
             total += t.numel() * t.element_size()
             seen.add(id(t))
     return total
-
-
-def _is_int4_internal(model: nn.Module, t: torch.Tensor) -> bool:
-    return any(t is b for m in model.modules() if isinstance(m, Int4Linear) for b in m.packed().values())
 
 
 def skip_reason(linear: nn.Linear, config: _Int4Config) -> str | None:
