@@ -38,13 +38,13 @@ def _to_blocks(t: torch.Tensor) -> torch.Tensor:
     """``(N, G)`` -> ``(Nb, G, 16)`` (padded with zeros)."""
     n, g = t.shape
     nb = num_blocks(n)
-    return _pad_rows(t, nb * BLOCK_N).reshape(nb, BLOCK_N, g).transpose(1, 2).contiguous()
+    return _pad_rows(t, nb * BLOCK_N).reshape(nb, BLOCK_N, g).transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def _from_blocks(t: torch.Tensor, n: int) -> torch.Tensor:
     """``(Nb, G, 16)`` -> ``(N, G)``."""
     nb, g, _ = t.shape
-    return t.transpose(1, 2).reshape(nb * BLOCK_N, g)[:n].contiguous()
+    return t.transpose(1, 2).reshape(nb * BLOCK_N, g)[:n].clone(memory_format=torch.contiguous_format)
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:

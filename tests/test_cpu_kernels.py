@@ -1,0 +1,256 @@
+"""nybble_cpu (C++ kernels) against the reference kernel, on every ISA path this CPU can run.
+
+Covering design (the full cartesian product would take too long): for every ISA path,
+``test_all_settings`` runs every op x dtype x zero-point domain x group size with a decode and a
+prefill M (bias and thread count alternate so both values of each meet every path), and
+``test_all_m`` runs every M in {1, 2, 3, 4, 5, 13, 64, 257} for every op with rotating settings.
+Shapes: N not a multiple of the 16-column block, K a multiple of the group but not of 256
+(for group 256: K = 768), and per-channel with K = 328 (not a multiple of 16). Inputs are
+random normal, never zeros; some are non-contiguous and some 3-D.
+
+Tolerances. A16W4: the reference rounds the dequantized weight to the activation dtype and both
+sum in fp32 in different orders, so ``|y - ref| <= 4 eps_dtype (||x*w||_2 + |ref|)
++ 4 eps_fp32 sqrt(K) ||x*w||_2`` (``||x*w||_2`` the 2-norm of the K products, computed in
+float64). A8W4: the integer group sums are exact in both, so only the fp32 rounding of the
+G-term scale sum remains: ``|y - ref| <= 4 G eps_fp32 sa sum_g |acc_g sw| + eps_fp32 |bias|
++ eps_dtype |ref|`` (the last term: one ulp of the output dtype).
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from nybble import primitives as P
+from nybble.kernels import registry
+from nybble.kernels.base import LinearSpec
+from nybble.kernels.reference import ReferenceKernel
+from nybble.plain import PlainInt4Weight
+
+cpu = pytest.importorskip("nybble.kernels.cpu")
+if not cpu.available_isas():
+    pytest.skip("nybble._C is not available", allow_module_level=True)
+
+ISAS = cpu.available_isas()
+OPS = ("a16", "a8_sym", "a8_asym")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DOMAINS = ("none", "int")
+GROUPS = (32, 64, 128, 256, -1)
+MS = (1, 2, 3, 4, 5, 13, 64, 257)
+#: K per group size: a multiple of the group, not of 256 (except group 256), per-channel not of 16
+K_FOR_GROUP = {32: 416, 64: 448, 128: 384, 256: 768, -1: 328}
+NS = (40, 17, 200, 1)
+
+
+@pytest.fixture
+def threads():
+    old = torch.get_num_threads()
+    yield lambda n: torch.set_num_threads(n)
+    torch.set_num_threads(old)
+
+
+def make_weight(n, k, group, domain, dtype):
+    w = torch.randn(n, k) * 0.05
+    return PlainInt4Weight.from_float(w, group, domain, dtype)
+
+
+def make_x(shape, dtype, layout):
+    """Random activations of ``shape`` (..., K): contiguous, a non-contiguous view, or 3-D."""
+    *lead, k = shape
+    m = 1
+    for d in lead:
+        m *= d
+    if layout == "noncontig":  # every other column of a wider tensor
+        return (torch.randn(m, 2 * k) * 2).to(dtype)[:, ::2]
+    if layout == "transposed":  # a (K, M) tensor seen as (M, K)
+        return (torch.randn(k, m) * 2).to(dtype).t()
+    if layout == "3d":
+        b = 2 if m % 2 == 0 else 1
+        return (torch.randn(b, m // b, k) * 2).to(dtype)
+    return (torch.randn(m, k) * 2).to(dtype)
+
+
+def a16_tolerance(x, plain, y_ref):
+    eps_d = torch.finfo(y_ref.dtype).eps
+    eps32 = torch.finfo(torch.float32).eps
+    x64 = x.reshape(-1, plain.k).double()
+    w64 = plain.dequantize(torch.float32).double()
+    norm = ((x64 ** 2) @ (w64 ** 2).t()).sqrt().reshape(y_ref.shape)
+    return 4 * eps_d * (norm + y_ref.double().abs()) + 4 * eps32 * plain.k ** 0.5 * norm + 1e-30
+
+
+def a8_tolerance(x, plain, y_ref, bias, asymmetric):
+    eps_d = torch.finfo(y_ref.dtype).eps
+    eps32 = torch.finfo(torch.float32).eps
+    x2 = x.reshape(-1, plain.k)
+    qa, sa, za = P.quantize_activations(x2, asymmetric)
+    gl = P.group_len(plain.group_size, plain.k)
+    g = plain.k // gl
+    a = (qa - za[:, None]).double().reshape(-1, g, gl)
+    zw = 8.0 if plain.zero_point is None else plain.zero_point.double().unsqueeze(-1)
+    wq = plain.codes().double().reshape(plain.n, g, gl) - zw
+    acc = torch.einsum("mgk,ngk->mng", a, wq)
+    mag = (acc.abs() * plain.scale.double().abs()).sum(-1) * sa.double()[:, None]
+    tol = 4 * g * eps32 * mag + eps_d * y_ref.double().abs().reshape(mag.shape)
+    if bias is not None:
+        tol = tol + eps32 * bias.double().abs()
+    return tol.reshape(y_ref.shape) + 1e-30
+
+
+def check(op, isa, dtype, domain, group, m, n, bias_on, layout="contig"):
+    k = K_FOR_GROUP[group]
+    plain = make_weight(n, k, group, domain, dtype)
+    spec = LinearSpec.for_weight(plain, op, name=f"test.{op}")
+    kern = cpu.NybbleCpuKernel(spec)
+    ref = ReferenceKernel(spec)
+    packed, rpacked = kern.prepack(plain), ref.prepack(plain)
+    x = make_x((m, k), dtype, layout)
+    bias = (torch.randn(n) * 0.5).to(dtype) if bias_on else None
+    with cpu.use_isa(isa):
+        y = kern.apply(x, packed, bias)
+    y_ref = ref.apply(x, rpacked, bias)
+    assert y.dtype == dtype and y.shape == y_ref.shape == (*x.shape[:-1], n)
+    assert torch.isfinite(y).all()
+    if op == "a16":
+        tol = a16_tolerance(x, plain, y_ref)
+    else:
+        tol = a8_tolerance(x, plain, y_ref, bias, op == "a8_asym")
+    err = (y.double() - y_ref.double()).abs()
+    bad = err > tol
+    assert not bad.any(), (f"{isa} {op} {dtype} {domain} g={group} M={m} N={n} K={k} bias={bias_on} {layout}: "
+                           f"{int(bad.sum())} values off, max err {err.max():.3g}, "
+                           f"max err/tol {(err / tol).max():.3g}")
+
+
+SETTINGS = list(itertools.product(OPS, DTYPES, DOMAINS, GROUPS))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("op,dtype,domain,group", SETTINGS,
+                         ids=[f"{o}-{str(d)[6:]}-{z}-g{g}" for o, d, z, g in SETTINGS])
+def test_all_settings(isa, op, dtype, domain, group, threads):
+    i = SETTINGS.index((op, dtype, domain, group))
+    threads(1 + i % 2)
+    n = NS[i % 3]
+    layout = ("contig", "noncontig", "3d", "transposed")[i % 4]
+    check(op, isa, dtype, domain, group, 1, n, bias_on=i % 2 == 0, layout=layout)
+    check(op, isa, dtype, domain, group, 13, n, bias_on=i % 3 != 0, layout="3d" if i % 2 else "contig")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("m", MS)
+def test_all_m(isa, op, m, threads):
+    i = MS.index(m) + 3 * OPS.index(op)
+    threads(1 + i % 2)
+    check(op, isa, DTYPES[i % 3], DOMAINS[(i // 3) % 2], GROUPS[i % 5], m, NS[i % 4],
+          bias_on=i % 2 == 1, layout=("contig", "noncontig", "3d", "transposed")[(i // 2) % 4])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_threads_and_wide_n(isa, threads):
+    """Many 16-column blocks (threads split N) and 2 threads splitting M for the GEMM paths."""
+    for t in (1, 2):
+        threads(t)
+        for op in OPS:
+            check(op, isa, torch.bfloat16, "int", 128, 3, 1000, bias_on=True)
+            check(op, isa, torch.float32, "none", 64, 70, 24, bias_on=False, layout="noncontig")
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+@pytest.mark.parametrize("group", [32, -1])
+def test_activation_quantization_bit_exact(asymmetric, group):
+    x = torch.randn(37, 256) * torch.logspace(-3, 2, 37)[:, None]
+    x[3] = 0.0  # an all-zero row gets scale 1
+    x[5, :128] = 0.5 * (torch.arange(128) % 5 - 2).float() * (2.0 * 3.0 / 255.0)  # ties for rint
+    q, s, z, sums = cpu._ops.quantize_activations(x, asymmetric, group)
+    q_ref, s_ref, z_ref = P.quantize_activations(x, asymmetric)
+    assert torch.equal(s, s_ref) and torch.equal(z, z_ref) and torch.equal(q, q_ref)
+    gl = P.group_len(group, 256)
+    assert torch.equal(sums, q_ref.reshape(37, -1, gl).sum(-1).to(torch.int32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("op", ["a16", "a8_asym"])
+def test_prepack_unpack_roundtrip(dtype, domain, group, op):
+    n = 16 * 3 + 5
+    k = K_FOR_GROUP[group]
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8)
+    g = k // P.group_len(group, k)
+    scale = (torch.rand(n, g) + 0.1).to(dtype)
+    zp = torch.randint(0, 16, (n, g), dtype=torch.int8) if domain == "int" else None
+    plain = PlainInt4Weight.from_codes(codes, scale, zp, group)
+    kern = cpu.NybbleCpuKernel(LinearSpec.for_weight(plain, op))
+    packed = kern.prepack(plain)
+    assert ("wcomp" in packed) == (op == "a8_asym")
+    back = kern.unpack(packed)
+    assert torch.equal(back.qdata, plain.qdata)
+    assert back.scale.dtype == dtype and torch.equal(back.scale, plain.scale)
+    assert (back.zero_point is None) == (zp is None)
+    if zp is not None:
+        assert torch.equal(back.zero_point, zp)
+    assert back.shape == plain.shape and back.group_size == group
+
+
+def test_registry_first_choice_and_name():
+    plain = make_weight(40, 384, 128, "none", torch.bfloat16)
+    spec = LinearSpec.for_weight(plain, "a8_sym")
+    assert registry.choose(spec) is cpu.NybbleCpuKernel
+    kern = cpu.NybbleCpuKernel(spec)
+    assert kern.display_name == f"nybble_cpu[{cpu.selected_isa()}]"
+    with cpu.use_isa("scalar"):
+        assert kern.display_name == "nybble_cpu[scalar]"
+    assert cpu.selected_isa() == ISAS[-1] or cpu.selected_isa() == cpu.os.environ.get("NYBBLE_CPU_ISA")
+
+
+def test_env_var_forcing_and_errors(monkeypatch):
+    monkeypatch.setenv("NYBBLE_CPU_ISA", "scalar")
+    assert cpu.selected_isa() == "scalar"
+    monkeypatch.setenv("NYBBLE_CPU_ISA", "sse9")
+    ok, reason = cpu.NybbleCpuKernel.is_supported("cpu")
+    assert not ok and "sse9" in reason
+    plain = make_weight(40, 384, 128, "none", torch.float32)
+    spec = LinearSpec.for_weight(plain, "a16")
+    assert registry.choose(spec) is not cpu.NybbleCpuKernel  # falls back
+    with pytest.raises(registry.NoKernelError, match="sse9"):
+        registry.choose(spec, force="nybble_cpu")
+    # a path higher than the CPU has is an error naming what it has
+    monkeypatch.setattr(cpu, "available_isas", lambda: ["scalar", "avx2"])
+    monkeypatch.setenv("NYBBLE_CPU_ISA", "avx512")
+    with pytest.raises(ValueError, match="not supported by this CPU"):
+        cpu.selected_isa()
+
+
+def test_can_implement_refusals():
+    spec = LinearSpec(n=40, k=100, group_size=-1, domain=P.ZeroPointDomain.NONE,
+                      act_mode=cpu.ActMode.A16, dtype=torch.float32, device_type="cpu")
+    ok, reason = cpu.NybbleCpuKernel.can_implement(spec)
+    assert not ok and "multiple of 8" in reason
+    ok, reason = cpu.NybbleCpuKernel.is_supported("cuda")
+    assert not ok
+
+
+def test_torch_compile_sees_the_op():
+    plain = make_weight(40, 384, 128, "int", torch.float32)
+    bias = torch.randn(40)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    for op, name in (("a16", "cpu_a16w4"), ("a8_asym", "cpu_a8w4")):
+        kern = cpu.NybbleCpuKernel(LinearSpec.for_weight(plain, op))
+        packed = kern.prepack(plain)
+
+        def f(x):
+            return torch.relu(kern.apply(x, packed, bias))
+
+        torch._dynamo.reset()
+        x = torch.randn(2, 5, 384)
+        y = torch.compile(f, backend=backend)(x)
+        assert any(f"nybble.{name}" in s for s in seen), seen
+        torch.testing.assert_close(y, f(x), rtol=0, atol=0)
