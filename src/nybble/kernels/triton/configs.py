@@ -33,6 +33,8 @@ class TileConfig:
 
     ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
     ``split_k``: programs sharing one output tile along K (partials added with fp32 atomics);
+    ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
+    scratch, then cuBLAS";
     ``num_warps``/``num_stages``: Triton launch options.
     """
 
@@ -77,10 +79,10 @@ def make_key(op: str, n: int, k: int, group_size: int, m: int) -> str:
 
 
 def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
-    """Is ``cfg`` valid for this group size? A8W4 needs ``block_k`` to divide the group (it converts
-    int32 group sums to fp32 at group ends); A16W4 needs groups and tiles nested either way."""
+    """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
+    group sum to fp32 after each tile); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
-    if group_size == -1:
+    if group_size == -1 or cfg.block_m == 0:
         return True
     if op == "a8w4":
         return cfg.block_k == g
@@ -106,41 +108,57 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
     tiles = -(-n // bn) * -(-m // bm)
     split = 1
     k_tiles = -(-k // bk)
-    while tiles * split < 2 * num_sms and split * 2 <= max(1, k_tiles // 4) and split < 16:
+    # small M is memory-bound: fill the GPU twice over; large M only splits a grid that is mostly idle
+    target = 2 * num_sms if mb <= 16 else (num_sms if mb <= 128 else num_sms // 2)
+    while tiles * split < target and split * 2 <= max(1, k_tiles // 4) and split < 16:
         split *= 2
     return TileConfig(bm, bn, bk, split, warps, stages)
 
 
-def candidates(op: str, n: int, k: int, group_size: int, m: int) -> list[TileConfig]:
-    """Configs the autotuner times for one key (all valid for the group size)."""
+def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132) -> list[TileConfig]:
+    """Configs the autotuner times for one key (all valid for the group size; a short list, since
+    each new config costs a Triton compile of a few seconds)."""
     mb = m_bucket(m)
     out = []
     if mb <= 16:
-        for bn in (64, 128):
-            for bk in (64, 128, 256):
-                for split in (1, 2, 4, 8, 16):
-                    if -(-k // bk) < 2 * split:
-                        continue
-                    out.append(TileConfig(16, bn, bk, split, 4, 4))
+        for bn, bk in ((64, 128), (128, 128), (64, 256), (128, 256)):
+            tiles = -(-n // bn)
+            for split in (1, 2, 4, 8):
+                if -(-k // bk) < 2 * split or (split > 1 and tiles * split > 8 * num_sms):
+                    continue
+                if tiles * split * 2 < num_sms and split < 8:
+                    continue  # leaves most of the GPU idle
+                out.append(TileConfig(16, bn, bk, split, 4, 4))
     elif mb <= 128:
-        bm = min(mb, 64)
+        bm = 64 if mb <= 64 else 128
         for bn in (64, 128):
             for bk in (64, 128):
-                for split in (1, 2, 4):
-                    out.append(TileConfig(bm, bn, bk, split, 4, 3))
-        out.append(TileConfig(128 if mb == 128 else bm, 128, 64, 1, 8, 3))
+                for split in (1, 2):
+                    out.append(TileConfig(bm, bn, bk, split, 4 if bm == 64 else 8, 3))
     else:
         for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (128, 256, 64, 8, 3),
-                                 (64, 128, 128, 4, 3), (128, 64, 128, 4, 4), (256, 128, 64, 8, 3)):
+                                 (64, 128, 128, 4, 3)):
             out.append(TileConfig(bm, bn, bk, 1, w, s))
     if op == "a8w4" and group_size != -1:  # A8W4 tiles span exactly one group along K
         out = list(dict.fromkeys(TileConfig(c.block_m, c.block_n, group_size, c.split_k, c.num_warps,
                                             c.num_stages) for c in out))
+    if op == "a16w4" and mb >= 128:
+        out += dequant_mm_configs(k)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
-    h = heuristic(op, n, k, group_size, m)
+    h = heuristic(op, n, k, group_size, m, num_sms)
     if h not in out:
         out.append(h)
     return out
+
+
+def dequant_mm_configs(k: int, l2_bytes: int = 50 * 2**20) -> list[TileConfig]:
+    """Large-M A16W4 alternative (``block_m == 0``): dequantize ``block_n`` weight rows at a time into
+    an L2-resident scratch (about half / a quarter of L2), then cuBLAS.  Rows rounded to 128."""
+    out = []
+    for frac in (2, 4):
+        rows = max(128, (l2_bytes // frac) // (2 * k) // 128 * 128)
+        out.append(TileConfig(0, rows, 0, 1, 4, 1))
+    return list(dict.fromkeys(out))
 
 
 def cache_dir() -> Path:

@@ -38,26 +38,114 @@ else:
 
 
 @triton.jit
-def _dequant_a16(q, s3, z3, IS_BF16: tl.constexpr):
-    """q int32 [BN, W] (8 codes per word) -> weights [BN, W, 8] in bf16/fp16, exactly
-    ``round((q - z) * s)`` as the reference computes it in fp32 (the product of a 16-bit float and
-    a 5-bit integer is exact in fp32, so one rounding either way).  ``z3`` holds ``OFF + z``."""
-    shifts = tl.arange(0, 8) * 4
-    nib = (q[:, :, None] >> shifts[None, None, :]) & 0xF
+def _interleave8(n0, n1, n2, n3, n4, n5, n6, n7):
+    """Eight ``[BN, W]`` tensors -> ``[BN, 8W]`` with ``out[:, 8j + i] = n_i[:, j]`` (nibble i of word
+    j is element ``8j + i`` along K).  ``tl.interleave`` keeps the pairs in one thread, so the result
+    has 8 consecutive K elements per thread (16-byte shared-memory stores for the matmul)."""
+    a = tl.interleave(tl.interleave(n0, n4), tl.interleave(n2, n6))
+    b = tl.interleave(tl.interleave(n1, n5), tl.interleave(n3, n7))
+    return tl.interleave(a, b)
+
+
+@triton.jit
+def _nib16(q, SHIFT: tl.constexpr, s2, z2, IS_BF16: tl.constexpr):
+    """Codes at bit ``SHIFT`` of the words ``q`` -> ``round((q - z) * s)`` in bf16/fp16, exactly as the
+    reference (the product of a 16-bit float and a 5-bit integer is exact in fp32: one rounding)."""
+    nib = (q >> SHIFT) & 0xF
     if IS_BF16:
         # 0x4300 | q is the bf16 number 128 + q (exact): no int->float conversion instruction
         v = (nib | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)
     else:
         v = (nib | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)  # 1024 + q
-    return (v - z3) * s3
+    return (v - z2) * s2
+
+
+def _pair_asm(shift: int, bf16: bool) -> tl.constexpr:
+    magic, op = ("0x43004300", "bf16x2") if bf16 else ("0x64006400", "f16x2")
+    return tl.constexpr(
+        f"{{ .reg .b32 t; shr.u32 t, $2, {shift}; and.b32 t, t, 0x000F000F; or.b32 t, t, {magic}; "
+        f"sub.rn.{op} t, t, $3; mul.rn.{op} t, t, $4; mov.b32 {{$0, $1}}, t; }}")
+
+
+_ASM_B0, _ASM_B4, _ASM_B8, _ASM_B12 = (_pair_asm(s, True) for s in (0, 4, 8, 12))
+_ASM_H0, _ASM_H4, _ASM_H8, _ASM_H12 = (_pair_asm(s, False) for s in (0, 4, 8, 12))
+
+
+@triton.jit
+def _pair16_asm(q, SHIFT: tl.constexpr, zz, ss, IS_BF16: tl.constexpr):
+    """Packed variant of :func:`_nib16` for the codes at bits ``SHIFT`` and ``SHIFT + 16`` of ``q``:
+    one and/or makes two bf16 (fp16) values ``OFF + q``, then ``sub``/``mul`` on the pair (``zz``,
+    ``ss``: int32 words holding ``OFF + z`` and ``s`` twice).  Same rounding as :func:`_nib16`."""
+    if IS_BF16:
+        if SHIFT == 0:
+            asm: tl.constexpr = _ASM_B0
+        elif SHIFT == 4:
+            asm: tl.constexpr = _ASM_B4
+        elif SHIFT == 8:
+            asm: tl.constexpr = _ASM_B8
+        else:
+            asm: tl.constexpr = _ASM_B12
+        lo, hi = tl.inline_asm_elementwise(asm, "=h,=h,r,r,r", [q, zz, ss], dtype=(tl.bfloat16, tl.bfloat16),
+                                           is_pure=True, pack=1)
+    else:
+        if SHIFT == 0:
+            asm: tl.constexpr = _ASM_H0
+        elif SHIFT == 4:
+            asm: tl.constexpr = _ASM_H4
+        elif SHIFT == 8:
+            asm: tl.constexpr = _ASM_H8
+        else:
+            asm: tl.constexpr = _ASM_H12
+        lo, hi = tl.inline_asm_elementwise(asm, "=h,=h,r,r,r", [q, zz, ss], dtype=(tl.float16, tl.float16),
+                                           is_pure=True, pack=1)
+    return lo, hi
+
+
+@triton.jit
+def _pack2(v):
+    """A 16-bit float tensor -> int32 words holding its bits twice (for the packed asm)."""
+    b = v.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return b | (b << 16)
+
+
+@triton.jit
+def _dequant_a16(q, s2, z2, IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
+    """q int32 ``[BN, W]`` (8 codes per word), s2/z2 (``OFF + z``) 16-bit floats broadcastable to
+    ``[BN, W]`` -> the dequantized weight tile ``[BN, 8W]`` (K order)."""
+    if USE_ASM:
+        zz = tl.broadcast_to(_pack2(z2), q.shape)
+        ss = tl.broadcast_to(_pack2(s2), q.shape)
+        w0, w4 = _pair16_asm(q, 0, zz, ss, IS_BF16)
+        w1, w5 = _pair16_asm(q, 4, zz, ss, IS_BF16)
+        w2, w6 = _pair16_asm(q, 8, zz, ss, IS_BF16)
+        w3, w7 = _pair16_asm(q, 12, zz, ss, IS_BF16)
+    else:
+        w0 = _nib16(q, 0, s2, z2, IS_BF16)
+        w1 = _nib16(q, 4, s2, z2, IS_BF16)
+        w2 = _nib16(q, 8, s2, z2, IS_BF16)
+        w3 = _nib16(q, 12, s2, z2, IS_BF16)
+        w4 = _nib16(q, 16, s2, z2, IS_BF16)
+        w5 = _nib16(q, 20, s2, z2, IS_BF16)
+        w6 = _nib16(q, 24, s2, z2, IS_BF16)
+        w7 = _nib16(q, 28, s2, z2, IS_BF16)
+    return _interleave8(w0, w1, w2, w3, w4, w5, w6, w7)
+
+
+@triton.jit
+def _dequant_i8(q, z2):
+    """q int32 ``[BN, W]``, z2 int32 broadcastable -> int8 ``[BN, 8W]`` of ``q - z`` (K order)."""
+    return _interleave8(((q & 0xF) - z2).to(tl.int8), (((q >> 4) & 0xF) - z2).to(tl.int8),
+                        (((q >> 8) & 0xF) - z2).to(tl.int8), (((q >> 12) & 0xF) - z2).to(tl.int8),
+                        (((q >> 16) & 0xF) - z2).to(tl.int8), (((q >> 20) & 0xF) - z2).to(tl.int8),
+                        (((q >> 24) & 0xF) - z2).to(tl.int8), (((q >> 28) & 0xF) - z2).to(tl.int8))
 
 
 @triton.jit
 def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
-                 M, N, K, stride_xm, stride_om,
+                 M, N, K, stride_xm, stride_om, stride_qn,
                  GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                  HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, EVEN_K: tl.constexpr,
-                 ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
+                 ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, USE_ASM: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias).
 
@@ -77,7 +165,7 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
     offs_k = tl.arange(0, BLOCK_K)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    K8 = K // 8
+    K8 = stride_qn  # words per weight row (K / 8), an argument so triton sees its divisibility
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
@@ -102,17 +190,15 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
             q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
             xt = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & (kk[None, :] < K), other=0.0)
         if PER_CHANNEL:
-            s3 = s_c[:, None, None]
-            z3 = z_c[:, None, None]
+            s2 = s_c[:, None]
+            z2 = z_c[:, None]
         elif GROUP >= BLOCK_K:
             gi = k0 // GROUP
-            s_t = tl.load(s_ptr + gi * N + offs_n, mask=mask_n, other=0.0)
-            s3 = s_t[:, None, None]
+            s2 = tl.load(s_ptr + gi * N + offs_n, mask=mask_n, other=0.0)[:, None]
             if HAS_ZERO:
-                z_t = (tl.load(z_ptr + gi * N + offs_n, mask=mask_n, other=0).to(tl.float32) + OFF).to(DT)
-                z3 = z_t[:, None, None]
+                z2 = (tl.load(z_ptr + gi * N + offs_n, mask=mask_n, other=0).to(tl.float32) + OFF).to(DT)[:, None]
             else:
-                z3 = 8.0 + OFF
+                z2 = tl.full([BLOCK_N, 1], 8.0 + OFF, DT)
         else:
             gi = (k0 + offs_w * 8) // GROUP
             sz_off = gi[None, :] * N + offs_n[:, None]
@@ -120,15 +206,12 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
                 sz_mask = mask_n[:, None]
             else:  # the K tail lies past the last group: scale 0 there (x is 0 there too)
                 sz_mask = mask_n[:, None] & (wcol[None, :] < K8)
-            s_t = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
-            s3 = s_t[:, :, None]
+            s2 = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
             if HAS_ZERO:
-                z_t = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
-                z3 = z_t[:, :, None]
+                z2 = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
             else:
-                z3 = 8.0 + OFF
-        w = _dequant_a16(q, s3, z3, IS_BF16).to(DT)
-        w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+                z2 = tl.full([BLOCK_N, W], 8.0 + OFF, DT)
+        w = _dequant_a16(q, s2, z2, IS_BF16, USE_ASM)
         acc = tl.dot(w, tl.trans(xt), acc)
     out_ptrs = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None]
     mask = mask_n[:, None] & mask_m[None, :]
@@ -189,7 +272,7 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
 
 @triton.jit
 def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
-                M, N, K, stride_om,
+                M, N, K, stride_om, stride_qn,
                 GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                 HAS_BIAS: tl.constexpr, ASYM: tl.constexpr, IS_BF16: tl.constexpr, EVEN_K: tl.constexpr,
                 ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -211,10 +294,9 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_w = tl.arange(0, W)
     offs_k = tl.arange(0, BLOCK_K)
-    shifts = tl.arange(0, 8) * 4
     mask_n = offs_n < N
     mask_m = offs_m < M
-    K8 = K // 8
+    K8 = stride_qn  # words per weight row (K / 8), an argument so triton sees its divisibility
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
@@ -239,9 +321,7 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
             else:
                 q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
                 a = tl.load(a_rows + kk[None, :], mask=mask_m[:, None] & (kk[None, :] < K), other=0)
-            nib = (q[:, :, None] >> shifts[None, None, :]) & 0xF
-            w8 = tl.reshape((nib - z_c[:, None, None]).to(tl.int8), (BLOCK_N, BLOCK_K))
-            acc_i = tl.dot(w8, tl.trans(a), acc_i, out_dtype=tl.int32)
+            acc_i = tl.dot(_dequant_i8(q, z_c[:, None]), tl.trans(a), acc_i, out_dtype=tl.int32)
         if ASYM:
             wsum = tl.load(ws_ptr + offs_n, mask=mask_n, other=0)
             first = (pid_k == 0).to(tl.int32)
@@ -260,9 +340,7 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
                 z_t = tl.load(z_ptr + t * N + offs_n, mask=mask_n, other=0).to(tl.int32)
             else:
                 z_t = tl.full([BLOCK_N], 8, tl.int32)
-            nib = (q[:, :, None] >> shifts[None, None, :]) & 0xF
-            w8 = tl.reshape((nib - z_t[:, None, None]).to(tl.int8), (BLOCK_N, BLOCK_K))
-            part = tl.dot(w8, tl.trans(a), out_dtype=tl.int32)
+            part = tl.dot(_dequant_i8(q, z_t[:, None]), tl.trans(a), out_dtype=tl.int32)
             if ASYM:
                 wsum = tl.load(ws_ptr + t * N + offs_n, mask=mask_n, other=0)
                 part -= za_s[None, :] * wsum[:, None]
@@ -291,3 +369,54 @@ def read_kernel(src_ptr, out_ptr, n_words, BLOCK: tl.constexpr):
     for start in range(pid * BLOCK, n_words, nprog * BLOCK):
         acc ^= tl.load(src_ptr + start + offs, mask=start + offs < n_words, other=0)
     tl.store(out_ptr + pid, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def dequant_kernel(qw_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_qn, row0,
+                   GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
+                   IS_BF16: tl.constexpr, EVEN_K: tl.constexpr, USE_ASM: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Rows ``row0 ..`` of the weight, dequantized: out (rows, K) bf16/fp16 contiguous, exactly the
+    reference's ``round((q - z) * s)``.  Used by the large-M path (dequantize an L2-sized slice of W,
+    then a cuBLAS matmul on it while it is still in L2)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    W: tl.constexpr = BLOCK_K // 8
+    DT: tl.constexpr = tl.bfloat16 if IS_BF16 else tl.float16
+    OFF: tl.constexpr = 128.0 if IS_BF16 else 1024.0
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = row0 + rows
+    mask_n = offs_n < N
+    k0 = pid_k * BLOCK_K
+    wcol = k0 // 8 + tl.arange(0, W)
+    kk = k0 + tl.arange(0, BLOCK_K)
+    if EVEN_K:
+        q = tl.load(qw_ptr + offs_n[:, None].to(tl.int64) * stride_qn + wcol[None, :], mask=mask_n[:, None], other=0)
+    else:
+        q = tl.load(qw_ptr + offs_n[:, None].to(tl.int64) * stride_qn + wcol[None, :],
+                    mask=mask_n[:, None] & (wcol[None, :] < stride_qn), other=0)
+    if PER_CHANNEL:
+        gi = 0
+    else:
+        gi = k0 // GROUP
+    if PER_CHANNEL or GROUP >= BLOCK_K:
+        s2 = tl.load(s_ptr + gi * N + offs_n, mask=mask_n, other=0.0)[:, None]
+        if HAS_ZERO:
+            z2 = (tl.load(z_ptr + gi * N + offs_n, mask=mask_n, other=0).to(tl.float32) + OFF).to(DT)[:, None]
+        else:
+            z2 = tl.full([BLOCK_N, 1], 8.0 + OFF, DT)
+    else:
+        gw = (k0 + tl.arange(0, W) * 8) // GROUP
+        sz_off = gw[None, :] * N + offs_n[:, None]
+        sz_mask = mask_n[:, None] & (wcol[None, :] < stride_qn)
+        s2 = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
+        if HAS_ZERO:
+            z2 = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
+        else:
+            z2 = tl.full([BLOCK_N, W], 8.0 + OFF, DT)
+    w = _dequant_a16(q, s2, z2, IS_BF16, USE_ASM)
+    optr = out_ptr + rows[:, None].to(tl.int64) * K + kk[None, :]
+    if EVEN_K:
+        tl.store(optr, w, mask=mask_n[:, None])
+    else:
+        tl.store(optr, w, mask=mask_n[:, None] & (kk[None, :] < K))

@@ -36,6 +36,13 @@ def store_for(device: torch.device) -> ConfigStore:
     return st
 
 
+def use_asm() -> bool:
+    """Packed bf16x2/f16x2 dequantization in inline PTX (default), or ``NYBBLE_TRITON_DEQUANT=plain``
+    for the plain Triton version (same results; also used by the CPU interpreter)."""
+    return (os.environ.get("NYBBLE_TRITON_DEQUANT", "asm") != "plain"
+            and os.environ.get("TRITON_INTERPRET") != "1")
+
+
 def autotune_enabled() -> bool:
     """``NYBBLE_TRITON_AUTOTUNE=0`` turns first-call autotuning off (the table or heuristic is used)."""
     return os.environ.get("NYBBLE_TRITON_AUTOTUNE", "1") != "0"
@@ -98,20 +105,61 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
         cfg = get_config("a16w4", m, n, k, group_size, x.device,
                          lambda cs: _time_configs(
                              lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
+    if cfg.block_m == 0:
+        return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
     atomic = cfg.split_k > 1
     out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(m, n)
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     jit.a16w4_kernel[grid](
         x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        m, n, k, x.stride(0), out.stride(0),
+        m, n, k, x.stride(0), out.stride(0), qweight.stride(0),
         GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
         HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
-        ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        ATOMIC=atomic, SPLIT_K=cfg.split_k, USE_ASM=use_asm(), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if atomic:
         if bias is not None:
             out += bias
         out = out.to(x.dtype)
+    return out
+
+
+def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
+    """Large-M path (``cfg.block_m == 0``): for each slice of ``cfg.block_n`` weight rows, dequantize
+    it into one reused scratch buffer small enough to stay in L2, then multiply with cuBLAS
+    (``F.linear``) while it is L2-resident.  HBM traffic stays ~ the int4 bytes; the matmul runs at
+    cuBLAS speed.  Same dequantized values as the reference, bf16/fp16 matmul with fp32 accumulation."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    rows = min(cfg.block_n, n)
+    scratch = torch.empty(rows, k, dtype=x.dtype, device=x.device)
+    out = x.new_empty(m, n)
+    bn, bk = 32, 128 if k % 128 == 0 or group_size == -1 else 64
+    for r0 in range(0, n, rows):
+        r = min(rows, n - r0)
+        jit.dequant_kernel[(triton.cdiv(r, bn), triton.cdiv(k, bk))](
+            qweight, scale, zero if zero is not None else scale, scratch, n, k, qweight.stride(0), r0,
+            GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+            IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=bn, BLOCK_K=bk,
+            num_warps=4)
+        torch.mm(x, scratch[:r].t(), out=out[:, r0:r0 + r]) if r == n else \
+            out[:, r0:r0 + r].copy_(torch.mm(x, scratch[:r].t()))
+    if bias is not None:
+        out += bias
+    return out
+
+
+def dequantize_weight(qweight, scale, zero, group_size, dtype) -> torch.Tensor:
+    """The whole (N, K) weight in ``dtype`` from the GPU layout (tests and tools)."""
+    n = qweight.shape[0]
+    k = qweight.shape[1] * 8
+    out = torch.empty(n, k, dtype=dtype, device=qweight.device)
+    bk = 128 if k % 128 == 0 or group_size == -1 else 64
+    jit.dequant_kernel[(triton.cdiv(n, 32), triton.cdiv(k, bk))](
+        qweight, scale, zero if zero is not None else scale, out, n, k, qweight.stride(0), 0,
+        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+        IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk,
+        num_warps=4)
     return out
 
 
@@ -152,7 +200,7 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     jit.a8w4_kernel[grid](
         qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
-        bias if bias is not None else scale, out, m, n, k, out.stride(0),
+        bias if bias is not None else scale, out, m, n, k, out.stride(0), qweight.stride(0),
         GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
         HAS_BIAS=bias is not None, ASYM=asymmetric, IS_BF16=out_dtype == torch.bfloat16,
         EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m,

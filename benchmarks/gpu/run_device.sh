@@ -1,0 +1,21 @@
+#!/bin/bash
+# One call on the lent GPU machine: environment probe, GPU tests, benchmark (+ autotuned table).
+# Usage (repo root):  bash benchmarks/gpu/run_device.sh [tests|bench|all] [extra bench args...]
+what=${1:-all}; shift || true
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD/src:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
+export NYBBLE_CACHE_DIR=/tmp/nybble-cache
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0))"
+  nproc; } 2>&1 | tee "$OUT/env.txt"
+if [[ $what == tests || $what == all ]]; then
+  t0=$(date +%s)
+  timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} tests/gpu -rfE \
+    --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.log" | tail -n 60
+  echo "tests took $(( $(date +%s) - t0 )) s"
+fi
+if [[ $what == bench || $what == all ]]; then
+  timeout ${BENCH_TIMEOUT:-420} python3 -m nybble.bench.gpu --out-dir "$OUT/bench" --tune-table "$OUT/tuned_table.json" "$@" 2>&1 | tee "$OUT/bench.log"
+  cp /tmp/nybble-cache/triton/*.json "$OUT/" 2>/dev/null
+fi
+ls -la "$OUT" "$OUT/bench" 2>/dev/null

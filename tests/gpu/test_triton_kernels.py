@@ -1,0 +1,150 @@
+"""Triton kernels against the reference kernel on random data: every act mode x dtype x domain x
+group x M, with N and K that are not multiples of the tile sizes; prepack/unpack exactness; the
+fused activation quantization bit for bit."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nybble import primitives as P
+from nybble.kernels.base import LinearSpec
+
+from gpu_util import assert_close_to_reference, random_plain, reference_out
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+MS = (1, 2, 3, 8, 16, 17, 64, 257, 1024)
+#: (group, K): K a multiple of the group but never of every tile size; per-channel K = 8 * odd
+GROUP_K = ((32, 288), (64, 576), (128, 640), (256, 768), (-1, 296))
+N = 200  # not a multiple of 64/128
+
+
+def _kernel(plain, act):
+    from nybble.kernels.triton.kernel import TritonKernel
+    spec = LinearSpec.for_weight(plain, act)
+    ok, why = TritonKernel.can_implement(spec)
+    assert ok, why
+    return TritonKernel(spec)
+
+
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("act", ["a16", "a8_sym", "a8_asym"])
+def test_matches_reference(act, dtype, domain, group, k, m):
+    plain = random_plain(N, k, group, domain, dtype)
+    kern = _kernel(plain, act)
+    packed = kern.prepack(plain)
+    x = torch.randn(m, k, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+    y = kern.apply(x, packed, bias)
+    assert_close_to_reference(y, reference_out(x, plain, act, bias), f"{act} {dtype} {domain} g{group} M={m}")
+
+
+@pytest.mark.parametrize("act", ["a16", "a8_asym"])
+def test_odd_n_3d_input_and_strided_x(act):
+    plain = random_plain(77, 256, 128, "int", torch.bfloat16)
+    kern = _kernel(plain, act)
+    packed = kern.prepack(plain)
+    x = torch.randn(2, 5, 512, device="cuda").to(torch.bfloat16)[..., ::2]  # non-contiguous
+    y = kern.apply(x, packed, None)
+    ref = reference_out(x.reshape(-1, 256).contiguous(), plain, act, None).reshape(2, 5, 77)
+    assert_close_to_reference(y, ref, f"{act} odd N")
+
+
+@pytest.mark.parametrize("act", ["a16", "a8_sym"])
+def test_every_split_and_tile_config(act):
+    """Force a spread of tile configs (split-K included) on one shape: all must agree."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import candidates
+    plain = random_plain(320, 1024, 128, "int", torch.bfloat16)
+    kern = _kernel(plain, act)
+    p = kern.prepack(plain)
+    for m in (1, 16, 100):
+        x = torch.randn(m, 1024, device="cuda").to(torch.bfloat16)
+        ref = reference_out(x, plain, act, None)
+        op = "a16w4" if act == "a16" else "a8w4"
+        for cfg in candidates(op, 320, 1024, 128, m)[::3]:
+            if act == "a16":
+                y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128, None, cfg)
+            else:
+                qa, sa, za = ops.launch_quantize_act(x, False)
+                y = ops.launch_a8w4_mm(qa, sa, za, p["qweight"], p["scale"], p["zero_point"], p["wsum"], 128,
+                                       False, None, torch.bfloat16, cfg)
+            assert_close_to_reference(y, ref, f"{act} M={m} {cfg}")
+
+
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("group", [32, -1])
+def test_prepack_unpack_exact(domain, group):
+    plain = random_plain(136, 512, group, domain, torch.float16)
+    kern = _kernel(plain, "a8_asym")
+    back = kern.unpack(kern.prepack(plain))
+    assert torch.equal(back.qdata, plain.qdata) and torch.equal(back.scale, plain.scale)
+    assert (back.zero_point is None) == (plain.zero_point is None)
+    if domain == "int":
+        assert torch.equal(back.zero_point, plain.zero_point)
+
+
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_quantize_activations_bit_exact(asym, dtype):
+    """Against ``primitives.quantize_activations`` computed on the CPU (IEEE divisions there) and on
+    the GPU."""
+    from nybble.kernels.triton import ops
+    x = (torch.randn(37, 4104, device="cuda") * 3).to(dtype)
+    x[3] = 0                                             # all-zero row: scale 1
+    x[4] = torch.arange(4104, device="cuda") % 255 - 127.5   # exact .5 ties (rint -> even)
+    x[5] = x[5].abs()                                    # all positive (asymmetric: lo clamps to 0)
+    q, s, z = torch.ops.nybble.triton_quantize_act(x, asym)
+    q = q.to(torch.int32) + (128 if asym else 0)
+    for where, (rq, rs, rz) in (("cpu", P.quantize_activations(x.cpu(), asym)),
+                                ("cuda", P.quantize_activations(x, asym))):
+        assert torch.equal(s.cpu(), rs.cpu()), f"scales differ from the {where} reference"
+        assert torch.equal(z.cpu(), rz.cpu()), f"zero points differ from the {where} reference"
+        assert torch.equal(q.cpu(), rq.cpu()), f"codes differ from the {where} reference"
+    q2, _, _ = ops.launch_quantize_act(x, asym)
+    assert torch.equal(q2.to(torch.int32) + (128 if asym else 0), q)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("group,k", [(32, 288), (128, 640), (-1, 296)])
+def test_large_m_dequant_then_cublas_path(dtype, group, k):
+    """The ``block_m == 0`` configs (dequantize L2-sized row slices, then cuBLAS), several slices."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    plain = random_plain(700, k, group, "int", dtype)
+    kern = _kernel(plain, "a16")
+    p = kern.prepack(plain)
+    w = ops.dequantize_weight(p["qweight"], p["scale"], p["zero_point"], group, dtype)
+    assert torch.equal(w, plain.dequantize(dtype)), "dequant kernel differs from the reference dequantization"
+    x = torch.randn(300, k, device="cuda").to(dtype)
+    bias = torch.randn(700, device="cuda").to(dtype)
+    for rows in (128, 256, 1024):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, TileConfig(0, rows, 0, 1, 4, 1))
+        assert_close_to_reference(y, reference_out(x, plain, "a16", bias), f"dequant+cuBLAS rows={rows}")
+
+
+@pytest.mark.parametrize("m", [1, 64, 300])
+def test_plain_triton_dequant_variant(monkeypatch, m):
+    """``NYBBLE_TRITON_DEQUANT=plain`` (no inline PTX) gives the same results."""
+    monkeypatch.setenv("NYBBLE_TRITON_DEQUANT", "plain")
+    for dtype in (torch.bfloat16, torch.float16):
+        plain = random_plain(200, 640, 64, "int", dtype)
+        kern = _kernel(plain, "a16")
+        x = torch.randn(m, 640, device="cuda").to(dtype)
+        y = kern.apply(x, kern.prepack(plain), None)
+        assert_close_to_reference(y, reference_out(x, plain, "a16", None), f"plain dequant {dtype} M={m}")
+
+
+def test_registry_picks_triton_on_cuda():
+    from nybble.kernels import registry
+    plain = random_plain(64, 256, 128, "int", torch.bfloat16)
+    spec = LinearSpec.for_weight(plain, "a16")
+    assert registry.choose(spec).name == "triton"
+    spec32 = LinearSpec.for_weight(random_plain(64, 256, 128, "int", torch.float32), "a16")
+    verdicts = {v.name: v for v in registry.explain(spec32)}
+    assert not verdicts["triton"].ok and "float32" in verdicts["triton"].reason
+    assert registry.choose(spec32).name == "reference"
