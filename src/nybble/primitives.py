@@ -168,6 +168,12 @@ def quantize_rtn(w: torch.Tensor, group_size: int, domain: ZeroPointDomain | str
     return quantize(w, scale, zero, group_size), scale, zero
 
 
+def _ieee_div(a: torch.Tensor, c: float) -> torch.Tensor:
+    """``a / c`` as an IEEE division on every device: CUDA torch divides by a Python scalar as a
+    multiplication by its reciprocal (not correctly rounded); a tensor divisor gets a true division."""
+    return a / torch.full_like(a, c)
+
+
 def quantize_activations(x: torch.Tensor, asymmetric: bool
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dynamic per-token (per-row) int8 quantization of activations; the arithmetic every A8W4
@@ -188,12 +194,12 @@ def quantize_activations(x: torch.Tensor, asymmetric: bool
     if asymmetric:
         lo = xf.amin(dim=-1).clamp(max=0.0)
         hi = xf.amax(dim=-1).clamp(min=0.0)
-        s = (hi - lo) / 255.0
+        s = _ieee_div(hi - lo, 255.0)
         s = torch.where(s == 0, torch.ones_like(s), s)
         z = torch.round(-lo / s).clamp(0, 255)
         q = (torch.round(xf / s[:, None]) + z[:, None]).clamp(0, 255)
     else:
-        s = xf.abs().amax(dim=-1) / 127.0
+        s = _ieee_div(xf.abs().amax(dim=-1), 127.0)
         s = torch.where(s == 0, torch.ones_like(s), s)
         z = torch.zeros_like(s)
         q = torch.round(xf / s[:, None]).clamp(-127, 127)
