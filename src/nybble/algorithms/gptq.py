@@ -107,7 +107,7 @@ def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                   domain: ZeroPointDomain | str, *, damp: float = 0.01, block_size: int = 128,
                   act_order: bool = False, scale_dtype: torch.dtype | None = None,
-                  name: str = "<linear>") -> GPTQResult:
+                  name: str = "<linear>", compute_dtype: torch.dtype = torch.float32) -> GPTQResult:
     """GPTQ-round ``weight`` given the Hessian of its inputs.
 
     Args:
@@ -121,6 +121,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
         scale_dtype: dtype of the stored scale (default ``weight.dtype``); the codes are rounded with
             the stored (already-rounded) scale, so dequantization reproduces exactly what GPTQ assumed.
         name: layer name for error messages.
+        compute_dtype: dtype of the update arithmetic (float32; float64 for exactness tests).
     Returns:
         :class:`GPTQResult` in the plain convention.
     """
@@ -135,8 +136,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
     g = P.group_len(group_size, k)
     ngroups = k // g
 
-    w = weight.detach().to(torch.float32).clone()
-    h = hessian.detach().to(torch.float32).clone()
+    w = weight.detach().to(compute_dtype).clone()
+    h = hessian.detach().to(compute_dtype).clone()
+    if not (torch.isfinite(h).all() and float(torch.diagonal(h).sum()) > 0):
+        raise ValueError(f"{name}: the input Hessian is zero or not finite; check the calibration data")
     dead = torch.diagonal(h) == 0
     if bool(dead.any()):
         h[dead, dead] = 1.0
@@ -168,7 +171,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
         col_group = col_group[perm]
 
     codes = torch.empty(n, k, dtype=torch.uint8, device=w.device)
-    loss = torch.zeros((), dtype=torch.float32, device=w.device)
+    loss = torch.zeros((), dtype=compute_dtype, device=w.device)
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         w1 = w[:, i1:i2].clone()
@@ -185,8 +188,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                     tail = w[:, i2:col + g] - err1[:, :i] @ u[i1:col, i2:col + g]
                     wg = torch.cat([w1[:, i:], tail], dim=1)
                 set_group(grp, wg)
-            s = scale[:, grp].float()
-            zf = P.SYMMETRIC_ZERO if zero is None else zero[:, grp].float()
+            s = scale[:, grp].to(compute_dtype)
+            zf = P.SYMMETRIC_ZERO if zero is None else zero[:, grp].to(compute_dtype)
             x = w1[:, i]
             q = torch.clamp(torch.round(x / s) + zf, P.QMIN, P.QMAX)
             codes[:, col] = q.to(torch.uint8)

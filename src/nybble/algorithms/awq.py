@@ -1,0 +1,111 @@
+"""AWQ: activation-aware per-input-channel scaling, then a weight-clipping search.
+
+For linears ``W_i`` (``(N_i, K)``) reading the same input ``x`` (``(M, K)`` calibration rows):
+
+1. :func:`search_scale`: ``s = mean|x|^alpha`` per input channel (normalised so that
+   ``sqrt(max(s) * min(s)) = 1``), for ``alpha`` on a grid ``0, 1/n, ..., (n-1)/n``; each candidate
+   quantizes ``W_i * s`` (round to nearest) and measures ``sum_i mean((x/s) Q_i^T - x W_i^T)^2``
+   (with ``x/s`` fake-quantized per token for A8W4). ``alpha = 0`` (``s = 1``, plain RTN) is always a
+   candidate, so the chosen scale never does worse than RTN on the calibration rows.
+2. :func:`search_clip`: per output row and group, shrink the weight's range by ``r`` in
+   ``1, 1 - 1/n, ..., 1 - max_shrink`` and keep the ``r`` with the smallest output error of that
+   group's slice ``(x_g (w_g - q_g)^T)^2`` averaged over tokens.
+
+Both return tensors only; folding the scale (:mod:`.architectures`) and installing layers is done
+by the recipe (:mod:`.recipes`).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import primitives as P
+from ..types import ActMode, ZeroPointDomain
+from .calibration import fake_quantize_activations
+
+
+def rtn_dequant(w: torch.Tensor, group_size: int, domain: ZeroPointDomain, scale_dtype: torch.dtype) -> torch.Tensor:
+    """Round-to-nearest then dequantize: ``(N, K)`` float -> ``(N, K)`` fp32."""
+    codes, scale, zero = P.quantize_rtn(w, group_size, domain, scale_dtype)
+    return P.dequantize(codes, scale, zero, group_size, torch.float32)
+
+
+def normalized_scale(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(K,)`` fp32 ``mean|x|^alpha`` divided by ``sqrt(max * min)``, clamped to ``>= 1e-4``."""
+    s = mean_abs.float().clamp(min=1e-8).pow(alpha)
+    s = s / (s.max() * s.min()).sqrt()
+    return s.clamp(min=1e-4)
+
+
+@torch.no_grad()
+def search_scale(x: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Tensor], group_size: int,
+                 domain: ZeroPointDomain | str, act_mode: ActMode = ActMode.A16, grid: int = 20,
+                 scale_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, float, dict]:
+    """Best AWQ scale for ``weights`` (each ``(N_i, K)``) reading ``x`` (``(M, K)``).
+
+    ``mean_abs``: ``(K,)`` mean of ``|x|`` over all calibration tokens (``x`` may be a subsample).
+    Returns ``(s (K,) fp32, alpha, {"rtn_error": e0, "awq_error": e})`` (errors: mean squared output
+    error summed over the weights).
+    """
+    domain = ZeroPointDomain(domain)
+    x = x.float()
+    ws = [w.float() for w in weights]
+    ref = [x @ w.t() for w in ws]
+    sd = scale_dtype or weights[0].dtype
+    best_err, best_alpha, best_s, errs = None, 0.0, torch.ones_like(mean_abs, dtype=torch.float32), []
+    for i in range(max(1, grid)):
+        alpha = i / max(1, grid)
+        s = normalized_scale(mean_abs, alpha) if alpha > 0 else torch.ones(x.shape[1], device=x.device)
+        xs = fake_quantize_activations(x / s, act_mode)
+        err = 0.0
+        for w, y in zip(ws, ref):
+            q = rtn_dequant(w * s, group_size, domain, sd)
+            err += float(((xs @ q.t() - y) ** 2).mean())
+        errs.append(err)
+        if best_err is None or err < best_err:
+            best_err, best_alpha, best_s = err, alpha, s
+    return best_s, best_alpha, {"rtn_error": errs[0], "awq_error": best_err}
+
+
+def _clip_groups(wg: torch.Tensor, r: float, domain: ZeroPointDomain) -> torch.Tensor:
+    """Clamp ``(N, G, g)`` weights to ``r`` times their group range (both ends for ``int``)."""
+    if domain is ZeroPointDomain.NONE:
+        m = wg.abs().amax(dim=-1, keepdim=True) * r
+        return torch.maximum(torch.minimum(wg, m), -m)
+    hi = wg.amax(dim=-1, keepdim=True).clamp(min=0) * r
+    lo = wg.amin(dim=-1, keepdim=True).clamp(max=0) * r
+    return torch.maximum(torch.minimum(wg, hi), lo)
+
+
+@torch.no_grad()
+def search_clip(x: torch.Tensor, w: torch.Tensor, group_size: int, domain: ZeroPointDomain | str,
+                act_mode: ActMode = ActMode.A16, grid: int = 20, max_shrink: float = 0.5,
+                scale_dtype: torch.dtype | None = None, max_elems: int = 1 << 24) -> torch.Tensor:
+    """Clipped copy of ``w`` (``(N, K)``, returned fp32) minimizing each group's output error on
+    ``x`` (``(M, K)``: the layer's actual inputs, i.e. already divided by the AWQ scale)."""
+    domain = ZeroPointDomain(domain)
+    n, k = w.shape
+    g = P.group_len(group_size, k)
+    ng = k // g
+    sd = scale_dtype or w.dtype
+    xs = fake_quantize_activations(x, act_mode).reshape(-1, ng, g)
+    m = xs.shape[0]
+    out = w.float().clone()
+    steps = [1.0 - i / grid for i in range(int(max_shrink * grid) + 1)] if grid > 0 else [1.0]
+    chunk = max(1, max_elems // max(1, m * ng))
+    for r0 in range(0, n, chunk):
+        wg = out[r0:r0 + chunk].reshape(-1, ng, g)
+        best_err = None
+        best = wg
+        for r in steps:
+            wc = _clip_groups(wg, r, domain)
+            q = rtn_dequant(wc.reshape(-1, k), group_size, domain, sd).reshape(-1, ng, g)
+            # per (row, group) output error of that group's slice, averaged over tokens
+            err = torch.einsum("mGg,nGg->mnG", xs, wg - q).pow(2).mean(dim=0)
+            if best_err is None:
+                best_err, best = err, wc
+            else:
+                better = err < best_err
+                best_err = torch.where(better, err, best_err)
+                best = torch.where(better.unsqueeze(-1), wc, best)
+        out[r0:r0 + chunk] = best.reshape(-1, k)
+    return out

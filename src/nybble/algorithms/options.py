@@ -1,0 +1,58 @@
+"""The ``algorithm_options`` each calibrated recipe accepts, their types and defaults.
+
+Calibration (every recipe): ``nsamples`` (128) and ``seqlen`` (512) for text/tensor calibration
+data, ``batch_size`` (8) calibration samples per forward, ``layer_errors`` (False): record each
+layer's relative output error on its calibration inputs (GPTQ and RTN) in ``summary.details``.
+
+GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.01, fraction of the mean Hessian diagonal),
+``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128).
+
+AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha), ``awq_clip`` (True for ``awq``,
+False for ``awq+gptq``), ``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5), ``awq_tokens`` (4096
+calibration rows kept per layer group for the searches), ``awq_clip_tokens`` (1024).
+"""
+from __future__ import annotations
+
+_COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
+_GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128)}
+_AWQ = {"awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
+        "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
+
+ALLOWED = {
+    "gptq": {**_COMMON, **_GPTQ},
+    "awq": {**_COMMON, **_AWQ},
+    "awq+gptq": {**_COMMON, **_GPTQ, **_AWQ, "awq_clip": (bool, False)},
+}
+
+
+def resolve_options(algorithm: str, given: dict) -> dict:
+    """Defaults of ``algorithm`` updated with ``given``; ValueError/TypeError on unknown keys, wrong
+    types or out-of-range values."""
+    if algorithm not in ALLOWED:
+        raise ValueError(f"algorithm {algorithm!r} has no calibrated recipe; use one of {sorted(ALLOWED)}")
+    spec = ALLOWED[algorithm]
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ValueError(f"algorithm {algorithm!r}: unknown algorithm_options {unknown}; allowed: {sorted(spec)}")
+    out = {k: default for k, (_, default) in spec.items()}
+    for k, v in given.items():
+        typ = spec[k][0]
+        if typ is bool:
+            if not isinstance(v, bool):
+                raise TypeError(f"algorithm option {k!r} must be True or False, got {v!r}")
+        elif typ is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"algorithm option {k!r} must be an integer, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"algorithm option {k!r} must be a number, got {v!r}")
+        out[k] = typ(v)
+    for k in ("nsamples", "seqlen", "batch_size", "block_size", "awq_grid", "awq_tokens", "awq_clip_tokens"):
+        if k in out and out[k] < 1:
+            raise ValueError(f"algorithm option {k!r} must be >= 1, got {out[k]}")
+    if "damp" in out and not out["damp"] > 0:
+        raise ValueError(f"algorithm option 'damp' must be > 0, got {out['damp']}")
+    if "awq_max_shrink" in out and not 0 <= out["awq_max_shrink"] < 1:
+        raise ValueError(f"algorithm option 'awq_max_shrink' must be in [0, 1), got {out['awq_max_shrink']}")
+    if "awq_clip_grid" in out and out["awq_clip_grid"] < 0:
+        raise ValueError(f"algorithm option 'awq_clip_grid' must be >= 0, got {out['awq_clip_grid']}")
+    return out

@@ -1,0 +1,217 @@
+"""The calibrated recipes as block processors for :func:`.calibration.run_blockwise`.
+
+Each recipe is called with a context (one block, or the whole model for leftover linears), runs the
+block over the calibration inputs with hooks to gather what it needs, and installs every linear of
+the context as an ``Int4Linear`` (plain int4, the same layout RTN produces).
+
+A8W4 (``act_mode`` a8_sym/a8_asym): GPTQ builds its Hessian from the per-token fake-quantized inputs
+(what the int8 kernels multiply), and AWQ's scale and clipping searches evaluate their candidates on
+fake-quantized ``x / s``; the float reference they compare against is the unquantized layer.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..plain import PlainInt4Weight
+from .architectures import fold_into_linear, fold_into_norm, scale_groups
+from .awq import search_clip, search_scale
+from .calibration import BlockContext, fake_quantize_activations
+from .gptq import HessianAccumulator, gptq_quantize
+from ..primitives import dequantize, quantize_rtn
+
+
+def relative_output_error(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> float:
+    """``||X (W - Q)^T||^2 / ||X W^T||^2`` from the input Hessian ``H = X^T X / M``; all ``(N, K)``
+    / ``(K, K)`` fp32."""
+    e = w - q
+    num = float(((e @ h) * e).sum())
+    den = float(((w @ h) * w).sum())
+    return num / den if den > 0 else float("nan")
+
+
+class _InputScaler:
+    """Forward pre-hook dividing a linear's input by ``s`` (``(K,)``); linears of one group share one
+    instance, which reuses the divided tensor for the same input (so shared inputs stay shared)."""
+
+    def __init__(self, s: torch.Tensor):
+        self.s = s
+        self._last_in = self._last_out = None
+
+    def __call__(self, mod, args):
+        x = args[0]
+        if x is not self._last_in:
+            self._last_in, self._last_out = x, x / self.s.to(x.dtype)
+        return (self._last_out,) + tuple(args[1:])
+
+    def clear(self):
+        self._last_in = self._last_out = None
+
+
+class GPTQRecipe:
+    """GPTQ over each block: one pass to accumulate Hessians (shared inputs share one), then every
+    linear rounded with :func:`.gptq.gptq_quantize` and installed."""
+
+    def __init__(self, config, opts: dict, install, summary):
+        self.config, self.opts, self.install, self.summary = config, opts, install, summary
+        self.errors: dict[str, dict] = {}
+
+    def __call__(self, ctx) -> None:
+        self.quantize(ctx, {})
+
+    def quantize(self, ctx, input_scales: dict[str, torch.Tensor]) -> None:
+        """GPTQ the linears of ``ctx``; ``input_scales[name]`` (AWQ, not folded) is passed on to the
+        installed layer (the linear's input is already divided by it through a pre-hook)."""
+        hess: dict[str, HessianAccumulator] = {}
+        act = ctx.act_mode
+
+        def add(name, x):
+            acc = hess.get(name)
+            if acc is None:
+                acc = hess[name] = HessianAccumulator(x.shape[-1], x.device)
+            acc.add(fake_quantize_activations(x, act))
+
+        with ctx.hook_inputs(ctx.names, add, dedupe=True):
+            ctx.run()
+        owner = dict(ctx.input_owner)
+        remaining = {}
+        for n in ctx.names:
+            remaining[owner.get(n, n)] = remaining.get(owner.get(n, n), 0) + 1
+        o = self.opts
+        for name in ctx.names:
+            lin = ctx.linear(name)
+            key = owner.get(name, name)
+            if key not in hess:
+                raise ValueError(f"{name}: received no calibration inputs (is it used in the forward pass?)")
+            h = hess[key].hessian()
+            w = lin.weight.detach()
+            res = gptq_quantize(w, h, self.config.group_size, self.config.domain, damp=o["damp"],
+                                block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
+                                name=name)
+            plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
+            if o["layer_errors"]:
+                wf = w.float()
+                rtn = dequantize(*quantize_rtn(w, self.config.group_size, self.config.domain), self.config.group_size)
+                self.errors[name] = {"rtn": relative_output_error(wf, rtn, h),
+                                     "gptq": relative_output_error(wf, plain.dequantize(torch.float32), h)}
+                self.summary.details["layer_errors"] = self.errors
+            self.install(name, plain, input_scale=input_scales.get(name))
+            remaining[key] -= 1
+            if remaining[key] == 0:
+                del hess[key]
+
+
+class _GroupStats:
+    """Per-channel ``mean|x|`` over all calibration rows and a random subsample of rows (fp32)."""
+
+    def __init__(self, per_batch: int, seed: int):
+        self.sum_abs = None
+        self.count = 0
+        self.rows: list[torch.Tensor] = []
+        self.per_batch = per_batch
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def add(self, x: torch.Tensor) -> None:
+        xf = x.float()
+        s = xf.abs().sum(dim=0)
+        self.sum_abs = s if self.sum_abs is None else self.sum_abs + s
+        self.count += xf.shape[0]
+        if xf.shape[0] > self.per_batch:
+            idx = torch.randperm(xf.shape[0], generator=self.gen)[:self.per_batch].to(xf.device)
+            xf = xf[idx]
+        self.rows.append(xf.clone())
+
+    def mean_abs(self) -> torch.Tensor:
+        return self.sum_abs / max(1, self.count)
+
+    def x(self) -> torch.Tensor:
+        return torch.cat(self.rows)
+
+
+class AWQRecipe:
+    """AWQ over each block: gather input statistics, search and fold (or keep) per-group scales,
+    then clip and round each linear (``awq``) or hand over to GPTQ (``awq+gptq``).
+
+    ``fold_only=True`` (for tests): stop after applying the scales, leaving the float model with the
+    scales folded or applied by input pre-hooks (it must compute the same function as before)."""
+
+    def __init__(self, config, opts: dict, install, summary, then_gptq: bool = False, fold_only: bool = False):
+        self.config, self.opts, self.install, self.summary = config, opts, install, summary
+        self.then_gptq, self.fold_only = then_gptq, fold_only
+        self.gptq = GPTQRecipe(config, opts, install, summary) if then_gptq else None
+        self.report = {"folded_groups": 0, "input_scaled_layers": 0, "unchanged_groups": 0}
+
+    def __call__(self, ctx) -> None:
+        cfg, o, act = self.config, self.opts, ctx.act_mode
+        block = ctx.module if isinstance(ctx, BlockContext) else None
+        groups = scale_groups(block, ctx.prefix, ctx.names)
+        per_batch = -(-o["awq_tokens"] // max(1, ctx.num_batches))
+        stats = {g.names[0]: _GroupStats(per_batch, seed=i) for i, g in enumerate(groups)}
+        with ctx.hook_inputs(list(stats), lambda n, x: stats[n].add(x)):
+            ctx.run()
+
+        input_scales: dict[str, torch.Tensor] = {}
+        scalers: dict[str, tuple[_InputScaler, object]] = {}
+        layer_x: dict[str, torch.Tensor] = {}
+        for grp in groups:
+            st = stats.pop(grp.names[0])
+            if st.count == 0:
+                raise ValueError(f"{grp.names[0]}: received no calibration inputs (is it used in the forward pass?)")
+            x = st.x()
+            lins = [ctx.linear(n) for n in grp.names]
+            s, alpha, _ = search_scale(x, st.mean_abs(), [m.weight for m in lins], cfg.group_size, cfg.domain,
+                                       act, grid=o["awq_grid"], scale_dtype=lins[0].weight.dtype)
+            if alpha == 0:
+                self.report["unchanged_groups"] += 1
+            else:
+                for m in lins:
+                    m.weight.data.mul_(s.to(m.weight.dtype))
+                folded = False
+                if grp.prev_kind == "norm":
+                    folded = fold_into_norm(grp.prev, s)
+                elif grp.prev_kind == "linear":
+                    fold_into_linear(grp.prev, s)
+                    folded = True
+                if folded:
+                    self.report["folded_groups"] += 1
+                else:
+                    scaler = _InputScaler(s)
+                    for n, m in zip(grp.names, lins):
+                        input_scales[n] = s
+                        scalers[n] = (scaler, m.register_forward_pre_hook(scaler))
+                    self.report["input_scaled_layers"] += len(lins)
+                x = x / s
+            for n in grp.names:
+                layer_x[n] = x
+        self.summary.details["awq"] = dict(self.report)
+        if self.fold_only:
+            return
+        try:
+            if self.then_gptq:
+                self.gptq.quantize(ctx, input_scales)
+                return
+            for name in ctx.names:
+                w = ctx.linear(name).weight.detach()
+                if o["awq_clip"] and o["awq_clip_grid"] > 0:
+                    xs = layer_x[name][:o["awq_clip_tokens"]]
+                    w = search_clip(xs, w, cfg.group_size, cfg.domain, act, grid=o["awq_clip_grid"],
+                                    max_shrink=o["awq_max_shrink"], scale_dtype=w.dtype)
+                plain = PlainInt4Weight.from_float(w, cfg.group_size, cfg.domain, ctx.linear(name).weight.dtype)
+                self.install(name, plain, input_scale=input_scales.get(name))
+        finally:
+            for scaler, handle in scalers.values():
+                handle.remove()
+                scaler.clear()
+
+
+def make_recipe(config, opts: dict, install, summary) -> object:
+    """The block processor for ``config.algorithm``."""
+    if config.algorithm == "gptq":
+        return GPTQRecipe(config, opts, install, summary)
+    if config.algorithm == "awq":
+        return AWQRecipe(config, opts, install, summary)
+    if config.algorithm == "awq+gptq":
+        return AWQRecipe(config, opts, install, summary, then_gptq=True)
+    raise ValueError(f"algorithm {config.algorithm!r} has no calibrated recipe")
+
+
+__all__ = ["GPTQRecipe", "AWQRecipe", "make_recipe", "relative_output_error"]
