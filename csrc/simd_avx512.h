@@ -15,6 +15,9 @@ struct V512 {
   using I = __m512i;
   static constexpr int kGemmMR = 6;  // rows of the register-blocked GEMM microkernels
   static constexpr int kGemvNB = 4;  // 16-column blocks per GEMV tile for 1-2 rows
+  // all-lanes mask: the maskz_ forms avoid GCC 12's false -Wmaybe-uninitialized on the plain
+  // intrinsics (whose pass-through operand is _mm512_undefined_*); same instructions
+  static constexpr __mmask16 kAll = 0xffff;
 
   static F fzero() { return _mm512_setzero_ps(); }
   static F fset1(float v) { return _mm512_set1_ps(v); }
@@ -32,24 +35,24 @@ struct V512 {
   static I iset1(int32_t v) { return _mm512_set1_epi32(v); }
   static I izero() { return _mm512_setzero_si512(); }
   template <int S>
-  static I srli(I v) { return S == 0 ? v : _mm512_srli_epi32(v, S); }
+  static I srli(I v) { return S == 0 ? v : _mm512_maskz_srli_epi32(kAll, v, S); }
   static I iand(I a, I b) { return _mm512_and_si512(a, b); }
   static I iadd(I a, I b) { return _mm512_add_epi32(a, b); }
   static I isub(I a, I b) { return _mm512_sub_epi32(a, b); }
   static I imullo(I a, I b) { return _mm512_mullo_epi32(a, b); }
-  static F cvt(I v) { return _mm512_cvtepi32_ps(v); }
+  static F cvt(I v) { return _mm512_maskz_cvtepi32_ps(kAll, v); }
   static I i32load(const int32_t* p) { return _mm512_loadu_si512(p); }
-  static I zp_load(const int8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static I zp_load(const int8_t* p) { return _mm512_maskz_cvtepi8_epi32(kAll, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
   // 16 scales (f32 / bf16 / f16 bits) -> fp32
   static F scale_load(const void* base, int64_t idx, int kind) {
     if (kind == 1) {
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + idx));
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, _mm512_maskz_cvtepu16_epi32(kAll, h), 16));
     }
     if (kind == 2) {
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + idx));
-      return _mm512_cvtph_ps(h);
+      return _mm512_maskz_cvtph_ps(kAll, h);
     }
     return _mm512_loadu_ps(static_cast<const float*>(base) + idx);
   }
@@ -64,7 +67,7 @@ struct V512 {
     return {_mm512_load_ps(t)};
   }
   template <int S>
-  static F code(I raw, const Lut& l) { return _mm512_permutexvar_ps(srli<S>(raw), l.table); }
+  static F code(I raw, const Lut& l) { return _mm512_maskz_permutexvar_ps(kAll, srli<S>(raw), l.table); }
 
   // acc += per-lane sum of 4 products u8 x s8 (vpdpbusd, or its AVX512BW emulation; no saturation
   // can occur because one operand is a 4-bit code).

@@ -32,6 +32,9 @@ struct X86Kernels {
   using I = typename V::I;
   static constexpr int kMR = V::kGemmMR;
   static constexpr int kGemvMaxM = 4;
+  // A16 rows up to which decoding the weights in registers (per 4-row tile, blocks hot in cache)
+  // beats dequantizing panels to fp32 for the GEMM microkernel
+  static constexpr int64_t kA16DirectMaxM = 16;
   static constexpr int64_t kPrefetch = 1024;  // bytes ahead in each weight stream (GEMV)
   static constexpr int64_t kKC = 256;         // K rows of a dequantized A16 panel
   static constexpr int64_t kNCB = 8;          // 16-column blocks of a dequantized A16 panel
@@ -45,24 +48,29 @@ struct X86Kernels {
   }
 
   // ------------------------------------------------------------------ A16W4 GEMV
-  template <int MR, int NB, int T>
+  template <int MR, int NB, int P, int T>
   static inline void a16_step(const I& raw, const F& s, const F& zs, const typename V::Lut& lut,
-                              const float* xk, int64_t ldx, F (&acc)[MR][NB][2], int j) {
+                              const float* xk, int64_t ldx, F (&acc)[MR][NB][P], int j) {
     const F wv = V::fmsub(V::template code<4 * T>(raw, lut), s, zs);
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r)
-      acc[r][j][T & 1] = V::fmadd(V::fset1(xk[r * ldx + koff(T)]), wv, acc[r][j][T & 1]);
+      acc[r][j][T % P] = V::fmadd(V::fset1(xk[r * ldx + koff(T)]), wv, acc[r][j][T % P]);
   }
 
+  // Rows m0 .. m0+MR-1, blocks b0 .. b0+NB-1, all of K.
   template <int MR, int NB>
-  static void a16_gemv_tile(const PackedView& w, const A16Args& a, int64_t b0, const typename V::Lut& lut) {
+  static void a16_gemv_tile(const PackedView& w, const A16Args& a, int64_t m0, int64_t b0,
+                            const typename V::Lut& lut) {
+    constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
     const int64_t K8 = w.k >> 3, G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
-    F acc[MR][NB][2];
+    const float* x0 = a.x + m0 * ldx;
+    F acc[MR][NB][P];
     const uint8_t* qp[NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       qp[j] = w.qw + (b0 + j) * K8 * 64;
-      for (int r = 0; r < MR; ++r) acc[r][j][0] = acc[r][j][1] = V::fzero();
+      for (int r = 0; r < MR; ++r)
+        for (int p = 0; p < P; ++p) acc[r][j][p] = V::fzero();
     }
     for (int64_t g = 0; g < G; ++g) {
       F s[NB], zs[NB];
@@ -73,19 +81,19 @@ struct X86Kernels {
         zs[j] = w.zp ? V::fmul(V::cvt(V::zp_load(w.zp + si)), s[j]) : V::fzero();
       }
       for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const float* xk = a.x + c * 8;
+        const float* xk = x0 + c * 8;
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
           V::prefetch(qp[j] + c * 64 + kPrefetch);
-          a16_step<MR, NB, 0>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 1>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 2>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 3>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 4>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 5>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 6>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, 7>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 0>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 1>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 2>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 3>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 4>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 5>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 6>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 7>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
         }
       }
     }
@@ -93,19 +101,39 @@ struct X86Kernels {
       const int nc = ncols(w, b0 + j);
       const int64_t col = (b0 + j) * 16;
       for (int r = 0; r < MR; ++r) {
-        F v = V::fadd(acc[r][j][0], acc[r][j][1]);
+        F v = acc[r][j][0];
+        if (P == 2) v = V::fadd(v, acc[r][j][P - 1]);
         if (a.bias) v = V::fadd(v, V::fload_part(a.bias + col, nc));
-        V::fstore_part(a.y + r * a.ldy + col, v, nc);
+        V::fstore_part(a.y + (m0 + r) * a.ldy + col, v, nc);
       }
     }
   }
 
+  // Blocks [lo, hi) for rows [m0, m0 + MR).
   template <int MR, int NB>
-  static void a16_gemv_range(const PackedView& w, const A16Args& a, int64_t lo, int64_t hi,
+  static void a16_gemv_range(const PackedView& w, const A16Args& a, int64_t m0, int64_t lo, int64_t hi,
                              const typename V::Lut& lut) {
     int64_t b = lo;
-    for (; b + NB <= hi; b += NB) a16_gemv_tile<MR, NB>(w, a, b, lut);
-    for (; b < hi; ++b) a16_gemv_tile<MR, 1>(w, a, b, lut);
+    for (; b + NB <= hi; b += NB) a16_gemv_tile<MR, NB>(w, a, m0, b, lut);
+    for (; b < hi; ++b) a16_gemv_tile<MR, 1>(w, a, m0, b, lut);
+  }
+
+  // All rows (in tiles of up to 4) over blocks [lo, hi), a few blocks at a time so that the
+  // weights of those blocks stay in L1/L2 while every row tile uses them.
+  static void a16_gemv_rows(const PackedView& w, const A16Args& a, int64_t lo, int64_t hi,
+                            const typename V::Lut& lut) {
+    const int64_t step = a.m <= 4 ? hi - lo : 4;
+    for (int64_t b = lo; b < hi; b += step) {
+      const int64_t be = imin(hi, b + step);
+      for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
+        switch (imin(4, a.m - m0)) {
+          case 1: a16_gemv_range<1, V::kGemvNB>(w, a, m0, b, be, lut); break;
+          case 2: a16_gemv_range<2, V::kGemvNB>(w, a, m0, b, be, lut); break;
+          case 3: a16_gemv_range<3, 2>(w, a, m0, b, be, lut); break;
+          default: a16_gemv_range<4, 2>(w, a, m0, b, be, lut); break;
+        }
+      }
+    }
   }
 
   static void a16_gemv(const PackedView& w, const A16Args& a, int nthreads) {
@@ -115,12 +143,7 @@ struct X86Kernels {
     parallel_run(nt, [&](int tid, int n) {
       long long lo, hi;
       split_range(nb, tid, n, 1, &lo, &hi);
-      switch (a.m) {
-        case 1: a16_gemv_range<1, V::kGemvNB>(w, a, lo, hi, lut); break;
-        case 2: a16_gemv_range<2, V::kGemvNB>(w, a, lo, hi, lut); break;
-        case 3: a16_gemv_range<3, 2>(w, a, lo, hi, lut); break;
-        default: a16_gemv_range<4, 2>(w, a, lo, hi, lut); break;
-      }
+      a16_gemv_rows(w, a, lo, hi, lut);
     });
   }
 
@@ -254,7 +277,7 @@ struct X86Kernels {
   }
 
   static void a16w4(const PackedView& w, const A16Args& a, int nthreads) {
-    if (a.m <= kGemvMaxM) a16_gemv(w, a, nthreads);
+    if (a.m <= kA16DirectMaxM) a16_gemv(w, a, nthreads);
     else a16_gemm(w, a, nthreads);
   }
 
