@@ -65,8 +65,8 @@ TABLE_COLUMNS = (
     C.Column("model_mib", "weights MiB", "{:,.0f}"), C.Column("rss_setup_mib", "RSS MiB", "{:,.0f}"),
     C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"), C.Column("error", "error"),
 )
-CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_setup_mib", "peak_rss_mib", "setup_s",
-            "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
+CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
+            "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
             "threads", "error")
 
@@ -137,7 +137,8 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
     torch.set_num_threads(threads)
     import nybble
     from nybble.api import model_nbytes
-    row: dict = {"variant": variant, "threads": threads}
+    from transformers import LlamaForCausalLM  # noqa: F401  (imported before the baseline RSS)
+    row: dict = {"variant": variant, "threads": threads, "rss_base_mib": C.rss_bytes()[0] / 2**20}
     t0 = time.perf_counter()
     model = build_model(opts["layers"], opts["hidden"], opts["intermediate"], opts["heads"],
                         opts["kv_heads"], opts["vocab"])
@@ -157,9 +158,9 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         kernel = ", ".join(sorted(summary.kernels))
         row["quantize_s"] = summary.seconds
     row["kernel"] = kernel
+    row["model_mib"] = model_nbytes(model) / 2**20  # unpacks int4 layers: transient memory, trimmed next
     _trim()
     row["setup_s"] = time.perf_counter() - t0
-    row["model_mib"] = model_nbytes(model) / 2**20
     row["rss_setup_mib"] = C.rss_bytes()[0] / 2**20
     C.reset_peak_rss()
     gen = torch.Generator().manual_seed(1)
@@ -252,6 +253,8 @@ def describe(res: dict) -> str:
     o = res["opts"]
     params = next((r["params"] for r in res["rows"] if r.get("params")), None)
     p = f"{params / 1e9:.2f}e9 parameters" if params else "parameters unknown"
+    bases = [r["rss_base_mib"] for r in res["rows"] if r.get("rss_base_mib")]
+    base = statistics.median(bases) if bases else float("nan")
     return (f"Random Llama-style model: hidden {o['hidden']}, intermediate {o['intermediate']}, "
             f"{o['layers']} layers, {o['heads']} heads, {o['kv_heads']} kv heads, vocab {o['vocab']} ({p}), "
             f"bf16; int4 variants: RTN group 128 on every linear incl. lm_head (nybble zero point "
@@ -259,7 +262,8 @@ def describe(res: dict) -> str:
             f"Batch 1, {res['threads']} threads. Prefill: one forward over {o['prompt_tokens']} tokens "
             f"(logits of the last only). Decode: {o['decode_tokens']} greedy steps with KV cache after a "
             f"16-token prompt. Each variant in a fresh subprocess; RSS after setup (build + quantize + "
-            f"malloc_trim) and peak RSS during prefill+decode (VmHWM reset after setup).")
+            f"malloc_trim) and peak RSS during prefill+decode (VmHWM reset after setup); both include "
+            f"the ~{base:.0f} MiB of the process after importing torch, transformers and nybble.")
 
 
 def cli(argv: list[str] | None = None) -> int:
