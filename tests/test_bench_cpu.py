@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
 import torch
@@ -95,20 +94,21 @@ def test_bench_cpu_rejects_bad_flags(tmp_path, capsys):
     assert main(["bench"]) == 2
 
 
-def test_e2e_tiny_model_in_subprocesses(tmp_path):
+def test_e2e_tiny_model_in_subprocess(tmp_path):
+    """One quantized variant of a tiny Llama end to end, in its own subprocess (as the real run)."""
     from nybble.bench import e2e_cpu
     rc = e2e_cpu.cli(["--layers", "1", "--hidden", "128", "--intermediate", "256", "--heads", "4",
                       "--kv-heads", "2", "--vocab", "512", "--prompt-tokens", "16", "--decode-tokens", "3",
-                      "--variants", "bf16,nybble_a16w4", "--kernel", "reference", "--threads", "1",
+                      "--variants", "nybble_a16w4", "--kernel", "reference", "--threads", "1",
                       "--out", str(tmp_path)])
     assert rc == 0
-    rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "e2e.csv").open())}
-    assert set(rows) == {"bf16", "nybble_a16w4"}
-    assert rows["nybble_a16w4"]["kernel"] == "reference"
-    for r in rows.values():
-        assert float(r["decode_tok_s"]) > 0 and float(r["prefill_tok_s"]) > 0 and not r["error"]
-        assert float(r["peak_rss_mib"]) >= float(r["rss_setup_mib"]) * 0.5 > 0
-    assert float(rows["nybble_a16w4"]["model_mib"]) < float(rows["bf16"]["model_mib"])
+    (r,) = list(csv.DictReader((tmp_path / "e2e.csv").open()))
+    assert r["variant"] == "nybble_a16w4" and r["kernel"] == "reference" and not r["error"]
+    assert float(r["decode_tok_s"]) > 0 and float(r["prefill_tok_s"]) > 0
+    assert int(r["decode_tokens"]) == 3 and int(r["prompt_tokens"]) == 16
+    assert float(r["peak_rss_mib"]) > 0 and float(r["rss_setup_mib"]) > float(r["rss_base_mib"]) > 0
+    # int4 linears + bf16 embedding/norms: well under the bf16 size (2 bytes per parameter)
+    assert float(r["model_mib"]) < 0.75 * int(r["params"]) * 2 / 2**20
 
 
 def test_build_model_is_random_llama():
