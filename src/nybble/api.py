@@ -177,6 +177,9 @@ def quantize(model: nn.Module, config: _Int4Config, calibration=None, filter_fn:
             raise ValueError(f"algorithm {config.algorithm!r} needs calibration data (calibration=...); "
                              "nybble never falls back to random data")
         run_recipe(model, linears, config, calibration, install, summary, show_progress=show_progress)
+    info = dict(getattr(model, "nybble_info", None) or {})
+    info.update(algorithm=config.algorithm, config=config.to_dict())
+    model.nybble_info = info  # read by nybble.save
     summary.bytes_after = model_nbytes(model)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -29,6 +29,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | None = None):
     config = transformers.AutoConfig.from_pretrained(path)
     kw = {"dtype": dtype} if dtype is not None else {}
     model = model_class(config).from_pretrained(path, **kw).eval()
+    model.nybble_info = {"source": str(path)}  # nybble.save copies tokenizer files from here
     try:
         tok = transformers.AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError):

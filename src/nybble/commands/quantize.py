@@ -51,6 +51,6 @@ def run(args) -> int:
     filter_fn = (lambda mod, name: not any(s in name for s in skips)) if skips else None
     summary = quantize(model, config, calibration=calibration, filter_fn=filter_fn, strict=args.strict)
     print(summary)
-    save(model, args.out, tokenizer=tok, source=args.model)
+    save(model, args.out, tokenizer=tok if tok is not None else args.model, algorithm=args.method)
     print(f"saved {args.out}")
     return 0
