@@ -21,6 +21,20 @@ def test_time_calls_budget_and_rotation_index():
     assert t.n == 3
     with pytest.raises(ValueError):
         C.time_calls(lambda i: None, min_reps=5, max_reps=2)
+    with pytest.raises(ValueError, match="estimate_s"):
+        C.time_calls(lambda i: None, warmup=0)
+
+
+def test_time_calls_continues_a_cell_without_warmup():
+    ticks = iter(range(0, 10_000))
+    seen = []
+    first = C.time_calls(lambda i: seen.append(i), budget_s=2, min_reps=1, max_reps=10,
+                         clock=lambda: float(next(ticks)))
+    assert first.n == 2 and first.next_index == 3 and first.estimate_s == 1.0
+    more = C.time_calls(lambda i: seen.append(i), budget_s=3, min_reps=1, max_reps=10, warmup=0,
+                        start=first.next_index, estimate_s=first.estimate_s, clock=lambda: float(next(ticks)))
+    assert more.n == 3 and seen == [0, 1, 2, 3, 4, 5]
+    assert first.extend(more).n == 5 and first.next_index == 6
 
 
 def test_copies_and_units():

@@ -27,9 +27,14 @@ from typing import Callable, Iterable, Sequence
 
 @dataclass
 class Timing:
-    """Per-call wall times of one benchmark cell, in microseconds (warm-up calls excluded)."""
+    """Per-call wall times of one benchmark cell, in microseconds (warm-up calls excluded).
+
+    ``next_index``: the rotation index after the last call; ``estimate_s``: the slowest warm-up
+    call in seconds (pass both to a later :func:`time_calls` to continue the same cell)."""
 
     samples_us: list[float] = field(default_factory=list)
+    next_index: int = 0
+    estimate_s: float = 0.0
 
     @property
     def n(self) -> int:
@@ -48,31 +53,44 @@ class Timing:
         s = sorted(self.samples_us)
         return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
+    def extend(self, other: "Timing") -> "Timing":
+        """Append ``other``'s samples (a later round of the same cell)."""
+        self.samples_us.extend(other.samples_us)
+        self.next_index = other.next_index
+        self.estimate_s = max(self.estimate_s, other.estimate_s)
+        return self
+
 
 def time_calls(fn: Callable[[int], object], *, budget_s: float = 1.0, min_reps: int = 3,
                max_reps: int = 50, warmup: int = 1, sync: Callable[[], None] | None = None,
+               start: int = 0, estimate_s: float | None = None,
                clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time ``fn(i)`` call by call; ``i`` counts up from 0 (use it to rotate weight copies).
+    """Time ``fn(i)`` call by call; ``i`` counts up from ``start`` (use it to rotate weight copies).
 
-    Runs ``warmup`` untimed calls (at least one), then as many timed calls as fit in ``budget_s``
-    (estimated from the slowest warm-up call), clamped to ``[min_reps, max_reps]``. Slow cells thus
-    get ``min_reps`` calls and fast ones up to ``max_reps``. ``sync`` is called after every call
-    (before the clock stops) for asynchronous devices.
+    Runs ``warmup`` untimed calls, then as many timed calls as fit in ``budget_s`` (estimated from
+    the slowest warm-up call, or ``estimate_s`` when given), clamped to ``[min_reps, max_reps]``.
+    Slow cells thus get ``min_reps`` calls and fast ones up to ``max_reps``. ``warmup=0`` is allowed
+    only with ``estimate_s``. ``sync`` is called after every call (before the clock stops) for
+    asynchronous devices.
     """
     if min_reps < 1 or max_reps < min_reps:
         raise ValueError(f"need 1 <= min_reps <= max_reps, got min_reps={min_reps} max_reps={max_reps}")
-    i = 0
+    if warmup < 1 and estimate_s is None:
+        raise ValueError("warmup=0 needs estimate_s (the expected seconds per call)")
+    i = start
     est = 0.0
-    for _ in range(max(1, warmup)):
+    for _ in range(warmup):
         t0 = clock()
         fn(i)
         if sync is not None:
             sync()
         est = max(est, clock() - t0)
         i += 1
+    if estimate_s is not None:
+        est = max(est, estimate_s) if warmup else estimate_s
     reps = int(budget_s / est) if est > 0 else max_reps
     reps = max(min_reps, min(max_reps, reps))
-    out = Timing()
+    out = Timing(estimate_s=est)
     for _ in range(reps):
         t0 = clock()
         fn(i)
@@ -80,6 +98,7 @@ def time_calls(fn: Callable[[int], object], *, budget_s: float = 1.0, min_reps: 
             sync()
         out.samples_us.append((clock() - t0) * 1e6)
         i += 1
+    out.next_index = i
     return out
 
 

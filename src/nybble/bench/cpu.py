@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -223,6 +224,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads (default: torch.get_num_threads())")
     p.add_argument("--reps", type=int, default=50, help="max timed calls per cell (default: %(default)s)")
     p.add_argument("--min-reps", type=int, default=3, help="min timed calls per cell (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds over the modes per M; samples pooled (default: %(default)s)")
     p.add_argument("--cell-seconds", type=float, default=0.5,
                    help="time budget per cell; slow cells get --min-reps calls (default: %(default)s)")
     p.add_argument("--cache-factor", type=float, default=None,
@@ -287,10 +290,8 @@ def run_kernels(args, log=print) -> dict:
         shape_rows = []
         for m in progress(ms, desc=f"time {k}x{n}", unit="M"):
             xs = {dt: torch.randn(m, k, generator=gen).to(dt) for dt in (torch.float32, torch.bfloat16)}
-            for case in cases:
-                x = xs[case.dtype]
-                t = C.time_calls(lambda i: case.run(x, i), budget_s=args.cell_seconds, min_reps=args.min_reps,
-                                 max_reps=max(args.reps, args.min_reps), warmup=2)
+            timings = time_interleaved(cases, xs, args)
+            for case, t in zip(cases, timings):
                 us = t.median_us
                 shape_rows.append({
                     "shape": f"{k}x{n}", "k": k, "n": n, "m": m, "mode": case.mode, "kernel": case.kernel,
@@ -307,6 +308,28 @@ def run_kernels(args, log=print) -> dict:
     bw = max(p["median_gbps"] for p in probes)
     add_derived(rows, bw)
     return {"rows": rows, "probes": probes, "skipped": skipped, "l3_bytes": l3, "bandwidth_gbps": bw}
+
+
+def time_interleaved(cases: list[Case], xs: dict, args) -> list[C.Timing]:
+    """Time every case on one M in ``args.rounds`` interleaved rounds (order alternating), so that
+    a burst of load from other processes hits all modes alike; samples of the rounds are pooled.
+    Round 1 warms up with 2 calls; later rounds with 1, or none for calls slower than 0.2 s."""
+    rounds = max(1, args.rounds)
+    per_round_min = max(1, math.ceil(args.min_reps / rounds))
+    per_round_max = max(per_round_min, math.ceil(max(args.reps, args.min_reps) / rounds))
+    out = [C.Timing() for _ in cases]
+    for r in range(rounds):
+        order = list(range(len(cases)))
+        if r % 2:
+            order.reverse()
+        for j in order:
+            case, t = cases[j], out[j]
+            x = xs[case.dtype]
+            warm = 2 if r == 0 else (0 if t.estimate_s > 0.2 else 1)
+            t.extend(C.time_calls(lambda i: case.run(x, i), budget_s=args.cell_seconds / rounds,
+                                  min_reps=per_round_min, max_reps=per_round_max, warmup=warm,
+                                  start=t.next_index, estimate_s=t.estimate_s if r else None))
+    return out
 
 
 def add_derived(rows: list[dict], bandwidth_gbps: float) -> None:
