@@ -86,14 +86,15 @@ def load_with(directory: str | Path, importer_cls, qcfg: dict, config_dict: dict
                 prefix, _, suffix = name.rpartition(".")
                 if prefix in expected and suffix in expected[prefix]:
                     parts = pending.setdefault(prefix, {})
-                    parts[suffix] = reader.get(name)
+                    parts[suffix] = reader.get(name).clone()
                     if len(parts) == len(expected[prefix]):
                         mod = modules[prefix]
                         new = importer.build(prefix, pending.pop(prefix), mod, dtype, device)
                         replace_module(model, prefix, new)
                         done += 1
                     continue
-                set_tensor(model, name, reader.get(name), str(path))
+                set_tensor(model, name, reader.get(name).clone(), str(path))
+        release_free_memory()
     bar.close()
     if pending:  # cannot happen: expected is built from the same names
         raise CheckpointError(f"{directory}: incomplete quantized layers {sorted(pending)[:5]}")
@@ -103,6 +104,23 @@ def load_with(directory: str | Path, importer_cls, qcfg: dict, config_dict: dict
     model.nybble_info = {"source": str(directory), "quant_method": importer.method, "layers": done,
                          **getattr(importer, "info", {})}
     return model
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so that the temporaries of one
+    shard (source tensors, prepack scratch) do not stay in the process's RSS; no-op elsewhere."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def make_layer(prefix: str, plain, perm: torch.Tensor | None, bias: torch.Tensor | None, act_mode,
