@@ -20,6 +20,14 @@ using std::int64_t;
 
 namespace {
 
+// Below this many multiply-adds a second thread costs more (wake-up, split) than it saves.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+
+int pick_threads(int nthreads, int64_t m, int64_t n, int64_t k) {
+  if (nthreads < 1 || m * n * k < kMinParallelMacs) return 1;
+  return nthreads;
+}
+
 template <class T>
 T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
@@ -42,7 +50,7 @@ void a16w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_
   const nybble::A16Args a{ptr<const float>(x), m, ldx, ptr<float>(y), ldy, ptr<const float>(bias)};
   if (m <= 0) return;
   nb::gil_scoped_release release;
-  kern.a16w4(w, a, nthreads < 1 ? 1 : nthreads);
+  kern.a16w4(w, a, pick_threads(nthreads, m, n, k));
 }
 
 void a8w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
@@ -53,7 +61,7 @@ void a8w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t
   const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, wcomp, n, k, gl);
   if (m <= 0) return;
   nb::gil_scoped_release release;
-  const int nt = nthreads < 1 ? 1 : nthreads;
+  const int nt = pick_threads(nthreads, m, n, k);
   std::vector<uint8_t> q(static_cast<size_t>(m * k));
   std::vector<float> sa(m);
   std::vector<int32_t> za(m), sums(static_cast<size_t>(m * (k / gl)));

@@ -254,3 +254,27 @@ def test_torch_compile_sees_the_op():
         y = torch.compile(f, backend=backend)(x)
         assert any(f"nybble.{name}" in s for s in seen), seen
         torch.testing.assert_close(y, f(x), rtol=0, atol=0)
+
+
+def test_missing_extension_only_refuses(monkeypatch):
+    monkeypatch.setattr(cpu, "_ops", None)
+    monkeypatch.setattr(cpu, "_IMPORT_ERROR", "nybble._C unavailable (ImportError: test)")
+    ok, reason = cpu.NybbleCpuKernel.is_supported("cpu")
+    assert not ok and "nybble._C unavailable" in reason
+    plain = make_weight(40, 384, 128, "none", torch.float32)
+    assert registry.choose(LinearSpec.for_weight(plain, "a16")) is not cpu.NybbleCpuKernel
+
+
+def test_direct_eager_call_matches_dispatched_op():
+    plain = make_weight(70, 384, 64, "int", torch.bfloat16)
+    for op in OPS:
+        kern = cpu.NybbleCpuKernel(LinearSpec.for_weight(plain, op))
+        p = kern.prepack(plain)
+        x = make_x((9, 384), torch.bfloat16, "contig")
+        y = kern.apply(x, p, None)
+        if op == "a16":
+            y2 = torch.ops.nybble.cpu_a16w4(x, p["qw"], p["scale"], p["zero_point"], 70, 64, None, cpu.selected_isa())
+        else:
+            y2 = torch.ops.nybble.cpu_a8w4(x, p["qw"], p["scale"], p["zero_point"], p.get("wcomp"), 70, 64,
+                                           op == "a8_asym", None, cpu.selected_isa())
+        assert torch.equal(y, y2)

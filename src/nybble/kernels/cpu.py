@@ -33,9 +33,15 @@ ISA_NAMES: tuple[str, ...] = ("scalar", "avx2", "avx512", "avx512_vnni")
 _override: str | None = None
 
 
+_AVAILABLE: tuple[str, ...] | None = None
+
+
 def available_isas() -> list[str]:
     """The paths this CPU can run, lowest first (``[]`` if the extension is unavailable)."""
-    return [] if _ops is None else list(_ops._C.available_isas())
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = () if _ops is None else tuple(_ops._C.available_isas())
+    return list(_AVAILABLE)
 
 
 def _check_isa(name: str, source: str) -> str:
@@ -140,13 +146,14 @@ class NybbleCpuKernel(LinearKernel):
         s = self.spec
         x2 = x.reshape(-1, s.k)
         isa = selected_isa()
+        direct = _ops.eager_call_ok(x2)
         if s.act_mode.is_a8:
-            y = torch.ops.nybble.cpu_a8w4(x2, packed["qw"], packed["scale"], packed.get("zero_point"),
-                                          packed.get("wcomp"), s.n, s.group_size,
-                                          s.act_mode is ActMode.A8_ASYM, bias, isa)
+            fn = _ops.a8w4_impl if direct else torch.ops.nybble.cpu_a8w4
+            y = fn(x2, packed["qw"], packed["scale"], packed.get("zero_point"), packed.get("wcomp"), s.n,
+                   s.group_size, s.act_mode is ActMode.A8_ASYM, bias, isa)
         else:
-            y = torch.ops.nybble.cpu_a16w4(x2, packed["qw"], packed["scale"], packed.get("zero_point"),
-                                           s.n, s.group_size, bias, isa)
+            fn = _ops.a16w4_impl if direct else torch.ops.nybble.cpu_a16w4
+            y = fn(x2, packed["qw"], packed["scale"], packed.get("zero_point"), s.n, s.group_size, bias, isa)
         return y.reshape(*x.shape[:-1], s.n)
 
 

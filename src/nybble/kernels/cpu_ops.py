@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
+
 from .. import primitives as P
 from . import cpu_layout as L
 
@@ -97,9 +99,8 @@ def _addr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-@torch.library.custom_op("nybble::cpu_a16w4", mutates_args=())
-def cpu_a16w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], n: int,
-              group_size: int, bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
+def a16w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], n: int,
+               group_size: int, bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
     """``x`` (M, K) float; blocked weight; returns (M, N) in ``x.dtype``."""
     x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
     _C.a16w4(isa, _addr(x32), x32.shape[0], x32.stride(0) if x32.shape[0] else k, qw.data_ptr(),
@@ -108,15 +109,17 @@ def cpu_a16w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point
     return y if x.dtype == torch.float32 else y.to(x.dtype)
 
 
+cpu_a16w4 = torch.library.custom_op("nybble::cpu_a16w4", mutates_args=())(a16w4_impl)
+
+
 @cpu_a16w4.register_fake
 def _(x, qw, scale, zero_point, n, group_size, bias, isa):
     return x.new_empty(x.shape[0], n)
 
 
-@torch.library.custom_op("nybble::cpu_a8w4", mutates_args=())
-def cpu_a8w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
-             wcomp: Optional[torch.Tensor], n: int, group_size: int, asymmetric: bool,
-             bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
+def a8w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+              wcomp: Optional[torch.Tensor], n: int, group_size: int, asymmetric: bool,
+              bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
     """As :func:`cpu_a16w4` with dynamic per-token int8 activations (quantized inside the op)."""
     x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
     if asymmetric and (wcomp is None or wcomp.dtype != torch.int32 or not wcomp.is_contiguous()):
@@ -127,9 +130,20 @@ def cpu_a8w4(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point:
     return y if x.dtype == torch.float32 else y.to(x.dtype)
 
 
+cpu_a8w4 = torch.library.custom_op("nybble::cpu_a8w4", mutates_args=())(a8w4_impl)
+
+
 @cpu_a8w4.register_fake
 def _(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa):
     return x.new_empty(x.shape[0], n)
+
+
+def eager_call_ok(x: torch.Tensor) -> bool:
+    """True when the op's implementation may be called directly (plain tensors, no tracing,
+    compiling or dispatch mode): it then skips the torch.library dispatch (tens of microseconds
+    per call, which matters for decode). Otherwise callers go through ``torch.ops.nybble``."""
+    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
+            and _current_dispatch_mode() is None and not torch.jit.is_tracing())
 
 
 def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1
