@@ -33,6 +33,7 @@ class TileConfig:
 
     ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
     ``split_k``: programs sharing one output tile along K (partials added with fp32 atomics);
+    ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     ``num_warps``/``num_stages``: Triton launch options.
@@ -82,7 +83,7 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
     group sum to fp32 after each tile); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
-    if group_size == -1 or cfg.block_m == 0:
+    if group_size == -1 or cfg.block_m <= 1:
         return True
     if op == "a8w4":
         return cfg.block_k == g
@@ -93,6 +94,8 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
     """A reasonable config without tuning: swap-AB small tiles with split-K for small M so the grid
     fills the GPU; square tensor-core tiles for large M."""
     mb = m_bucket(m)
+    if mb == 1:
+        return gemv_configs(n, k, num_sms)[1]
     g = k if group_size == -1 else group_size
     bk = 128
     if op == "a8w4" and group_size != -1:
@@ -142,8 +145,10 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     if op == "a8w4" and group_size != -1:  # A8W4 tiles span exactly one group along K
         out = list(dict.fromkeys(TileConfig(c.block_m, c.block_n, group_size, c.split_k, c.num_warps,
                                             c.num_stages) for c in out))
+    if mb == 1:
+        out += gemv_configs(n, k, num_sms)
     if op == "a16w4" and mb >= 128:
-        out += dequant_mm_configs(k)
+        out += dequant_mm_configs(k, n)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
     h = heuristic(op, n, k, group_size, m, num_sms)
     if h not in out:
@@ -151,14 +156,22 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     return out
 
 
-def dequant_mm_configs(k: int, l2_bytes: int = 50 * 2**20) -> list[TileConfig]:
-    """Large-M A16W4 alternative (``block_m == 0``): dequantize ``block_n`` weight rows at a time into
-    an L2-resident scratch (about half / a quarter of L2), then cuBLAS.  Rows rounded to 128."""
+def gemv_configs(n: int, k: int, num_sms: int = 132) -> list[TileConfig]:
+    """M = 1 CUDA-core GEMV configs (``block_m == 1``), split-K chosen so the grid fills the GPU."""
     out = []
-    for frac in (2, 4):
-        rows = max(128, (l2_bytes // frac) // (2 * k) // 128 * 128)
-        out.append(TileConfig(0, rows, 0, 1, 4, 1))
-    return list(dict.fromkeys(out))
+    for bn, bk, warps in ((32, 256, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)):
+        tiles = -(-n // bn)
+        split = 1
+        while tiles * split < 2 * num_sms and split * 2 <= max(1, -(-k // bk) // 2) and split < 16:
+            split *= 2
+        out.append(TileConfig(1, bn, bk, split, warps, 3))
+    return out
+
+
+def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:
+    """Large-M A16W4 alternative (``block_m == 0``): dequantize ``block_n`` weight rows at a time on a
+    side stream, overlapped with cuBLAS on the previous slice.  Slices of 1024/2048/4096 rows."""
+    return list(dict.fromkeys(TileConfig(0, min(r, n), 0, 1, 4, 1) for r in (1024, 2048, 4096)))
 
 
 def cache_dir() -> Path:

@@ -20,7 +20,15 @@ import torch
 import triton
 
 from . import jit
+from .launch import FastLaunch
 from .configs import ConfigStore, TileConfig, candidates, heuristic, make_key
+
+_A16 = FastLaunch(jit.a16w4_kernel)
+_A8 = FastLaunch(jit.a8w4_kernel)
+_QUANT = FastLaunch(jit.quantize_act_kernel)
+_DEQ = FastLaunch(jit.dequant_kernel)
+_FINISH = FastLaunch(jit.finish_kernel)
+_GEMV = FastLaunch(jit.gemv_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
 _SM_COUNT: dict[int, int] = {}
@@ -107,43 +115,110 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
                              lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
     if cfg.block_m == 0:
         return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
+    if cfg.block_m == 1:
+        if m == 1:
+            return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
+        cfg = heuristic("a16w4", n, k, group_size, m)
     atomic = cfg.split_k > 1
-    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(m, n)
+    out = x.new_empty(m, n)
+    ws = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
-    jit.a16w4_kernel[grid](
-        x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        m, n, k, x.stride(0), out.stride(0), qweight.stride(0),
-        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-        HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
-        ATOMIC=atomic, SPLIT_K=cfg.split_k, USE_ASM=use_asm(), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    _A16(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, ws,
+                m, n, k, x.stride(0), n, qweight.stride(0)),
+         dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+              HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
+              ATOMIC=atomic, SPLIT_K=cfg.split_k, USE_ASM=use_asm(), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+              BLOCK_K=cfg.block_k), cfg.num_warps, cfg.num_stages)
     if atomic:
-        if bias is not None:
-            out += bias
-        out = out.to(x.dtype)
+        _finish(ws, bias, out)
     return out
 
 
+def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
+    """M = 1 on CUDA cores (``cfg.block_m == 1``): :func:`jit.gemv_kernel`.  ``x`` is bf16/fp16 (A16)
+    or the int8 row of the activation quantizer with ``sa``/``za`` (A8)."""
+    k = x.shape[1]
+    n = qweight.shape[0]
+    atomic = cfg.split_k > 1
+    out = torch.empty(1, n, dtype=out_dtype, device=x.device)
+    ws = torch.zeros(1, n, dtype=torch.float32, device=x.device) if atomic else out
+    a8 = sa is not None
+    _GEMV((triton.cdiv(n, cfg.block_n), cfg.split_k),
+          (x, sa if a8 else scale, za if a8 else scale, qweight, scale, zero if zero is not None else scale,
+           bias if bias is not None else scale, ws, n, k, qweight.stride(0)),
+          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
+               IS_BF16=out_dtype == torch.bfloat16, A8=a8, ASYM=bool(asym), EVEN_K=k % cfg.block_k == 0,
+               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k),
+          cfg.num_warps, cfg.num_stages)
+    if atomic:
+        _finish(ws, bias, out)
+    return out
+
+
+def _finish(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    total = ws.numel()
+    _FINISH((triton.cdiv(total, 1024),), (ws, bias if bias is not None else ws, out, total, out.shape[1]),
+            dict(HAS_BIAS=bias is not None, IS_BF16=out.dtype == torch.bfloat16, BLOCK=1024), 4, 1)
+
+
+_SIDE: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    st = _SIDE.get(idx)
+    if st is None:
+        st = _SIDE[idx] = torch.cuda.Stream(device=idx)
+    return st
+
+
+def _launch_dequant(qweight, scale, zero, group_size, dst, r0, r, dtype):
+    n, k = qweight.shape[0], qweight.shape[1] * 8
+    bk = 128 if k % 128 == 0 or group_size == -1 else 64
+    _DEQ((triton.cdiv(r, 32), triton.cdiv(k, bk)),
+         (qweight, scale, zero if zero is not None else scale, dst, n, k, qweight.stride(0), r0),
+         dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+              IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk),
+         4, 1)
+
+
 def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
-    """Large-M path (``cfg.block_m == 0``): for each slice of ``cfg.block_n`` weight rows, dequantize
-    it into one reused scratch buffer small enough to stay in L2, then multiply with cuBLAS
-    (``F.linear``) while it is L2-resident.  HBM traffic stays ~ the int4 bytes; the matmul runs at
-    cuBLAS speed.  Same dequantized values as the reference, bf16/fp16 matmul with fp32 accumulation."""
+    """Large-M path (``cfg.block_m == 0``): the weight is dequantized ``cfg.block_n`` rows at a time
+    (exactly the reference's values) into two alternating scratch buffers on a side stream, while
+    cuBLAS multiplies the previous slice on the current stream, so the memory-bound dequantization
+    hides behind the compute-bound matmul.  bf16/fp16 matmul with fp32 accumulation (cuBLAS).
+    Capturable in CUDA graphs (the side stream forks from and joins the current stream)."""
     m, k = x.shape
     n = qweight.shape[0]
     rows = min(cfg.block_n, n)
-    scratch = torch.empty(rows, k, dtype=x.dtype, device=x.device)
+    chunks = triton.cdiv(n, rows)
     out = x.new_empty(m, n)
-    bn, bk = 32, 128 if k % 128 == 0 or group_size == -1 else 64
-    for r0 in range(0, n, rows):
-        r = min(rows, n - r0)
-        jit.dequant_kernel[(triton.cdiv(r, bn), triton.cdiv(k, bk))](
-            qweight, scale, zero if zero is not None else scale, scratch, n, k, qweight.stride(0), r0,
-            GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-            IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=bn, BLOCK_K=bk,
-            num_warps=4)
-        torch.mm(x, scratch[:r].t(), out=out[:, r0:r0 + r]) if r == n else \
-            out[:, r0:r0 + r].copy_(torch.mm(x, scratch[:r].t()))
+    if chunks == 1:
+        scratch = torch.empty(n, k, dtype=x.dtype, device=x.device)
+        _launch_dequant(qweight, scale, zero, group_size, scratch, 0, n, x.dtype)
+        torch.mm(x, scratch.t(), out=out)
+    else:
+        main = torch.cuda.current_stream(x.device)
+        side = _side_stream(x.device)
+        bufs = [torch.empty(rows, k, dtype=x.dtype, device=x.device) for _ in range(2)]
+        side.wait_stream(main)
+        done = [torch.cuda.Event() for _ in range(chunks)]
+        for i in range(chunks):
+            r0 = i * rows
+            r = min(rows, n - r0)
+            buf = bufs[i % 2]
+            with torch.cuda.stream(side):
+                if i >= 2:
+                    side.wait_event(done[i - 2])  # the matmul that read this buffer has finished
+                _launch_dequant(qweight, scale, zero, group_size, buf, r0, r, x.dtype)
+                ready = torch.cuda.Event()
+                ready.record(side)
+            main.wait_event(ready)
+            torch.mm(x, buf[:r].t(), out=out[:, r0:r0 + r])
+            done[i].record(main)
+        main.wait_stream(side)
+        for b in bufs:
+            b.record_stream(side)
     if bias is not None:
         out += bias
     return out
@@ -152,14 +227,8 @@ def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig
 def dequantize_weight(qweight, scale, zero, group_size, dtype) -> torch.Tensor:
     """The whole (N, K) weight in ``dtype`` from the GPU layout (tests and tools)."""
     n = qweight.shape[0]
-    k = qweight.shape[1] * 8
-    out = torch.empty(n, k, dtype=dtype, device=qweight.device)
-    bk = 128 if k % 128 == 0 or group_size == -1 else 64
-    jit.dequant_kernel[(triton.cdiv(n, 32), triton.cdiv(k, bk))](
-        qweight, scale, zero if zero is not None else scale, out, n, k, qweight.stride(0), 0,
-        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-        IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk,
-        num_warps=4)
+    out = torch.empty(n, qweight.shape[1] * 8, dtype=dtype, device=qweight.device)
+    _launch_dequant(qweight, scale, zero, group_size, out, 0, n, dtype)
     return out
 
 
@@ -175,8 +244,8 @@ def launch_quantize_act(x: torch.Tensor, asymmetric: bool) -> tuple[torch.Tensor
     z = torch.empty(m, dtype=torch.int32, device=x.device)
     if m:
         block = min(4096, max(128, triton.next_power_of_2(k)))
-        jit.quantize_act_kernel[(m,)](x, q, s, z, k, x.stride(0), ASYM=asymmetric, BLOCK=block,
-                                      num_warps=8 if block >= 2048 else 4)
+        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block),
+               8 if block >= 2048 else 4, 1)
     return q, s, z
 
 
@@ -194,21 +263,22 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
                                                       asymmetric, bias, out_dtype, c), cs))
+    if cfg.block_m == 1:
+        if m == 1:
+            return _gemv(qa, sa, za, qweight, scale, zero, group_size, asymmetric, bias, out_dtype, cfg)
+        cfg = heuristic("a8w4", n, k, group_size, m)
     atomic = cfg.split_k > 1
-    out = (torch.zeros(m, n, dtype=torch.float32, device=qa.device) if atomic
-           else torch.empty(m, n, dtype=out_dtype, device=qa.device))
+    out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
+    ws = torch.zeros(m, n, dtype=torch.float32, device=qa.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
-    jit.a8w4_kernel[grid](
-        qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
-        bias if bias is not None else scale, out, m, n, k, out.stride(0), qweight.stride(0),
-        GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-        HAS_BIAS=bias is not None, ASYM=asymmetric, IS_BF16=out_dtype == torch.bfloat16,
-        EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    _A8(grid, (qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
+               bias if bias is not None else scale, ws, m, n, k, n, qweight.stride(0)),
+        dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+             HAS_BIAS=bias is not None, ASYM=asymmetric, IS_BF16=out_dtype == torch.bfloat16,
+             EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m,
+             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k), cfg.num_warps, cfg.num_stages)
     if atomic:
-        if bias is not None:
-            out += bias
-        out = out.to(out_dtype)
+        _finish(ws, bias, out)
     return out
 
 

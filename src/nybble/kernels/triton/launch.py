@@ -1,0 +1,65 @@
+"""A low-overhead launcher for ``@triton.jit`` kernels.
+
+``kernel[grid](...)`` spends tens of microseconds per call in Python (binding, specialization,
+environment knobs, metadata).  At M = 1 that is more than the kernel itself.  :class:`FastLaunch`
+launches the first call of each specialization through the normal path (which compiles and returns
+the compiled kernel), remembers the compiled kernel under a key made of everything triton
+specializes on (tensor dtypes and 16-byte alignment, integer divisibility by 16 and == 1, constexprs,
+launch options), and later calls go straight to its compiled launcher.
+
+``NYBBLE_TRITON_FAST_LAUNCH=0`` always uses the normal path.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def _arg_key(a):
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, bool):
+        return ("b", a)
+    if isinstance(a, int):
+        return ("i", a % 16 == 0, a == 1, -2**31 <= a < 2**31)
+    return ("o", a)
+
+
+class FastLaunch:
+    """``FastLaunch(jit_fn)(grid, args, constexprs, num_warps=, num_stages=)``; ``args`` are the
+    runtime arguments in signature order, ``constexprs`` a dict by name."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.cache: dict = {}
+        self.enabled = (os.environ.get("NYBBLE_TRITON_FAST_LAUNCH", "1") != "0"
+                        and hasattr(fn, "params") and _raw_stream is not None)
+        if not self.enabled:  # e.g. the CPU interpreter (TRITON_INTERPRET=1)
+            return
+        flags = [p.is_constexpr for p in fn.params]
+        if flags != sorted(flags):
+            raise ValueError(f"{fn.__name__}: FastLaunch needs the constexpr parameters last")
+        self.const_names = [n for n, c in zip(fn.arg_names, flags) if c]
+
+    def __call__(self, grid, args: tuple, consts: dict, num_warps: int, num_stages: int):
+        if not self.enabled:
+            self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+            return
+        cvals = tuple(consts[n] for n in self.const_names)
+        dev = next(a for a in args if isinstance(a, torch.Tensor)).device.index or 0
+        key = (tuple(_arg_key(a) for a in args), cvals, num_warps, num_stages, dev)
+        k = self.cache.get(key)
+        if k is None:
+            k = self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+            if hasattr(k, "result"):
+                k = k.result()
+            if k is not None and getattr(k, "function", None) is not None:
+                self.cache[key] = k
+            return
+        g1 = grid[1] if len(grid) > 1 else 1
+        g2 = grid[2] if len(grid) > 2 else 1
+        k.run(grid[0], g1, g2, _raw_stream(dev), k.function, k.packed_metadata, None, None, None,
+              *args, *cvals)
