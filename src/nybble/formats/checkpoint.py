@@ -258,7 +258,7 @@ def load(directory: str | os.PathLike, *, device: str | torch.device = "cpu", dt
     Args:
         dtype: model dtype (default: config.json's ``dtype``/``torch_dtype``); scales are cast to it.
         force_kernel: run every int4 layer on this kernel.
-    Tensors stream shard by shard from memory-mapped safetensors; only safetensors are read.
+    Tensors stream shard by shard, one at a time, from safetensors files (never pickle).
     Raises CheckpointError (a ValueError) naming the file/tensor for missing, mis-shaped or
     truncated data and for unknown formats or versions.
     """

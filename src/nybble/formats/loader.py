@@ -1,7 +1,7 @@
 """Streaming, memory-bounded loading shared by every importer.
 
-The model is built with meta parameters (:func:`modeling.empty_model`); then each shard is opened
-memory-mapped and its tensors are read one at a time. Tensors of a quantized layer are collected
+The model is built with meta parameters (:func:`modeling.empty_model`); then each shard's tensors
+are read one at a time (direct reads, see :mod:`.safetensors_io`). Tensors of a quantized layer are collected
 until the layer is complete, converted by the importer straight into an ``Int4Linear`` (prepacked
 into its kernel's layout on the target device) and the dense source tensors are dropped; every
 other tensor is put in place. Peak memory is therefore about the int4 model plus one layer's
@@ -86,14 +86,14 @@ def load_with(directory: str | Path, importer_cls, qcfg: dict, config_dict: dict
                 prefix, _, suffix = name.rpartition(".")
                 if prefix in expected and suffix in expected[prefix]:
                     parts = pending.setdefault(prefix, {})
-                    parts[suffix] = reader.get(name).clone()
+                    parts[suffix] = reader.get(name)
                     if len(parts) == len(expected[prefix]):
                         mod = modules[prefix]
                         new = importer.build(prefix, pending.pop(prefix), mod, dtype, device)
                         replace_module(model, prefix, new)
                         done += 1
                     continue
-                set_tensor(model, name, reader.get(name).clone(), str(path))
+                set_tensor(model, name, reader.get(name), str(path))
         release_free_memory()
     bar.close()
     if pending:  # cannot happen: expected is built from the same names

@@ -3,8 +3,10 @@
 Reading (:class:`CheckpointFiles`): one ``model.safetensors`` or a sharded set listed in
 ``model.safetensors.index.json``. Every file's header is checked against the file size before
 anything is read, so a truncated or corrupt file gives a clear error naming it. Tensors are read
-shard by shard through ``safetensors.safe_open`` (memory-mapped), one tensor at a time, so peak
-memory stays near what the caller keeps plus one tensor.
+shard by shard, one tensor at a time, by positional reads of the tensor's byte range into a fresh
+buffer (the header gives the offsets). We do not memory-map the shard: the pages of a mapped shard
+that were touched count in the process's RSS until the shard is unmapped, which would add up to a
+whole shard to the peak; direct reads keep the peak at what the caller keeps plus one tensor.
 
 Writing (:func:`write_shards`, :func:`atomic_directory`): tensors are written in shards of at most
 ``max_shard_bytes`` into a temporary sibling directory that is fsynced and renamed over the target
@@ -22,7 +24,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 SINGLE_FILE = "model.safetensors"
@@ -31,6 +32,10 @@ INDEX_FILE = "model.safetensors.index.json"
 _LEN_BYTES = 8
 _MAX_HEADER = 100 * 2**20
 
+_TORCH_DTYPES = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+                 "I32": torch.int32, "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "F32": torch.float32, "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn,
+                 "F8_E5M2": torch.float8_e5m2}
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
@@ -82,6 +87,13 @@ def read_header(path: Path) -> dict[str, dict]:
     return header
 
 
+def _data_bytes(header: dict, path: Path) -> int:
+    """Bytes of the data section = file size - 8 - header length (header already validated)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(_LEN_BYTES))
+    return path.stat().st_size - _LEN_BYTES - n
+
+
 class CheckpointFiles:
     """The safetensors files of a checkpoint directory and which tensor lives where.
 
@@ -112,11 +124,13 @@ class CheckpointFiles:
         self.dtypes: dict[str, str] = {}
         self.file_of: dict[str, Path] = {}
         self.files: list[Path] = []
+        self._headers: dict[Path, tuple[dict, int]] = {}
         for fname in files:
             path = self.directory / fname
             if not path.exists():
                 raise CheckpointError(f"{index}: lists shard {fname} which does not exist")
             header = read_header(path)
+            self._headers[path] = (header, path.stat().st_size - _data_bytes(header, path))
             self.files.append(path)
             for name, info in header.items():
                 self.shapes[name] = tuple(int(d) for d in info["shape"])
@@ -143,14 +157,10 @@ class CheckpointFiles:
 
     @contextlib.contextmanager
     def open(self, path: Path):
-        """A ``safe_open`` handle (memory-mapped) on one shard; errors name the file."""
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                yield _Reader(f, path)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: cannot read safetensors file: {exc}") from exc
+        """A reader of one shard's tensors (``reader.get(name)``); errors name the file."""
+        header, data_start = self._headers[path]
+        with open(path, "rb", buffering=0) as f:
+            yield _Reader(f, path, header, data_start)
 
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (opens its shard); use :meth:`open` for many."""
@@ -161,14 +171,32 @@ class CheckpointFiles:
 
 
 class _Reader:
-    def __init__(self, handle, path: Path):
-        self._h, self.path = handle, path
+    """Reads each tensor's byte range straight into a fresh tensor (positional reads, no mmap), so
+    memory holds only the tensors the caller keeps: mapped pages of a whole shard would otherwise
+    count in the process's RSS until the shard is closed."""
+
+    def __init__(self, f, path: Path, header: dict, data_start: int):
+        self._f, self.path, self._header, self._start = f, path, header, data_start
 
     def get(self, name: str) -> torch.Tensor:
-        try:
-            return self._h.get_tensor(name)
-        except Exception as exc:
-            raise CheckpointError(f"{self.path}: cannot read tensor {name!r}: {exc}") from exc
+        info = self._header.get(name)
+        if info is None:
+            raise CheckpointError(f"{self.path}: tensor {name!r} is not in this file")
+        dtype = _TORCH_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise CheckpointError(f"{self.path}: tensor {name!r} has dtype {info['dtype']}, which nybble "
+                                  f"does not read (known: {', '.join(sorted(_TORCH_DTYPES))})")
+        b, e = info["data_offsets"]
+        buf = torch.empty(e - b, dtype=torch.uint8)
+        view = memoryview(buf.numpy()) if e > b else None
+        got = os.preadv(self._f.fileno(), [view], self._start + b) if view is not None else 0
+        while view is not None and got < e - b:  # preadv may return short reads for large ranges
+            n = os.preadv(self._f.fileno(), [view[got:]], self._start + b + got)
+            if n <= 0:
+                raise CheckpointError(f"{self.path}: tensor {name!r}: unexpected end of file")
+            got += n
+        shape = tuple(int(d) for d in info["shape"])
+        return buf.view(dtype).reshape(shape)
 
 
 def _fsync_dir(path: Path) -> None:
