@@ -119,7 +119,7 @@ def test_large_m_dequant_then_cublas_path(dtype, group, k):
     plain = random_plain(700, k, group, "int", dtype)
     kern = _kernel(plain, "a16")
     p = kern.prepack(plain)
-    w = ops.dequantize_weight(p["qweight"], p["scale"], p["zero_point"], group, dtype)
+    w = ops.dequantize_weight(p["qweight"], p["scale"], p["zero_point"], group, dtype, k)
     assert torch.equal(w, plain.dequantize(dtype)), "dequant kernel differs from the reference dequantization"
     x = torch.randn(300, k, device="cuda").to(dtype)
     bias = torch.randn(700, device="cuda").to(dtype)

@@ -211,12 +211,20 @@ def eager_overhead(torch, F, reps=2000) -> dict:
     cfg = TileConfig(16, 64, 128, 1, 4, 4)
     y = torch.empty(1, 4096, dtype=torch.bfloat16, device="cuda")
 
+    ln, lw, qs = ops.layout_of(p["qweight"])
+
     def bare():
         jit.a16w4_kernel[(64, 1, 1)](
-            x, p["qweight"], p["scale"], p["zero_point"], p["scale"], y, 1, 4096, 4096, 4096, 4096, 512,
+            x, p["qweight"], p["scale"], p["zero_point"], p["scale"], y, 1, 4096, 4096, 4096, 4096, qs,
             GROUP=128, PER_CHANNEL=False, HAS_ZERO=True, HAS_BIAS=False, IS_BF16=True, EVEN_K=True,
-            ATOMIC=False, SPLIT_K=1, USE_ASM=True, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)
+            ATOMIC=False, SPLIT_K=1, USE_ASM=True, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, LN=ln, LW=lw,
+            num_warps=4, num_stages=4)
     out["bare_triton_launch"] = _wall_per_call(bare, reps, torch)
+    for name, c in (("launch_a16w4_tc_nosplit", TileConfig(16, 64, 128, 1, 4, 4)),
+                    ("launch_a16w4_gemv_nosplit", TileConfig(1, 32, 256, 1, 4, 3))):
+        out[name] = _wall_per_call(lambda c=c: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128,
+                                                                None, c), reps, torch)
+    out["fast_launch_cached_kernels"] = float(len(ops._A16.cache) + len(ops._GEMV.cache))
     out["torch_zeros_1x4096_fp32"] = _wall_per_call(
         lambda: torch.zeros(1, 4096, dtype=torch.float32, device="cuda"), reps, torch)
     out["cublas_bf16_F.linear"] = _wall_per_call(lambda: F.linear(x, wd), reps, torch)

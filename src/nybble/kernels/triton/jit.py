@@ -38,6 +38,18 @@ else:
 
 
 @triton.jit
+def _qcol(wcol, LN: tl.constexpr, LW: tl.constexpr):
+    """Offset of word column ``wcol`` inside a row-block of the blocked weight layout (see kernel.py)."""
+    return (wcol // LW) * (LN * LW) + wcol % LW
+
+
+@triton.jit
+def _qrow(offs_n, stride_nb, LN: tl.constexpr, LW: tl.constexpr):
+    """Offset of row ``offs_n`` (its row-block, then its row inside the block) -> ``[BN, 1]`` int64."""
+    return ((offs_n // LN).to(tl.int64) * stride_nb + (offs_n % LN) * LW)[:, None]
+
+
+@triton.jit
 def _interleave8(n0, n1, n2, n3, n4, n5, n6, n7):
     """Eight ``[BN, W]`` tensors -> ``[BN, 8W]`` with ``out[:, 8j + i] = n_i[:, j]`` (nibble i of word
     j is element ``8j + i`` along K).  ``tl.interleave`` keeps the pairs in one thread, so the result
@@ -146,7 +158,8 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
                  GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                  HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, EVEN_K: tl.constexpr,
                  ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, USE_ASM: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 LN: tl.constexpr, LW: tl.constexpr):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias).
 
     x: bf16/fp16 (M, K), row stride ``stride_xm``, K contiguous.  qw/s/z: the GPU layout above.
@@ -165,12 +178,12 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
     offs_k = tl.arange(0, BLOCK_K)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    K8 = stride_qn  # words per weight row (K / 8), an argument so triton sees its divisibility
+    K8 = K // 8  # words per weight row
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
     t1 = tl.minimum(t0 + per_split, k_tiles)
-    qw_rows = qw_ptr + offs_n[:, None].to(tl.int64) * K8
+    qw_rows = qw_ptr + _qrow(offs_n, stride_qn, LN, LW)
     x_rows = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm
     if PER_CHANNEL:
         s_c = tl.load(s_ptr + offs_n, mask=mask_n, other=0.0)
@@ -184,10 +197,10 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
         wcol = k0 // 8 + offs_w
         kk = k0 + offs_k
         if EVEN_K:
-            q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None], other=0)
+            q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None], other=0)
             xt = tl.load(x_rows + kk[None, :], mask=mask_m[:, None], other=0.0)
         else:
-            q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
+            q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
             xt = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & (kk[None, :] < K), other=0.0)
         if PER_CHANNEL:
             s2 = s_c[:, None]
@@ -276,7 +289,8 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
                 GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                 HAS_BIAS: tl.constexpr, ASYM: tl.constexpr, IS_BF16: tl.constexpr, EVEN_K: tl.constexpr,
                 ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                LN: tl.constexpr, LW: tl.constexpr):
     """y[m, n] = sa[m] * sum_g float(acc[m, n, g]) * sw[n, g] (+ bias), acc the exact int32 group sum
     of (qa - za) * (qw - zw) on int8 tensor cores.
 
@@ -296,12 +310,12 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
     offs_k = tl.arange(0, BLOCK_K)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    K8 = stride_qn  # words per weight row (K / 8), an argument so triton sees its divisibility
+    K8 = K // 8  # words per weight row
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
     t1 = tl.minimum(t0 + per_split, k_tiles)
-    qw_rows = qw_ptr + offs_n[:, None].to(tl.int64) * K8
+    qw_rows = qw_ptr + _qrow(offs_n, stride_qn, LN, LW)
     a_rows = qa_ptr + offs_m[:, None].to(tl.int64) * K
     if ASYM:
         za_s = tl.load(za_ptr + offs_m, mask=mask_m, other=128) - 128
@@ -316,10 +330,10 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
             wcol = k0 // 8 + offs_w
             kk = k0 + offs_k
             if EVEN_K:
-                q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None], other=0)
+                q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None], other=0)
                 a = tl.load(a_rows + kk[None, :], mask=mask_m[:, None], other=0)
             else:
-                q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
+                q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
                 a = tl.load(a_rows + kk[None, :], mask=mask_m[:, None] & (kk[None, :] < K), other=0)
             acc_i = tl.dot(_dequant_i8(q, z_c[:, None]), tl.trans(a), acc_i, out_dtype=tl.int32)
         if ASYM:
@@ -334,7 +348,7 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
             k0 = t * BLOCK_K
             wcol = k0 // 8 + offs_w
             kk = k0 + offs_k
-            q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None], other=0)
+            q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None], other=0)
             a = tl.load(a_rows + kk[None, :], mask=mask_m[:, None], other=0)
             if HAS_ZERO:
                 z_t = tl.load(z_ptr + t * N + offs_n, mask=mask_n, other=0).to(tl.int32)
@@ -379,7 +393,7 @@ def read_kernel(src_ptr, out_ptr, n_words, BLOCK: tl.constexpr):
 def dequant_kernel(qw_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_qn, row0,
                    GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                    IS_BF16: tl.constexpr, EVEN_K: tl.constexpr, USE_ASM: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
     """Rows ``row0 ..`` of the weight, dequantized: out (rows, K) bf16/fp16 contiguous, exactly the
     reference's ``round((q - z) * s)``.  Used by the large-M path (dequantize an L2-sized slice of W,
     then a cuBLAS matmul on it while it is still in L2)."""
@@ -395,10 +409,11 @@ def dequant_kernel(qw_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_qn, row0,
     wcol = k0 // 8 + tl.arange(0, W)
     kk = k0 + tl.arange(0, BLOCK_K)
     if EVEN_K:
-        q = tl.load(qw_ptr + offs_n[:, None].to(tl.int64) * stride_qn + wcol[None, :], mask=mask_n[:, None], other=0)
+        q = tl.load(qw_ptr + _qrow(offs_n, stride_qn, LN, LW) + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None],
+                    other=0)
     else:
-        q = tl.load(qw_ptr + offs_n[:, None].to(tl.int64) * stride_qn + wcol[None, :],
-                    mask=mask_n[:, None] & (wcol[None, :] < stride_qn), other=0)
+        q = tl.load(qw_ptr + _qrow(offs_n, stride_qn, LN, LW) + _qcol(wcol, LN, LW)[None, :],
+                    mask=mask_n[:, None] & (wcol[None, :] < K // 8), other=0)
     if PER_CHANNEL:
         gi = 0
     else:
@@ -412,7 +427,7 @@ def dequant_kernel(qw_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_qn, row0,
     else:
         gw = (k0 + tl.arange(0, W) * 8) // GROUP
         sz_off = gw[None, :] * N + offs_n[:, None]
-        sz_mask = mask_n[:, None] & (wcol[None, :] < stride_qn)
+        sz_mask = mask_n[:, None] & (wcol[None, :] < K // 8)
         s2 = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
         if HAS_ZERO:
             z2 = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
@@ -443,7 +458,7 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
                 GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                 HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, A8: tl.constexpr, ASYM: tl.constexpr,
                 EVEN_K: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
     """M = 1 (decode) on CUDA cores: y (1, N) = x (1, K) @ W.T, streaming each weight word once.
 
     A16: x bf16/fp16.  A8: x is the int8 row from :func:`quantize_act_kernel` (asymmetric: code - 128),
@@ -460,12 +475,12 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_w = tl.arange(0, W)
     mask_n = offs_n < N
-    K8 = stride_qn
+    K8 = K // 8
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
     t1 = tl.minimum(t0 + per_split, k_tiles)
-    qw_rows = qw_ptr + offs_n[:, None].to(tl.int64) * K8
+    qw_rows = qw_ptr + _qrow(offs_n, stride_qn, LN, LW)
     if A8:
         if ASYM:
             zx = (tl.load(za_ptr) - 128).to(tl.float32)
@@ -482,11 +497,11 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
         k0 = t * BLOCK_K
         wcol = k0 // 8 + offs_w
         if EVEN_K:
-            q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None], other=0)
+            q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None], other=0)
             kmask = offs_w < W
         else:
             kmask = wcol < K8
-            q = tl.load(qw_rows + wcol[None, :], mask=mask_n[:, None] & kmask[None, :], other=0)
+            q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None] & kmask[None, :], other=0)
         if PER_CHANNEL:
             s2 = s_c
             z2 = z_c

@@ -5,14 +5,20 @@ failure becomes this kernel's refusal reason, so ``import nybble`` never needs t
 
 Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
 
-* ``qweight`` int32 ``(N, K/8)``: codes of row n along K, 8 per word, least significant nibble first
-  (rows K-contiguous, so weight tiles load as 16-byte vectors);
+* ``qweight`` int32 ``(N/16, K8/32, 16, 32)`` ("blocked", K8 = K/8): the plain words (codes of row n
+  along K, 8 per word, least significant nibble first) cut into blocks of 16 rows x 32 words (256
+  K values); each block is 2 KiB contiguous and blocks run along K, then along N.  N and K8 are
+  zero-padded up to the block.  A kernel tile of BLOCK_N x BLOCK_K therefore reads a few long
+  contiguous runs (DRAM-friendly) with 16-byte vector loads.  ``NYBBLE_TRITON_LAYOUT=plain`` keeps
+  the plain 2-D ``(N, K/8)`` words instead (for comparisons);
 * ``scale`` ``(G, N)`` activation dtype; ``zero_point`` int8 ``(G, N)`` (``int`` domain only);
 * A8W4 only: ``wsum`` int32 ``(G, N)``, the per-group sum of ``q - z`` (asymmetric activations).
 
 ``unpack`` transposes scale/zero back: exact.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -54,7 +60,7 @@ class TritonKernel(LinearKernel):
         return can_implement_spec(spec)
 
     def prepack(self, plain: PlainInt4Weight) -> PackedWeight:
-        packed = {"qweight": plain.qdata.contiguous(), "scale": plain.scale.t().contiguous()}
+        packed = {"qweight": block_words(plain.qdata), "scale": plain.scale.t().contiguous()}
         if plain.zero_point is not None:
             packed["zero_point"] = plain.zero_point.t().contiguous()
         if self.spec.act_mode.is_a8:
@@ -63,7 +69,8 @@ class TritonKernel(LinearKernel):
 
     def unpack(self, packed: PackedWeight) -> PlainInt4Weight:
         zp = packed.get("zero_point")
-        return PlainInt4Weight(packed["qweight"], packed["scale"].t().contiguous(),
+        qdata = unblock_words(packed["qweight"], self.spec.n, self.spec.k // 8)
+        return PlainInt4Weight(qdata, packed["scale"].t().contiguous(),
                                None if zp is None else zp.t().contiguous(), self.spec.group_size,
                                (self.spec.n, self.spec.k))
 
@@ -96,6 +103,30 @@ def can_implement_spec(spec: LinearSpec) -> tuple[bool, str | None]:
     if spec.group_size != -1 and spec.k % spec.group_size:
         return False, f"K={spec.k} is not divisible by group_size {spec.group_size}"
     return True, None
+
+
+#: rows x words of one block of the blocked layout
+BLOCK_ROWS, BLOCK_WORDS = 16, 32
+
+
+def block_words(qdata: torch.Tensor) -> torch.Tensor:
+    """plain int32 ``(N, K8)`` -> blocked ``(ceil(N/16), ceil(K8/32), 16, 32)`` (zero padded), or the
+    plain words themselves with ``NYBBLE_TRITON_LAYOUT=plain``."""
+    if os.environ.get("NYBBLE_TRITON_LAYOUT", "blocked") == "plain":
+        return qdata.contiguous()
+    n, k8 = qdata.shape
+    nb, kb = -(-n // BLOCK_ROWS), -(-k8 // BLOCK_WORDS)
+    padded = torch.zeros(nb * BLOCK_ROWS, kb * BLOCK_WORDS, dtype=torch.int32, device=qdata.device)
+    padded[:n, :k8] = qdata
+    return padded.reshape(nb, BLOCK_ROWS, kb, BLOCK_WORDS).permute(0, 2, 1, 3).contiguous()
+
+
+def unblock_words(qweight: torch.Tensor, n: int, k8: int) -> torch.Tensor:
+    """Exact inverse of :func:`block_words` -> plain int32 ``(N, K8)``."""
+    if qweight.dim() == 2:
+        return qweight
+    nb, kb, ln, lw = qweight.shape
+    return qweight.permute(0, 2, 1, 3).reshape(nb * ln, kb * lw)[:n, :k8].contiguous()
 
 
 def group_weight_sums(plain: PlainInt4Weight) -> torch.Tensor:

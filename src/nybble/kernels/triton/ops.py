@@ -44,6 +44,14 @@ def store_for(device: torch.device) -> ConfigStore:
     return st
 
 
+def layout_of(qweight: torch.Tensor) -> tuple[int, int, int]:
+    """``(LN, LW, row-block stride)`` of a weight in the GPU layout: blocked 4-D ``(N/LN, K8/LW, LN,
+    LW)`` int32 (see ``kernel.py``), or plain 2-D ``(N, K/8)`` (``LN = LW = 1``)."""
+    if qweight.dim() == 4:
+        return qweight.shape[2], qweight.shape[3], qweight.stride(0)
+    return 1, 1, qweight.stride(0)
+
+
 def use_asm() -> bool:
     """Packed bf16x2/f16x2 dequantization in inline PTX (default), or ``NYBBLE_TRITON_DEQUANT=plain``
     for the plain Triton version (same results; also used by the CPU interpreter)."""
@@ -104,7 +112,7 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
                  group_size: int, bias: torch.Tensor | None, cfg: TileConfig | None = None) -> torch.Tensor:
     """x (M, K) bf16/fp16 (K contiguous) -> (M, N) in x's dtype.  See :func:`jit.a16w4_kernel`."""
     m, k = x.shape
-    n = qweight.shape[0]
+    n = scale.shape[1]
     if x.stride(1) != 1:
         x = x.contiguous()
     if m == 0:
@@ -120,15 +128,16 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
             return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
         cfg = heuristic("a16w4", n, k, group_size, m)
     atomic = cfg.split_k > 1
+    ln, lw, qstride = layout_of(qweight)
     out = x.new_empty(m, n)
     ws = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     _A16(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, ws,
-                m, n, k, x.stride(0), n, qweight.stride(0)),
+                m, n, k, x.stride(0), n, qstride),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
               HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
               ATOMIC=atomic, SPLIT_K=cfg.split_k, USE_ASM=use_asm(), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-              BLOCK_K=cfg.block_k), cfg.num_warps, cfg.num_stages)
+              BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
     return out
@@ -138,17 +147,18 @@ def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cf
     """M = 1 on CUDA cores (``cfg.block_m == 1``): :func:`jit.gemv_kernel`.  ``x`` is bf16/fp16 (A16)
     or the int8 row of the activation quantizer with ``sa``/``za`` (A8)."""
     k = x.shape[1]
-    n = qweight.shape[0]
+    n = scale.shape[1]
+    ln, lw, qstride = layout_of(qweight)
     atomic = cfg.split_k > 1
     out = torch.empty(1, n, dtype=out_dtype, device=x.device)
     ws = torch.zeros(1, n, dtype=torch.float32, device=x.device) if atomic else out
     a8 = sa is not None
     _GEMV((triton.cdiv(n, cfg.block_n), cfg.split_k),
           (x, sa if a8 else scale, za if a8 else scale, qweight, scale, zero if zero is not None else scale,
-           bias if bias is not None else scale, ws, n, k, qweight.stride(0)),
+           bias if bias is not None else scale, ws, n, k, qstride),
           dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
                IS_BF16=out_dtype == torch.bfloat16, A8=a8, ASYM=bool(asym), EVEN_K=k % cfg.block_k == 0,
-               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k),
+               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw),
           cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
@@ -173,12 +183,14 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 def _launch_dequant(qweight, scale, zero, group_size, dst, r0, r, dtype):
-    n, k = qweight.shape[0], qweight.shape[1] * 8
+    """Rows ``r0 .. r0 + r`` of the weight into ``dst`` ((>= r, K) contiguous, ``dtype``)."""
+    n, k = scale.shape[1], dst.shape[1]
+    ln, lw, qstride = layout_of(qweight)
     bk = 128 if k % 128 == 0 or group_size == -1 else 64
     _DEQ((triton.cdiv(r, 32), triton.cdiv(k, bk)),
-         (qweight, scale, zero if zero is not None else scale, dst, n, k, qweight.stride(0), r0),
+         (qweight, scale, zero if zero is not None else scale, dst, n, k, qstride, r0),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-              IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk),
+              IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk, LN=ln, LW=lw),
          4, 1)
 
 
@@ -189,7 +201,7 @@ def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig
     hides behind the compute-bound matmul.  bf16/fp16 matmul with fp32 accumulation (cuBLAS).
     Capturable in CUDA graphs (the side stream forks from and joins the current stream)."""
     m, k = x.shape
-    n = qweight.shape[0]
+    n = scale.shape[1]
     rows = min(cfg.block_n, n)
     chunks = triton.cdiv(n, rows)
     out = x.new_empty(m, n)
@@ -224,10 +236,10 @@ def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig
     return out
 
 
-def dequantize_weight(qweight, scale, zero, group_size, dtype) -> torch.Tensor:
+def dequantize_weight(qweight, scale, zero, group_size, dtype, k: int) -> torch.Tensor:
     """The whole (N, K) weight in ``dtype`` from the GPU layout (tests and tools)."""
-    n = qweight.shape[0]
-    out = torch.empty(n, qweight.shape[1] * 8, dtype=dtype, device=qweight.device)
+    n = scale.shape[1]
+    out = torch.empty(n, k, dtype=dtype, device=qweight.device)
     _launch_dequant(qweight, scale, zero, group_size, out, 0, n, dtype)
     return out
 
@@ -255,7 +267,7 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                    cfg: TileConfig | None = None) -> torch.Tensor:
     """The int8 matmul on quantized activations (see :func:`jit.a8w4_kernel`) -> (M, N) ``out_dtype``."""
     m, k = qa.shape
-    n = qweight.shape[0]
+    n = scale.shape[1]
     if m == 0:
         return torch.empty(0, n, dtype=out_dtype, device=qa.device)
     if cfg is None:
@@ -268,15 +280,16 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
             return _gemv(qa, sa, za, qweight, scale, zero, group_size, asymmetric, bias, out_dtype, cfg)
         cfg = heuristic("a8w4", n, k, group_size, m)
     atomic = cfg.split_k > 1
+    ln, lw, qstride = layout_of(qweight)
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
     ws = torch.zeros(m, n, dtype=torch.float32, device=qa.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     _A8(grid, (qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
-               bias if bias is not None else scale, ws, m, n, k, n, qweight.stride(0)),
+               bias if bias is not None else scale, ws, m, n, k, n, qstride),
         dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
              HAS_BIAS=bias is not None, ASYM=asymmetric, IS_BF16=out_dtype == torch.bfloat16,
              EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_M=cfg.block_m,
-             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k), cfg.num_warps, cfg.num_stages)
+             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
     return out
@@ -300,7 +313,7 @@ def triton_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
 
 @triton_a16w4.register_fake
 def _(x, qweight, scale, zero_point, group_size, bias):
-    return x.new_empty(x.shape[0], qweight.shape[0])
+    return x.new_empty(x.shape[0], scale.shape[1])
 
 
 @torch.library.custom_op("nybble::triton_quantize_act", mutates_args=())
@@ -327,7 +340,7 @@ def triton_a8w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zer
 
 @triton_a8w4.register_fake
 def _(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias):
-    return x.new_empty(x.shape[0], qweight.shape[0])
+    return x.new_empty(x.shape[0], scale.shape[1])
 
 
 # -- bandwidth probe --------------------------------------------------------------------------
