@@ -260,3 +260,24 @@ def test_state_dict_round_trip_of_loaded_model(saved):
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, fresh(ids).logits)
     assert os.path.isdir(saved)
+
+
+def test_mixed_schemes_round_trip(tmp_path):
+    """Layers with different modes and group sizes: one config group per scheme, targeted by name."""
+    model = tiny_llama(seed=9)
+    nybble.quantize(model, CONFIGS["a8w4-asym-int-pc"], filter_fn=lambda m, n: "mlp" in n, show_progress=False)
+    nybble.quantize(model, nybble.Int4WeightOnlyConfig(group_size=64, zero_point="none"),
+                    filter_fn=lambda m, n: "self_attn" in n, show_progress=False)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        want = model(ids).logits
+    nybble.save(model, tmp_path / "ck")
+    q = read_config(tmp_path / "ck")["quantization_config"]
+    assert len(q["config_groups"]) == 2 and q["nybble"]["act_mode"] == "mixed"
+    assert oct((tmp_path / "ck").stat().st_mode & 0o777) != oct(0o700)
+    loaded = nybble.load(tmp_path / "ck")
+    modes = {n: (m.act_mode.value, m.group_size) for n, m in int4_layers(loaded).items()}
+    assert modes["model.layers.0.mlp.up_proj"] == ("a8_asym", -1)
+    assert modes["model.layers.1.self_attn.q_proj"] == ("a16", 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, want)

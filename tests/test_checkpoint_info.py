@@ -46,3 +46,14 @@ def test_info_machine_overview(capsys):
 def test_info_bad_dir(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 1
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_info_gptq_checkpoint(tmp_path, capsys):
+    from nybble.formats.gptq import export_gptq
+    model = tiny_llama()
+    nybble.quantize(model, nybble.Int4WeightOnlyConfig(group_size=128), show_progress=False)
+    export_gptq(model, tmp_path / "g")
+    assert main(["info", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    assert "format: gptq" in out and "gptq_version 2" in out and "int4 layers: 15" in out
+    assert "N=128 K=256 group 128 zero_point=int act=a16" in out

@@ -236,6 +236,9 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True):
         raise ValueError(f"{target} already exists (pass overwrite=True to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); a checkpoint is a normal directory
     try:
         yield tmp
         fsync_tree(tmp)
