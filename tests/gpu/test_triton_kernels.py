@@ -129,15 +129,19 @@ def test_large_m_dequant_then_cublas_path(dtype, group, k):
 
 
 @pytest.mark.parametrize("m", [1, 64, 300])
-def test_plain_triton_dequant_variant(monkeypatch, m):
+def test_plain_triton_dequant_variant(m):
     """``NYBBLE_TRITON_DEQUANT=plain`` (no inline PTX) gives the same results."""
-    monkeypatch.setenv("NYBBLE_TRITON_DEQUANT", "plain")
-    for dtype in (torch.bfloat16, torch.float16):
-        plain = random_plain(200, 640, 64, "int", dtype)
-        kern = _kernel(plain, "a16")
-        x = torch.randn(m, 640, device="cuda").to(dtype)
-        y = kern.apply(x, kern.prepack(plain), None)
-        assert_close_to_reference(y, reference_out(x, plain, "a16", None), f"plain dequant {dtype} M={m}")
+    from nybble.kernels.triton import ops
+    old = ops.set_use_asm(False)
+    try:
+        for dtype in (torch.bfloat16, torch.float16):
+            plain = random_plain(200, 640, 64, "int", dtype)
+            kern = _kernel(plain, "a16")
+            x = torch.randn(m, 640, device="cuda").to(dtype)
+            y = kern.apply(x, kern.prepack(plain), None)
+            assert_close_to_reference(y, reference_out(x, plain, "a16", None), f"plain dequant {dtype} M={m}")
+    finally:
+        ops.set_use_asm(old)
 
 
 def test_registry_picks_triton_on_cuda():

@@ -95,7 +95,9 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
     fills the GPU; square tensor-core tiles for large M."""
     mb = m_bucket(m)
     if mb == 1:
-        return gemv_configs(n, k, num_sms)[1]
+        cfgs = gemv_configs(n, k, num_sms, group_size)
+        tiles = -(-n // 32)
+        return next((c for c in cfgs if c.block_n == 32 and tiles * c.split_k >= 6 * num_sms), cfgs[-1])
     g = k if group_size == -1 else group_size
     bk = 128
     if op == "a8w4" and group_size != -1:
@@ -146,7 +148,7 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
         out = list(dict.fromkeys(TileConfig(c.block_m, c.block_n, group_size, c.split_k, c.num_warps,
                                             c.num_stages) for c in out))
     if mb == 1:
-        out += gemv_configs(n, k, num_sms)
+        out += gemv_configs(n, k, num_sms, group_size)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
@@ -156,16 +158,20 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     return out
 
 
-def gemv_configs(n: int, k: int, num_sms: int = 132) -> list[TileConfig]:
-    """M = 1 CUDA-core GEMV configs (``block_m == 1``), split-K chosen so the grid fills the GPU."""
+def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
+    """M = 1 CUDA-core GEMV configs (``block_m == 1``).  ``block_k`` never exceeds the group (one
+    scale per row and tile instead of one per word); split-K 1/2/4 around ~8 programs per SM."""
     out = []
-    for bn, bk, warps in ((32, 256, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)):
+    cap = 256 if group_size == -1 else min(256, group_size)
+    for bn, bk, warps in ((32, 256, 4), (64, 256, 4), (32, 128, 4), (64, 128, 4)):
+        bk = min(bk, cap)
         tiles = -(-n // bn)
-        split = 1
-        while tiles * split < 2 * num_sms and split * 2 <= max(1, -(-k // bk) // 2) and split < 16:
-            split *= 2
-        out.append(TileConfig(1, bn, bk, split, warps, 3))
-    return out
+        k_tiles = -(-k // bk)
+        for split in (1, 2, 4, 8):
+            if split > 1 and (tiles * split > 16 * num_sms or k_tiles < 4 * split):
+                continue
+            out.append(TileConfig(1, bn, bk, split, warps, 3))
+    return list(dict.fromkeys(out))
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

@@ -12,7 +12,7 @@ GPU weight layout (made by ``TritonKernel.prepack``; see ``kernel.py``):
 All matrix kernels compute the transposed product ``acc[BLOCK_N, BLOCK_M] = W_tile @ X_tile^T``
 ("swap AB"): the dequantized weight tile is the left operand (kept in registers), so small M only
 needs a narrow right operand (BLOCK_M = 16) and one kernel serves decode and prefill.  Split-K
-programs add fp32 partials into an fp32 workspace with atomics.
+programs store fp32 partials into a (SPLIT_K, M, N) workspace that one small kernel sums.
 """
 from __future__ import annotations
 
@@ -164,7 +164,8 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
 
     x: bf16/fp16 (M, K), row stride ``stride_xm``, K contiguous.  qw/s/z: the GPU layout above.
     out: (M, N) row stride ``stride_om``; in x's dtype, or fp32 workspace when ``ATOMIC``
-    (split-K partials added atomically; bias then added by the caller).
+    (split-K: each split stores its partial into slice ``pid_k`` of an fp32 workspace (SPLIT_K, M, N),
+    summed with the bias by :func:`finish_kernel`).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -228,8 +229,8 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
         acc = tl.dot(w, tl.trans(xt), acc)
     out_ptrs = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None]
     mask = mask_n[:, None] & mask_m[None, :]
-    if ATOMIC:
-        tl.atomic_add(out_ptrs, acc, mask=mask, sem="relaxed")
+    if ATOMIC:  # split-K: this split's fp32 partial goes to its own slice of the workspace
+        tl.store(out_ptrs + pid_k.to(tl.int64) * M * stride_om, acc, mask=mask)
     else:
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
@@ -368,8 +369,8 @@ def a8w4_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out
     acc = acc * sa[None, :]
     out_ptrs = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None]
     mask = mask_n[:, None] & mask_m[None, :]
-    if ATOMIC:
-        tl.atomic_add(out_ptrs, acc, mask=mask, sem="relaxed")
+    if ATOMIC:  # split-K: this split's fp32 partial goes to its own slice of the workspace
+        tl.store(out_ptrs + pid_k.to(tl.int64) * M * stride_om, acc, mask=mask)
     else:
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
@@ -442,12 +443,15 @@ def dequant_kernel(qw_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_qn, row0,
 
 
 @triton.jit
-def finish_kernel(ws_ptr, b_ptr, out_ptr, total, N, HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr,
+def finish_kernel(ws_ptr, b_ptr, out_ptr, total, N, splits, HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr,
                   BLOCK: tl.constexpr):
-    """Split-K epilogue: out (M, N) in bf16/fp16 = fp32 workspace (M, N) (+ bias (N,)), one pass."""
+    """Split-K epilogue: out (M, N) bf16/fp16 = sum over ``splits`` fp32 partials ws (splits, M, N)
+    (+ bias (N,)), one pass."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     msk = offs < total
-    v = tl.load(ws_ptr + offs, mask=msk, other=0.0)
+    v = tl.zeros([BLOCK], dtype=tl.float32)
+    for sp in range(splits):
+        v += tl.load(ws_ptr + sp * total + offs, mask=msk, other=0.0)
     if HAS_BIAS:
         v += tl.load(b_ptr + offs % N, mask=msk, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, v.to(tl.bfloat16 if IS_BF16 else tl.float16), mask=msk)
@@ -533,8 +537,8 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
     y = tl.sum(acc, axis=1)
     if A8:
         y = y * tl.load(sa_ptr)
-    if ATOMIC:
-        tl.atomic_add(out_ptr + offs_n, y, mask=mask_n, sem="relaxed")
+    if ATOMIC:  # split-K: partial of this split into its own row of the workspace
+        tl.store(out_ptr + pid_k.to(tl.int64) * N + offs_n, y, mask=mask_n)
     else:
         if HAS_BIAS:
             y += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)

@@ -52,11 +52,21 @@ def layout_of(qweight: torch.Tensor) -> tuple[int, int, int]:
     return 1, 1, qweight.stride(0)
 
 
+_USE_ASM = [os.environ.get("NYBBLE_TRITON_DEQUANT", "asm") != "plain" and os.environ.get("TRITON_INTERPRET") != "1"]
+
+
 def use_asm() -> bool:
     """Packed bf16x2/f16x2 dequantization in inline PTX (default), or ``NYBBLE_TRITON_DEQUANT=plain``
-    for the plain Triton version (same results; also used by the CPU interpreter)."""
-    return (os.environ.get("NYBBLE_TRITON_DEQUANT", "asm") != "plain"
-            and os.environ.get("TRITON_INTERPRET") != "1")
+    (read at import; see :func:`set_use_asm`) for the plain Triton version (same results; also used by
+    the CPU interpreter)."""
+    return _USE_ASM[0]
+
+
+def set_use_asm(flag: bool) -> bool:
+    """Switch the dequantization variant; returns the previous setting (tests)."""
+    old = _USE_ASM[0]
+    _USE_ASM[0] = bool(flag) and os.environ.get("TRITON_INTERPRET") != "1"
+    return old
 
 
 def autotune_enabled() -> bool:
@@ -130,7 +140,7 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = x.new_empty(m, n)
-    ws = torch.zeros(m, n, dtype=torch.float32, device=x.device) if atomic else out
+    ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32, device=x.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     _A16(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, ws,
                 m, n, k, x.stride(0), n, qstride),
@@ -151,7 +161,7 @@ def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cf
     ln, lw, qstride = layout_of(qweight)
     atomic = cfg.split_k > 1
     out = torch.empty(1, n, dtype=out_dtype, device=x.device)
-    ws = torch.zeros(1, n, dtype=torch.float32, device=x.device) if atomic else out
+    ws = torch.empty(cfg.split_k, 1, n, dtype=torch.float32, device=x.device) if atomic else out
     a8 = sa is not None
     _GEMV((triton.cdiv(n, cfg.block_n), cfg.split_k),
           (x, sa if a8 else scale, za if a8 else scale, qweight, scale, zero if zero is not None else scale,
@@ -166,8 +176,9 @@ def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cf
 
 
 def _finish(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
-    total = ws.numel()
-    _FINISH((triton.cdiv(total, 1024),), (ws, bias if bias is not None else ws, out, total, out.shape[1]),
+    """out = ws.sum(0) (+ bias) in out's dtype; ws is the (splits, M, N) fp32 partials."""
+    total = out.numel()
+    _FINISH((triton.cdiv(total, 1024),), (ws, bias if bias is not None else ws, out, total, out.shape[1], ws.shape[0]),
             dict(HAS_BIAS=bias is not None, IS_BF16=out.dtype == torch.bfloat16, BLOCK=1024), 4, 1)
 
 
@@ -282,7 +293,7 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
-    ws = torch.zeros(m, n, dtype=torch.float32, device=qa.device) if atomic else out
+    ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32, device=qa.device) if atomic else out
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
     _A8(grid, (qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
                bias if bias is not None else scale, ws, m, n, k, n, qstride),
