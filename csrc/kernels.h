@@ -57,10 +57,16 @@ struct A8Args {
 
 using A16Fn = void (*)(const PackedView&, const A16Args&, int nthreads);
 using A8Fn = void (*)(const PackedView&, const A8Args&, int nthreads);
+// dst[i] = float(src[i]) for `count` values of kind (ScaleKind: f32 / bf16 / f16 bits)
+using ToF32Fn = void (*)(const void* src, int kind, float* dst, int64_t count);
+// dst[i] = round-to-nearest-even(src[i]) in kind (bf16 / f16; NaN stays NaN, overflow -> inf)
+using FromF32Fn = void (*)(const float* src, void* dst, int kind, int64_t count);
 
 struct IsaKernels {
   A16Fn a16w4;
   A8Fn a8w4;
+  ToF32Fn to_f32;
+  FromF32Fn from_f32;
 };
 
 // One per translation unit (each compiled with its ISA's flags only).

@@ -14,6 +14,7 @@
 #include "cpu_features.h"
 #include "dispatch.h"
 #include "kernels.h"
+#include "thread_pool.h"
 
 namespace nb = nanobind;
 using std::int64_t;
@@ -42,34 +43,92 @@ nybble::PackedView packed_view(uintptr_t qw, uintptr_t scale, int scale_kind, ui
           ptr<const int32_t>(wcomp), n, k, gl};
 }
 
-void a16w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-           int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
-           int64_t ldy, int nthreads) {
-  const nybble::IsaKernels kern = nybble::isa_kernels(isa);
-  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, 0, n, k, gl);
-  const nybble::A16Args a{ptr<const float>(x), m, ldx, ptr<float>(y), ldy, ptr<const float>(bias)};
-  if (m <= 0) return;
-  nb::gil_scoped_release release;
-  kern.a16w4(w, a, pick_threads(nthreads, m, n, k));
+// fp32 views of the input and output: converted (threaded, in C++) when x / y are bf16 or fp16,
+// so that no torch op (and no OpenMP region of torch's) runs around the kernel.
+struct F32Io {
+  std::vector<float> xbuf, ybuf;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+};
+
+void check_kind(int kind, const char* what) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument(std::string("nybble._C: bad dtype kind for ") + what);
 }
 
-void a8w4(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-          int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, bool asym,
-          uintptr_t bias, uintptr_t y, int64_t ldy, int nthreads) {
+F32Io f32_inputs(const nybble::IsaKernels& kern, uintptr_t x, int x_kind, int64_t m, int64_t ldx, int64_t k,
+                 uintptr_t y, int y_kind, int64_t n, int64_t ldy, int nt) {
+  F32Io io;
+  if (x_kind == nybble::kScaleF32) {
+    io.x = ptr<const float>(x);
+    io.ldx = ldx;
+  } else {
+    io.xbuf.resize(static_cast<size_t>(m * k));
+    float* dst = io.xbuf.data();
+    const uint16_t* src = ptr<const uint16_t>(x);
+    nybble::parallel_chunks(nt, m, 1 + (1 << 16) / k, [&](long long lo, long long hi) {
+      for (long long r = lo; r < hi; ++r) kern.to_f32(src + r * ldx, x_kind, dst + r * k, k);
+    });
+    io.x = dst;
+    io.ldx = k;
+  }
+  if (y_kind == nybble::kScaleF32) {
+    io.y = ptr<float>(y);
+    io.ldy = ldy;
+  } else {
+    io.ybuf.resize(static_cast<size_t>(m * n));
+    io.y = io.ybuf.data();
+    io.ldy = n;
+  }
+  return io;
+}
+
+void f32_outputs(const nybble::IsaKernels& kern, const F32Io& io, uintptr_t y, int y_kind, int64_t m, int64_t n,
+                 int64_t ldy, int nt) {
+  if (y_kind == nybble::kScaleF32) return;
+  uint16_t* dst = ptr<uint16_t>(y);
+  nybble::parallel_chunks(nt, m, 1 + (1 << 16) / n, [&](long long lo, long long hi) {
+    for (long long r = lo; r < hi; ++r) kern.from_f32(io.y + r * n, dst + r * ldy, y_kind, n);
+  });
+}
+
+void a16w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+           int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
+           int y_kind, int64_t ldy, int nthreads) {
   const nybble::IsaKernels kern = nybble::isa_kernels(isa);
-  if (asym && !wcomp) throw std::invalid_argument("nybble._C.a8w4: asymmetric activations need the wcomp sums");
-  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, wcomp, n, k, gl);
+  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, 0, n, k, gl);
+  check_kind(x_kind, "x");
+  check_kind(y_kind, "y");
   if (m <= 0) return;
   nb::gil_scoped_release release;
   const int nt = pick_threads(nthreads, m, n, k);
+  const F32Io io = f32_inputs(kern, x, x_kind, m, ldx, k, y, y_kind, n, ldy, nt);
+  const nybble::A16Args a{io.x, m, io.ldx, io.y, io.ldy, ptr<const float>(bias)};
+  kern.a16w4(w, a, nt);
+  f32_outputs(kern, io, y, y_kind, m, n, ldy, nt);
+}
+
+void a8w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+          int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, bool asym,
+          uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy, int nthreads) {
+  const nybble::IsaKernels kern = nybble::isa_kernels(isa);
+  if (asym && !wcomp) throw std::invalid_argument("nybble._C.a8w4: asymmetric activations need the wcomp sums");
+  const nybble::PackedView w = packed_view(qw, scale, scale_kind, zp, wcomp, n, k, gl);
+  check_kind(x_kind, "x");
+  check_kind(y_kind, "y");
+  if (m <= 0) return;
+  nb::gil_scoped_release release;
+  const int nt = pick_threads(nthreads, m, n, k);
+  const F32Io io = f32_inputs(kern, x, x_kind, m, ldx, k, y, y_kind, n, ldy, nt);
   std::vector<uint8_t> q(static_cast<size_t>(m * k));
   std::vector<float> sa(m);
   std::vector<int32_t> za(m), sums(static_cast<size_t>(m * (k / gl)));
-  nybble::quantize_activations(ptr<const float>(x), m, ldx, k, gl, asym, q.data(), sa.data(), za.data(),
-                               sums.data(), nt);
-  const nybble::A8Args a{{q.data(), sa.data(), za.data(), sums.data(), asym}, m, ptr<float>(y), ldy,
+  nybble::quantize_activations(io.x, m, io.ldx, k, gl, asym, q.data(), sa.data(), za.data(), sums.data(), nt);
+  const nybble::A8Args a{{q.data(), sa.data(), za.data(), sums.data(), asym}, m, io.y, io.ldy,
                          ptr<const float>(bias)};
   kern.a8w4(w, a, nt);
+  f32_outputs(kern, io, y, y_kind, m, n, ldy, nt);
 }
 
 void quantize_acts(uintptr_t x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym, uintptr_t q,
@@ -97,13 +156,21 @@ NB_MODULE(_C, m) {
   m.def("isa_names", &nybble::isa_names, "All CPU paths, lowest first.");
   m.def("available_isas", &nybble::available_isas, "The CPU paths this machine can run, lowest first.");
   m.def("a16w4", &a16w4,
-        "y (M,N) fp32 = x (M,K) fp32 @ W^T + bias, W in the packed layout (see csrc/kernels.h). "
-        "Arguments: isa, x, m, ldx, qw, scale, scale_kind, zp, n, k, group_len, bias, y, ldy, nthreads; "
-        "pointers are addresses (0 = absent).");
+        "y (M,N) = x (M,K) @ W^T + bias, W in the packed layout (see csrc/kernels.h), computed in fp32. "
+        "Arguments: isa, x, x_kind, m, ldx, qw, scale, scale_kind, zp, n, k, group_len, bias (fp32), y, y_kind, "
+        "ldy, nthreads; pointers are addresses (0 = absent), kinds 0/1/2 = fp32/bf16/fp16, strides in elements.");
   m.def("a8w4", &a8w4,
         "As a16w4 with per-token int8 (asym: uint8 + zero point) activation quantization inside. "
-        "Arguments: isa, x, m, ldx, qw, scale, scale_kind, zp, wcomp, n, k, group_len, asymmetric, bias, "
-        "y, ldy, nthreads.");
+        "Arguments: isa, x, x_kind, m, ldx, qw, scale, scale_kind, zp, wcomp, n, k, group_len, asymmetric, "
+        "bias, y, y_kind, ldy, nthreads.");
+  m.def("from_f32", [](const std::string& isa, uintptr_t src, uintptr_t dst, int kind, int64_t count) {
+    check_kind(kind, "dst");
+    nybble::isa_kernels(isa).from_f32(ptr<const float>(src), ptr<void>(dst), kind, count);
+  }, "fp32 -> bf16/f16 bits (round to nearest even) of `count` values, as the ops convert outputs (for tests).");
+  m.def("to_f32", [](const std::string& isa, uintptr_t src, int kind, uintptr_t dst, int64_t count) {
+    check_kind(kind, "src");
+    nybble::isa_kernels(isa).to_f32(ptr<const void>(src), kind, ptr<float>(dst), count);
+  }, "bf16/f16 bits -> fp32 of `count` values, as the ops convert inputs (for tests).");
   m.def("quantize_activations", &quantize_acts,
         "Per-token activation quantization (for tests): x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");

@@ -1,4 +1,5 @@
-// Scalar helpers for reading the packed layout (used by the scalar path and the tails).
+// Scalar helpers: the packed layout's scales / codes and fp32 <-> bf16 / f16 conversions (used by
+// the scalar path and by the SIMD paths' tails). Everything is static: see thread_pool.h.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -7,14 +8,14 @@
 
 namespace nybble {
 
-inline float bf16_to_f32(uint16_t h) {
+static inline float bf16_to_f32(uint16_t h) {
   const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
 }
 
-inline float f16_to_f32(uint16_t h) {
+static inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
   if (exp == 0) {
@@ -38,8 +39,59 @@ inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
+// fp32 -> bf16 bits, round to nearest even; NaN -> quiet NaN (as torch / c10::BFloat16).
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// fp32 -> IEEE half bits, round to nearest even (subnormals, overflow to inf, NaN kept).
+static inline uint16_t f32_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (a < 0x38800000u) {  // result subnormal or zero: value = a_float / 2^-24 rounded
+    if (a < 0x33000000u) return sign;  // < 2^-25: rounds to 0
+    const uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - e;  // mantissa bits dropped: (e - 127) + 24 = exponent of 1 ulp
+    const uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    const uint32_t r = q + ((rem > half || (rem == half && (q & 1u))) ? 1u : 0u);
+    return static_cast<uint16_t>(sign | r);
+  }
+  const uint32_t r = a + 0xfffu + ((a >> 13) & 1u);  // round mantissa to 10 bits, nearest even
+  return static_cast<uint16_t>(sign | (((r >> 23) - 112) << 10 | ((r >> 13) & 0x3ffu)));
+}
+
+static inline void to_f32_scalar(const void* src, int kind, float* dst, int64_t count) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  if (kind == kScaleBF16) {
+    for (int64_t i = 0; i < count; ++i) dst[i] = bf16_to_f32(h[i]);
+  } else if (kind == kScaleF16) {
+    for (int64_t i = 0; i < count; ++i) dst[i] = f16_to_f32(h[i]);
+  } else {
+    std::memcpy(dst, src, sizeof(float) * count);
+  }
+}
+
+static inline void from_f32_scalar(const float* src, void* dst, int kind, int64_t count) {
+  uint16_t* h = static_cast<uint16_t*>(dst);
+  if (kind == kScaleBF16) {
+    for (int64_t i = 0; i < count; ++i) h[i] = f32_to_bf16(src[i]);
+  } else if (kind == kScaleF16) {
+    for (int64_t i = 0; i < count; ++i) h[i] = f32_to_f16(src[i]);
+  } else {
+    std::memcpy(dst, src, sizeof(float) * count);
+  }
+}
+
 // Scale of (block b, group g, column c) as fp32.
-inline float packed_scale(const PackedView& w, int64_t b, int64_t g, int c) {
+static inline float packed_scale(const PackedView& w, int64_t b, int64_t g, int c) {
   const int64_t idx = (b * w.groups() + g) * 16 + c;
   switch (w.scale_kind) {
     case kScaleBF16: return bf16_to_f32(static_cast<const uint16_t*>(w.scale)[idx]);
@@ -48,12 +100,12 @@ inline float packed_scale(const PackedView& w, int64_t b, int64_t g, int c) {
   }
 }
 
-inline int packed_zero(const PackedView& w, int64_t b, int64_t g, int c) {
+static inline int packed_zero(const PackedView& w, int64_t b, int64_t g, int c) {
   return w.zp ? w.zp[(b * w.groups() + g) * 16 + c] : 8;
 }
 
 // Code 0..15 of (input feature kk, column c of block b).
-inline int packed_code(const PackedView& w, int64_t b, int64_t kk, int c) {
+static inline int packed_code(const PackedView& w, int64_t b, int64_t kk, int c) {
   const int64_t chunk = kk >> 3;
   const int r = static_cast<int>(kk & 7);
   const uint8_t byte = w.qw[(b * (w.k >> 3) + chunk) * 64 + 4 * c + (r & 3)];

@@ -21,6 +21,24 @@ static inline void parallel_run(int nthreads, Fn&& fn) {
                    const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
+// Dynamic split: threads take chunks [lo, hi) of [0, total) from a shared counter until none is
+// left, so a thread that the OS delays (shared cores) does not hold the others up.
+// fn(lo, hi). Uses the __atomic builtins (no out-of-line std:: code in the ISA units).
+template <class Fn>
+static inline void parallel_chunks(int nthreads, long long total, long long chunk, Fn&& fn) {
+  long long next = 0;
+  if (chunk < 1) chunk = 1;
+  const long long nchunks = (total + chunk - 1) / chunk;
+  if (nthreads > nchunks) nthreads = static_cast<int>(nchunks < 1 ? 1 : nchunks);
+  parallel_run(nthreads, [&](int, int) {
+    for (;;) {
+      const long long lo = __atomic_fetch_add(&next, chunk, __ATOMIC_RELAXED);
+      if (lo >= total) break;
+      fn(lo, lo + chunk < total ? lo + chunk : total);
+    }
+  });
+}
+
 // Splits [0, total) into nthreads contiguous parts, in units of `align`; part tid -> [lo, hi).
 static inline void split_range(long long total, int tid, int nthreads, long long align, long long* lo, long long* hi) {
   const long long units = (total + align - 1) / align;

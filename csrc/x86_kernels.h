@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "scale_load.h"
 #include "thread_pool.h"
 
 namespace nybble {
@@ -137,14 +138,17 @@ struct X86Kernels {
   }
 
   static void a16_gemv(const PackedView& w, const A16Args& a, int nthreads) {
-    const int64_t nb = w.nblocks();
     const auto lut = V::make_lut(w.zp ? 0 : 8);
-    const int nt = static_cast<int>(imin(nthreads, nb));
-    parallel_run(nt, [&](int tid, int n) {
-      long long lo, hi;
-      split_range(nb, tid, n, 1, &lo, &hi);
-      a16_gemv_rows(w, a, lo, hi, lut);
-    });
+    parallel_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads),
+                    [&](long long lo, long long hi) { a16_gemv_rows(w, a, lo, hi, lut); });
+  }
+
+  // Blocks per dynamically scheduled GEMV chunk: about 128 KiB of weights, at least 8 chunks per thread.
+  static int64_t gemv_chunk(const PackedView& w, int nthreads) {
+    int64_t c = imax(4, (128 * 1024) / (w.k * 8));
+    const int64_t per = w.nblocks() / (8 * int64_t(nthreads));
+    if (c > per) c = imax(4, per);
+    return (c + 3) & ~int64_t(3);
   }
 
   // ------------------------------------------------------------------ A16W4 GEMM
@@ -237,7 +241,7 @@ struct X86Kernels {
     GemmPlan p;
     p.chunk_blocks = chunk_blocks;
     p.nchunks = (nb + chunk_blocks - 1) / chunk_blocks;
-    int64_t ms = p.nchunks >= 2 * nthreads ? 1 : nthreads;
+    int64_t ms = p.nchunks >= 4 * nthreads ? 1 : (4 * nthreads + p.nchunks - 1) / p.nchunks;
     int64_t per = (m + ms - 1) / ms;
     per = (per + kMR - 1) / kMR * kMR;
     p.mpart = per;
@@ -250,9 +254,12 @@ struct X86Kernels {
     const auto lut = V::make_lut(w.zp ? 0 : 8);
     const GemmPlan p = plan(a.m, nb, kNCB, nthreads);
     const int nt = static_cast<int>(imin(nthreads, p.tasks()));
-    parallel_run(nt, [&](int tid, int n) {
+    long long next = 0;
+    parallel_run(nt, [&](int, int) {
       float* panel = static_cast<float*>(std::malloc(sizeof(float) * kKC * kNCB * 16));
-      for (int64_t task = tid; task < p.tasks(); task += n) {
+      for (;;) {
+        const int64_t task = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        if (task >= p.tasks()) break;
         const int64_t chunk = task / p.msplit, mp = task % p.msplit;
         const int64_t b0 = chunk * p.chunk_blocks, nbk = imin(p.chunk_blocks, nb - b0);
         const int64_t m_lo = mp * p.mpart, m_hi = imin(a.m, m_lo + p.mpart);
@@ -361,11 +368,7 @@ struct X86Kernels {
 
   template <bool ASYM>
   static void a8_gemv(const PackedView& w, const A8Args& a, int nthreads) {
-    const int64_t nb = w.nblocks();
-    const int nt = static_cast<int>(imin(nthreads, nb));
-    parallel_run(nt, [&](int tid, int n) {
-      long long lo, hi;
-      split_range(nb, tid, n, 1, &lo, &hi);
+    parallel_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads), [&](long long lo, long long hi) {
       switch (a.m) {
         case 1: a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, lo, hi); break;
         case 2: a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, lo, hi); break;
@@ -395,8 +398,11 @@ struct X86Kernels {
     cb = imax(2, cb & ~int64_t(1));
     const GemmPlan p = plan(a.m, nb, cb, nthreads);
     const int nt = static_cast<int>(imin(nthreads, p.tasks()));
-    parallel_run(nt, [&](int tid, int n) {
-      for (int64_t task = tid; task < p.tasks(); task += n) {
+    long long next = 0;
+    parallel_run(nt, [&](int, int) {
+      for (;;) {
+        const int64_t task = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        if (task >= p.tasks()) break;
         const int64_t chunk = task / p.msplit, mp = task % p.msplit;
         const int64_t b0 = chunk * p.chunk_blocks, nbk = imin(p.chunk_blocks, nb - b0);
         const int64_t m_lo = mp * p.mpart, m_hi = imin(a.m, m_lo + p.mpart);
@@ -419,7 +425,44 @@ struct X86Kernels {
     }
   }
 
-  static IsaKernels table() { return {a16w4, a8w4}; }
+  // ------------------------------------------------------------------ dtype conversions
+  static void to_f32(const void* src, int kind, float* dst, int64_t count) {
+    if (kind == kScaleF32) return to_f32_scalar(src, kind, dst, count);
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) V::fstore_full(dst + i, V::scale_load(src, i, kind));
+    to_f32_scalar(static_cast<const uint16_t*>(src) + i, kind, dst + i, count - i);
+  }
+
+  static void from_f32(const float* src, void* dst, int kind, int64_t count) {
+    uint16_t* h = static_cast<uint16_t*>(dst);
+    int64_t i = 0;
+    if (kind == kScaleF16) {
+      for (; i + 8 <= count; i += 8)  // F16C: IEEE round to nearest even
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    } else if (kind == kScaleBF16) {
+      const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1),
+                    qnan = _mm256_set1_epi32(0x7fc0);
+      for (; i + 16 <= count; i += 16) {
+        __m256i r[2];
+        for (int half = 0; half < 2; ++half) {
+          const __m256 v = _mm256_loadu_ps(src + i + 8 * half);
+          const __m256i u = _mm256_castps_si256(v);
+          __m256i t = _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+          t = _mm256_srli_epi32(t, 16);
+          const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+          r[half] = _mm256_blendv_epi8(t, qnan, nan);
+        }
+        // pack 2 x 8 int32 (each < 65536) to 16 uint16 in order
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i), p);
+      }
+    }
+    from_f32_scalar(src + i, kind == kScaleF32 ? static_cast<void*>(static_cast<float*>(dst) + i)
+                                               : static_cast<void*>(h + i), kind, count - i);
+  }
+
+  static IsaKernels table() { return {a16w4, a8w4, to_f32, from_f32}; }
 };
 
 }  // namespace

@@ -278,3 +278,19 @@ def test_direct_eager_call_matches_dispatched_op():
             y2 = torch.ops.nybble.cpu_a8w4(x, p["qw"], p["scale"], p["zero_point"], p.get("wcomp"), 70, 64,
                                            op == "a8_asym", None, cpu.selected_isa())
         assert torch.equal(y, y2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dtype_conversions_match_torch(isa, dtype):
+    """The C++ input/output casts equal torch's casts bit for bit (incl. f16 subnormals, overflow)."""
+    mags = torch.logspace(-9, 5, 1001)
+    x = torch.cat([torch.randn(1001) * mags, -mags, torch.tensor([0.0, -0.0, 65504.0, 65520.0, 65519.99,
+                                                                   float("inf"), -float("inf"), 1e-45])])
+    kind = cpu._ops.SCALE_KIND[dtype]
+    out = torch.empty(x.numel(), dtype=dtype)
+    cpu._ops._C.from_f32(isa, x.data_ptr(), out.data_ptr(), kind, x.numel())
+    assert torch.equal(out.view(torch.int16), x.to(dtype).view(torch.int16))
+    back = torch.empty(x.numel())
+    cpu._ops._C.to_f32(isa, out.data_ptr(), kind, back.data_ptr(), x.numel())
+    assert torch.equal(back, out.float())

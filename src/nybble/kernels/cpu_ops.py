@@ -3,7 +3,8 @@
 * ``nybble::cpu_prepack`` / ``nybble::cpu_unpack``: plain layout <-> blocked layout (see
   :mod:`nybble.kernels.cpu_layout`); absent parts travel as empty tensors.
 * ``nybble::cpu_a16w4(x, qw, scale, zero_point, n, group_size, bias, isa)``: ``x`` (M, K)
-  fp32/bf16/fp16 (any row stride) -> (M, N) in ``x.dtype``; computed in fp32.
+  fp32/bf16/fp16 (any row stride) -> (M, N) in ``x.dtype``; computed in fp32 (the dtype
+  conversions of x and y happen in C++, rounding to nearest even, as torch's casts).
 * ``nybble::cpu_a8w4(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa)``:
   per-token int8 quantization of ``x`` inside the op
   (:func:`nybble.primitives.quantize_activations`, bit exact), exact int32 group sums, then
@@ -72,9 +73,10 @@ def _(qw, scale, zero_point, n):
 
 def _prepare(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point, n: int, group_size: int,
              bias):
-    """Common checks and fp32 views for the linear ops; returns (x32, y32, bias32, k, gl)."""
-    if x.dim() != 2 or x.device.type != "cpu":
-        raise ValueError(f"nybble cpu op: x must be a 2-D CPU tensor, got {tuple(x.shape)} on {x.device}")
+    """Common checks; returns (x with unit column stride, y (M, N) in x.dtype, fp32 bias, k, group length)."""
+    if x.dim() != 2 or x.device.type != "cpu" or x.dtype not in SCALE_KIND:
+        raise ValueError(f"nybble cpu op: x must be a 2-D float32/bfloat16/float16 CPU tensor, got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
     k = qw.shape[1] * 8
     if x.shape[1] != k:
         raise ValueError(f"nybble cpu op: x has {x.shape[1]} features, the weight expects K={k}")
@@ -85,14 +87,15 @@ def _prepare(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point,
     if zero_point is not None and not (zero_point.is_contiguous() and zero_point.dtype == torch.int8):
         raise ValueError("nybble cpu op: zero_point must be contiguous int8")
     gl = P.group_len(group_size, k)
-    x32 = x.float()
-    if x32.shape[0] > 0 and x32.stride(1) != 1:
-        x32 = x32.contiguous()
-    b32 = None if bias is None else bias.float().contiguous()
-    if b32 is not None and b32.shape != (n,):
-        raise ValueError(f"nybble cpu op: bias must be ({n},), got {tuple(bias.shape)}")
-    y = torch.empty(x.shape[0], n, dtype=torch.float32)
-    return x32, y, b32, k, gl
+    if x.shape[0] > 0 and x.stride(1) != 1:
+        x = x.contiguous()
+    b32 = None
+    if bias is not None:
+        if bias.shape != (n,):
+            raise ValueError(f"nybble cpu op: bias must be ({n},), got {tuple(bias.shape)}")
+        b32 = bias if bias.dtype == torch.float32 and bias.is_contiguous() else bias.float().contiguous()
+    y = torch.empty(x.shape[0], n, dtype=x.dtype)
+    return x, y, b32, k, gl
 
 
 def _addr(t: Optional[torch.Tensor]) -> int:
@@ -102,11 +105,11 @@ def _addr(t: Optional[torch.Tensor]) -> int:
 def a16w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], n: int,
                group_size: int, bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
     """``x`` (M, K) float; blocked weight; returns (M, N) in ``x.dtype``."""
-    x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
-    _C.a16w4(isa, _addr(x32), x32.shape[0], x32.stride(0) if x32.shape[0] else k, qw.data_ptr(),
-             scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), n, k, gl, _addr(b32), y.data_ptr(), n,
-             torch.get_num_threads())
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+    x, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
+    _C.a16w4(isa, _addr(x), SCALE_KIND[x.dtype], x.shape[0], x.stride(0) if x.shape[0] else k, qw.data_ptr(),
+             scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), n, k, gl, _addr(b32), y.data_ptr(),
+             SCALE_KIND[y.dtype], n, torch.get_num_threads())
+    return y
 
 
 cpu_a16w4 = torch.library.custom_op("nybble::cpu_a16w4", mutates_args=())(a16w4_impl)
@@ -121,13 +124,13 @@ def a8w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point
               wcomp: Optional[torch.Tensor], n: int, group_size: int, asymmetric: bool,
               bias: Optional[torch.Tensor], isa: str) -> torch.Tensor:
     """As :func:`cpu_a16w4` with dynamic per-token int8 activations (quantized inside the op)."""
-    x32, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
+    x, y, b32, k, gl = _prepare(x, qw, scale, zero_point, n, group_size, bias)
     if asymmetric and (wcomp is None or wcomp.dtype != torch.int32 or not wcomp.is_contiguous()):
         raise ValueError("nybble cpu op: asymmetric activations need the int32 wcomp of prepack(with_wcomp=True)")
-    _C.a8w4(isa, _addr(x32), x32.shape[0], x32.stride(0) if x32.shape[0] else k, qw.data_ptr(),
+    _C.a8w4(isa, _addr(x), SCALE_KIND[x.dtype], x.shape[0], x.stride(0) if x.shape[0] else k, qw.data_ptr(),
             scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), _addr(wcomp) if asymmetric else 0,
-            n, k, gl, asymmetric, _addr(b32), y.data_ptr(), n, torch.get_num_threads())
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+            n, k, gl, asymmetric, _addr(b32), y.data_ptr(), SCALE_KIND[y.dtype], n, torch.get_num_threads())
+    return y
 
 
 cpu_a8w4 = torch.library.custom_op("nybble::cpu_a8w4", mutates_args=())(a8w4_impl)
