@@ -92,6 +92,7 @@ def load_with(directory: str | Path, importer_cls, qcfg: dict, config_dict: dict
                         new = importer.build(prefix, pending.pop(prefix), mod, dtype, device)
                         replace_module(model, prefix, new)
                         done += 1
+                        release_free_memory()  # drop the layer's source tensors and prepack scratch
                     continue
                 set_tensor(model, name, reader.get(name), str(path))
         release_free_memory()
