@@ -204,6 +204,13 @@ def eager_overhead(torch, F, reps=2000, size=1024) -> dict:
             out[name] = _wall_per_call(fn, reps, torch)
             out[name.replace("_apply", "").replace("_torch_op", "") + ("_graph_gpu_us" if "apply" in name else "")] \
                 = graph_time_us([fn], 20, torch) if "apply" in name else out[name]
+    # one launch of a 1-program kernel: through triton's JIT path and through nybble's FastLaunch
+    from ..kernels.triton import jit, ops
+    ws = torch.zeros(1, 1, 64, device="cuda")
+    o = torch.empty(1, 64, dtype=torch.bfloat16, device="cuda")
+    out["launch_only_triton_jit"] = _wall_per_call(
+        lambda: jit.finish_kernel[(1,)](ws, ws, o, 64, 64, 1, HAS_BIAS=False, IS_BF16=True, BLOCK=1024), reps, torch)
+    out["launch_only_fastlaunch"] = _wall_per_call(lambda: ops._finish(ws, None, o), reps, torch)
     out["cublas_bf16_F.linear"] = _wall_per_call(lambda: F.linear(x, wd), reps, torch)
     out["torch.empty_1x1024 (machine reference)"] = _wall_per_call(
         lambda: torch.empty(1, size, dtype=torch.float32, device="cuda"), reps, torch)

@@ -18,17 +18,14 @@ Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ...plain import PlainInt4Weight
-from ...types import ActMode, dtype_name
+from ...types import ActMode
 from ..base import LinearKernel, LinearSpec, PackedWeight
 from . import ops
-
-#: activation dtypes served (fp32 would need tf32 or fp32 FMA matmuls: the reference serves fp32)
-DTYPES = (torch.bfloat16, torch.float16)
+from .checks import can_implement_spec
+from .layout import block_words, unblock_words
 
 
 def _use_op() -> bool:
@@ -91,42 +88,6 @@ class TritonKernel(LinearKernel):
         else:
             y = ops.launch_a16w4(x2, packed["qweight"], packed["scale"], zp, s.group_size, bias)
         return y.reshape(*x.shape[:-1], s.n)
-
-
-def can_implement_spec(spec: LinearSpec) -> tuple[bool, str | None]:
-    """Pure check of a spec (no GPU needed): dtypes, K multiple of 8, act modes."""
-    if spec.dtype not in DTYPES:
-        return False, (f"activation dtype {dtype_name(spec.dtype)} not served; the Triton kernels take "
-                       "bfloat16 or float16 (the reference kernel serves float32)")
-    if spec.k % 8:
-        return False, f"K={spec.k} must be a multiple of 8"
-    if spec.group_size != -1 and spec.k % spec.group_size:
-        return False, f"K={spec.k} is not divisible by group_size {spec.group_size}"
-    return True, None
-
-
-#: rows x words of one block of the blocked layout
-BLOCK_ROWS, BLOCK_WORDS = 16, 32
-
-
-def block_words(qdata: torch.Tensor) -> torch.Tensor:
-    """plain int32 ``(N, K8)`` -> blocked ``(ceil(N/16), ceil(K8/32), 16, 32)`` (zero padded), or the
-    plain words themselves with ``NYBBLE_TRITON_LAYOUT=plain``."""
-    if os.environ.get("NYBBLE_TRITON_LAYOUT", "blocked") == "plain":
-        return qdata.contiguous()
-    n, k8 = qdata.shape
-    nb, kb = -(-n // BLOCK_ROWS), -(-k8 // BLOCK_WORDS)
-    padded = torch.zeros(nb * BLOCK_ROWS, kb * BLOCK_WORDS, dtype=torch.int32, device=qdata.device)
-    padded[:n, :k8] = qdata
-    return padded.reshape(nb, BLOCK_ROWS, kb, BLOCK_WORDS).permute(0, 2, 1, 3).contiguous()
-
-
-def unblock_words(qweight: torch.Tensor, n: int, k8: int) -> torch.Tensor:
-    """Exact inverse of :func:`block_words` -> plain int32 ``(N, K8)``."""
-    if qweight.dim() == 2:
-        return qweight
-    nb, kb, ln, lw = qweight.shape
-    return qweight.permute(0, 2, 1, 3).reshape(nb * ln, kb * lw)[:n, :k8].contiguous()
 
 
 def group_weight_sums(plain: PlainInt4Weight) -> torch.Tensor:

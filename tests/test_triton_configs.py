@@ -1,0 +1,103 @@
+"""CPU-runnable unit tests of the Triton kernels' pure-Python parts: tile-config keys, buckets, the
+shipped table and disk cache, candidate validity, the blocked layout, refusal reasons.  (No triton
+and no GPU needed.)"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nybble.kernels.base import LinearSpec
+from nybble.kernels.torch_int4_cuda import TorchInt4CudaKernel
+from nybble.kernels.triton import configs as C
+from nybble.kernels.triton.checks import can_implement_spec
+from nybble.kernels.triton.layout import block_words, unblock_words
+
+
+def _spec(n=256, k=512, g=128, domain="int", act="a16", dtype=torch.bfloat16):
+    return LinearSpec(n, k, g, domain, act, dtype, "cuda", "layer.q_proj")
+
+
+def test_m_buckets_and_keys():
+    assert [C.m_bucket(m) for m in (1, 2, 3, 16, 17, 64, 257, 1024, 5000)] == [1, 2, 4, 16, 32, 64, 512, 1024, 2048]
+    with pytest.raises(ValueError):
+        C.m_bucket(0)
+    assert C.make_key("a16w4", 4096, 14336, 128, 3) == "a16w4|4096|14336|128|4"
+    assert C.gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia_h100_80gb_hbm3"
+
+
+@pytest.mark.parametrize("op", ["a16w4", "a8w4"])
+@pytest.mark.parametrize("group", [32, 64, 128, 256, -1])
+@pytest.mark.parametrize("m", [1, 3, 16, 64, 300, 2048])
+def test_candidates_and_heuristic_are_valid(op, group, m):
+    n, k = 4096, 4096
+    cands = C.candidates(op, n, k, group, m)
+    assert cands and C.heuristic(op, n, k, group, m) in cands
+    for c in cands:
+        assert C.group_tile_ok(c, group, k, op), c
+        if op == "a8w4" and group != -1 and c.block_m > 1:
+            assert c.block_k == group  # one int32 -> fp32 conversion per group
+        if c.block_m == 0:
+            assert op == "a16w4" and m >= 128  # dequant + cuBLAS only for large-M A16W4
+        if c.block_m == 1:
+            assert m == 1  # the GEMV serves M = 1 only
+
+
+def test_shipped_h100_table_parses_and_is_valid():
+    store = C.ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
+    assert len(store.shipped) >= 40
+    for key, cfg in store.shipped.items():
+        op, n, k, g, mb = key.split("|")
+        assert op in ("a16w4", "a8w4") and int(mb) in C.M_BUCKETS
+        assert C.group_tile_ok(cfg, int(g), int(k), op), (key, cfg)
+    assert store.source("a16w4|28672|8192|128|1") == "table"
+
+
+def test_disk_cache_round_trip_and_corrupt_cache(tmp_path):
+    store = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    key = C.make_key("a16w4", 100, 256, 32, 5)
+    assert store.get(key) is None and store.source(key) == "none"
+    cfg = C.TileConfig(16, 64, 32, 2, 4, 3)
+    store.put(key, cfg)
+    again = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    assert again.get(key) == cfg and again.source(key) == "cache"
+    (tmp_path / "some_gpu.json").write_text("{not json")
+    assert C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path).get(key) is None
+    bad = tmp_path / "tables"
+    bad.mkdir()
+    (bad / "some_gpu.json").write_text(json.dumps({"configs": {key: [1, 2]}}))
+    with pytest.raises(ValueError, match="6 integers"):
+        C.ConfigStore("Some GPU", table_dir=bad, cache=tmp_path / "c2")
+
+
+@pytest.mark.parametrize("n,k8", [(16, 32), (20, 12), (77, 45), (1, 1)])
+def test_blocked_layout_round_trip(n, k8):
+    q = torch.randint(-2**31, 2**31 - 1, (n, k8), dtype=torch.int32)
+    b = block_words(q)
+    assert b.dim() == 4 and b.shape[2:] == (16, 32)
+    assert torch.equal(unblock_words(b, n, k8), q)
+    # block (i, j) holds rows 16i.., words 32j.. contiguously
+    assert torch.equal(b[0, 0, : min(16, n), : min(32, k8)], q[:16, :32])
+
+
+def test_refusal_reasons():
+    ok, why = can_implement_spec(_spec(dtype=torch.float32))
+    assert not ok and "float32" in why and "reference" in why
+    assert not can_implement_spec(_spec(k=100, g=-1))[0]
+    for act in ("a16", "a8_sym", "a8_asym"):
+        for g in (32, 64, 128, 256, -1):
+            assert can_implement_spec(_spec(g=g, act=act, dtype=torch.float16)) == (True, None)
+    ok, why = TorchInt4CudaKernel.can_implement(_spec(domain="int"))
+    assert not ok and "not exactly" in why
+    assert not TorchInt4CudaKernel.can_implement(_spec(domain="none", dtype=torch.float16))[0]
+    assert not TorchInt4CudaKernel.can_implement(_spec(domain="none", act="a8_sym"))[0]
+    assert TorchInt4CudaKernel.can_implement(_spec(domain="none")) == (True, None)
+
+
+def test_import_nybble_does_not_import_triton():
+    code = "import sys, nybble; from nybble.kernels.triton import configs, checks, layout; print('triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
