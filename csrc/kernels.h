@@ -62,11 +62,17 @@ using ToF32Fn = void (*)(const void* src, int kind, float* dst, int64_t count);
 // dst[i] = round-to-nearest-even(src[i]) in kind (bf16 / f16; NaN stays NaN, overflow -> inf)
 using FromF32Fn = void (*)(const float* src, void* dst, int kind, int64_t count);
 
+// Per-token quantization of one row (see quantize_activations below): x (K) -> q (K), *sa, *za,
+// sums (K / gl).
+using QuantRowFn = void (*)(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
+                            int32_t* sums);
+
 struct IsaKernels {
   A16Fn a16w4;
   A8Fn a8w4;
   ToF32Fn to_f32;
   FromF32Fn from_f32;
+  QuantRowFn quant_row;
 };
 
 // One per translation unit (each compiled with its ISA's flags only).
@@ -75,9 +81,13 @@ IsaKernels kernels_avx2();
 IsaKernels kernels_avx512();
 IsaKernels kernels_avx512_vnni();
 
-// Exact per-token quantization (nybble.primitives.quantize_activations), threaded over rows.
-// x (M, K) fp32 row stride ldx -> q (M, K), sa (M), za (M), sums (M, K/gl).
-void quantize_activations(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym,
+// Exact per-token quantization (nybble.primitives.quantize_activations), threaded over rows with
+// the row function of an ISA path. x (M, K) fp32 row stride ldx -> q (M, K), sa (M), za (M),
+// sums (M, K/gl).
+void quantize_activations(QuantRowFn row, const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym,
                           uint8_t* q, float* sa, int32_t* za, int32_t* sums, int nthreads);
+// The scalar row function (quant_act.cpp).
+void quantize_row_scalar(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
+                         int32_t* sums);
 
 }  // namespace nybble

@@ -71,6 +71,6 @@ void a8w4_scalar(const PackedView& w, const A8Args& a, int nthreads) {
 
 }  // namespace
 
-IsaKernels kernels_scalar() { return {a16w4_scalar, a8w4_scalar, to_f32_scalar, from_f32_scalar}; }
+IsaKernels kernels_scalar() { return {a16w4_scalar, a8w4_scalar, to_f32_scalar, from_f32_scalar, quantize_row_scalar}; }
 
 }  // namespace nybble

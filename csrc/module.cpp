@@ -124,18 +124,18 @@ void a8w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ld
   std::vector<uint8_t> q(static_cast<size_t>(m * k));
   std::vector<float> sa(m);
   std::vector<int32_t> za(m), sums(static_cast<size_t>(m * (k / gl)));
-  nybble::quantize_activations(io.x, m, io.ldx, k, gl, asym, q.data(), sa.data(), za.data(), sums.data(), nt);
+  nybble::quantize_activations(kern.quant_row, io.x, m, io.ldx, k, gl, asym, q.data(), sa.data(), za.data(), sums.data(), nt);
   const nybble::A8Args a{{q.data(), sa.data(), za.data(), sums.data(), asym}, m, io.y, io.ldy,
                          ptr<const float>(bias)};
   kern.a8w4(w, a, nt);
   f32_outputs(kern, io, y, y_kind, m, n, ldy, nt);
 }
 
-void quantize_acts(uintptr_t x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym, uintptr_t q,
+void quantize_acts(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym, uintptr_t q,
                    uintptr_t sa, uintptr_t za, uintptr_t sums, int nthreads) {
   if (k % gl) throw std::invalid_argument("nybble._C.quantize_activations: K must be a multiple of the group");
   nb::gil_scoped_release release;
-  nybble::quantize_activations(ptr<const float>(x), m, ldx, k, gl, asym, ptr<uint8_t>(q), ptr<float>(sa),
+  nybble::quantize_activations(nybble::isa_kernels(isa).quant_row, ptr<const float>(x), m, ldx, k, gl, asym, ptr<uint8_t>(q), ptr<float>(sa),
                                ptr<int32_t>(za), ptr<int32_t>(sums), nthreads < 1 ? 1 : nthreads);
 }
 
@@ -172,6 +172,6 @@ NB_MODULE(_C, m) {
     nybble::isa_kernels(isa).to_f32(ptr<const void>(src), kind, ptr<float>(dst), count);
   }, "bf16/f16 bits -> fp32 of `count` values, as the ops convert inputs (for tests).");
   m.def("quantize_activations", &quantize_acts,
-        "Per-token activation quantization (for tests): x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
+        "Per-token activation quantization (for tests): isa, x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");
 }

@@ -6,9 +6,8 @@
 #include "thread_pool.h"
 
 namespace nybble {
-namespace {
 
-void quantize_row(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
+void quantize_row_scalar(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
                   int32_t* sums) {
   if (asym) {
     float lo = 0.f, hi = 0.f;
@@ -53,9 +52,7 @@ void quantize_row(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, 
   }
 }
 
-}  // namespace
-
-void quantize_activations(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym,
+void quantize_activations(QuantRowFn row, const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, bool asym,
                           uint8_t* q, float* sa, int32_t* za, int32_t* sums, int nthreads) {
   const int64_t groups = k / gl;
   const int nt = m < nthreads ? static_cast<int>(m) : nthreads;
@@ -63,7 +60,7 @@ void quantize_activations(const float* x, int64_t m, int64_t ldx, int64_t k, int
     long long lo, hi;
     split_range(m, tid, n, 1, &lo, &hi);
     for (long long r = lo; r < hi; ++r)
-      quantize_row(x + r * ldx, k, gl, asym, q + r * k, sa + r, za + r, sums + r * groups);
+      row(x + r * ldx, k, gl, asym, q + r * k, sa + r, za + r, sums + r * groups);
   });
 }
 

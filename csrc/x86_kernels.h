@@ -462,7 +462,88 @@ struct X86Kernels {
                                                : static_cast<void*>(h + i), kind, count - i);
   }
 
-  static IsaKernels table() { return {a16w4, a8w4, to_f32, from_f32}; }
+  // ------------------------------------------------------------------ activation quantization
+  // Bit-exact with nybble.primitives.quantize_activations: max/min are order independent, the
+  // divisions are IEEE (vdivps), rounding is to nearest even (vroundps), clamps as documented.
+  static float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+  }
+  static float hmin8(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+  }
+  static float rne(float v) { return __builtin_nearbyintf(v); }
+  static float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+  static void quant_row(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
+                        int32_t* sums) {
+    const int64_t k8 = k & ~int64_t(7);  // K is a multiple of 8; kept general for the tail loop
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    float s, z = 0.f, qlo, qhi;
+    if (asym) {
+      __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+      for (int64_t i = 0; i < k8; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        vlo = _mm256_min_ps(vlo, v);
+        vhi = _mm256_max_ps(vhi, v);
+      }
+      float lo = hmin8(vlo), hi = hmax8(vhi);
+      for (int64_t i = k8; i < k; ++i) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+      }
+      const float range = hi - lo;
+      s = range / 255.0f;
+      if (s == 0.f) s = 1.f;
+      z = clampf(rne(-lo / s), 0.f, 255.f);
+      qlo = 0.f;
+      qhi = 255.f;
+    } else {
+      const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+      __m256 vmax = _mm256_setzero_ps();
+      for (int64_t i = 0; i < k8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(absmask, _mm256_loadu_ps(x + i)));
+      float amax = hmax8(vmax);
+      for (int64_t i = k8; i < k; ++i) {
+        const float a = x[i] < 0.f ? -x[i] : x[i];
+        amax = a > amax ? a : amax;
+      }
+      s = amax / 127.0f;
+      if (s == 0.f) s = 1.f;
+      qlo = -127.f;
+      qhi = 127.f;
+    }
+    const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z), vqlo = _mm256_set1_ps(qlo),
+                 vqhi = _mm256_set1_ps(qhi);
+    for (int64_t i = 0; i < k8; i += 8) {
+      __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), vs), kRound);
+      v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), vqlo), vqhi);
+      const __m256i iv = _mm256_cvtps_epi32(v);
+      const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(iv), _mm256_extracti128_si256(iv, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), asym ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16));
+    }
+    for (int64_t i = k8; i < k; ++i) {
+      const int v = static_cast<int>(clampf(rne(x[i] / s) + z, qlo, qhi));
+      q[i] = static_cast<uint8_t>(v);
+    }
+    *sa = s;
+    *za = static_cast<int32_t>(z);
+    for (int64_t g = 0; g < k / gl; ++g) {
+      int32_t acc = 0;
+      if (asym) {
+        for (int64_t i = g * gl; i < (g + 1) * gl; ++i) acc += q[i];
+      } else {
+        for (int64_t i = g * gl; i < (g + 1) * gl; ++i) acc += static_cast<int8_t>(q[i]);
+      }
+      sums[g] = acc;
+    }
+  }
+
+  static IsaKernels table() { return {a16w4, a8w4, to_f32, from_f32, quant_row}; }
 };
 
 }  // namespace

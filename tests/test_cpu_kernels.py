@@ -158,13 +158,16 @@ def test_threads_and_wide_n(isa, threads):
             check(op, isa, torch.float32, "none", 64, 70, 24, bias_on=False, layout="noncontig")
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("asymmetric", [False, True])
 @pytest.mark.parametrize("group", [32, -1])
-def test_activation_quantization_bit_exact(asymmetric, group):
+def test_activation_quantization_bit_exact(isa, asymmetric, group):
     x = torch.randn(37, 256) * torch.logspace(-3, 2, 37)[:, None]
     x[3] = 0.0  # an all-zero row gets scale 1
     x[5, :128] = 0.5 * (torch.arange(128) % 5 - 2).float() * (2.0 * 3.0 / 255.0)  # ties for rint
-    q, s, z, sums = cpu._ops.quantize_activations(x, asymmetric, group)
+    x[7] = x[7].abs() + 0.1  # all positive: asymmetric zero point 0
+    x[8] = -x[8].abs() - 0.1  # all negative: asymmetric zero point 255
+    q, s, z, sums = cpu._ops.quantize_activations(x, asymmetric, group, isa)
     q_ref, s_ref, z_ref = P.quantize_activations(x, asymmetric)
     assert torch.equal(s, s_ref) and torch.equal(z, z_ref) and torch.equal(q, q_ref)
     gl = P.group_len(group, 256)

@@ -149,7 +149,7 @@ def eager_call_ok(x: torch.Tensor) -> bool:
             and _current_dispatch_mode() is None and not torch.jit.is_tracing())
 
 
-def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1
+def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1, isa: str = "scalar"
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The C++ per-token quantization the A8W4 op runs (exposed for tests): ``x`` (M, K) ->
     ``(q int32 (M, K), scale fp32 (M,), zero int32 (M,), group sums int32 (M, G))``."""
@@ -160,6 +160,6 @@ def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1
     sa = torch.empty(m, dtype=torch.float32)
     za = torch.empty(m, dtype=torch.int32)
     sums = torch.empty(m, k // gl, dtype=torch.int32)
-    _C.quantize_activations(x32.data_ptr(), m, k, k, gl, asymmetric, q.data_ptr(), sa.data_ptr(), za.data_ptr(),
+    _C.quantize_activations(isa, x32.data_ptr(), m, k, k, gl, asymmetric, q.data_ptr(), sa.data_ptr(), za.data_ptr(),
                             sums.data_ptr(), torch.get_num_threads())
     return q.to(torch.int32), sa, za, sums
