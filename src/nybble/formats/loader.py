@@ -100,8 +100,16 @@ def load_with(directory: str | Path, importer_cls, qcfg: dict, config_dict: dict
     if pending:  # cannot happen: expected is built from the same names
         raise CheckpointError(f"{directory}: incomplete quantized layers {sorted(pending)[:5]}")
     finish(model, importer.aliases, str(directory))
+    if (directory / "generation_config.json").is_file() and hasattr(model, "generation_config"):
+        import transformers
+        try:
+            model.generation_config = transformers.GenerationConfig.from_pretrained(str(directory))
+        except (OSError, ValueError) as exc:
+            log.warning("nybble.load: %s/generation_config.json ignored: %s", directory, exc)
     if device.type != "cpu" or any(p.device != device for p in model.parameters()):
         model.to(device)
+    if hasattr(model, "config"):
+        model.config._name_or_path = str(directory)
     model.nybble_info = {"source": str(directory), "quant_method": importer.method, "layers": done,
                          **getattr(importer, "info", {})}
     return model
