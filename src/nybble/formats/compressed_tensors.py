@@ -250,7 +250,8 @@ class CompressedTensorsImporter:
         plain, g_idx = from_ct_tensors(tensors, scheme, prefix, where,
                                        (module.out_features, module.in_features))
         perm = None
-        if g_idx is not None:
+        from .permuted import is_trivial_g_idx
+        if g_idx is not None and not is_trivial_g_idx(g_idx, plain.group_size):
             from .permuted import regroup
             plain, perm = regroup(plain.codes(), plain.scale, plain.zero_point, plain.group_size, g_idx,
                                   f"{where}: {prefix}.weight_g_idx")

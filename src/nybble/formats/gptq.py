@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import primitives as P
+from ..plain import PlainInt4Weight
 from ..types import ActMode
 from . import packing
 from .safetensors_io import CheckpointError, atomic_directory, write_shards
@@ -57,7 +58,7 @@ def parse_config(qcfg: dict, where: str) -> dict:
 def plain_from_gptq(t: dict[str, torch.Tensor], prefix: str, group_size: int, version: int, where: str,
                     expect_nk: tuple[int, int] | None):
     """One layer's GPTQ tensors -> ``(PlainInt4Weight, perm or None)``; every shape and value checked."""
-    from .permuted import regroup
+    from .permuted import is_trivial_g_idx, regroup
 
     def need(s):
         if s not in t:
@@ -96,8 +97,10 @@ def plain_from_gptq(t: dict[str, torch.Tensor], prefix: str, group_size: int, ve
                               f"got {g_idx.dtype} {tuple(g_idx.shape)}")
     zero = zeros.t().to(torch.int8).contiguous()                  # (N, G)
     zero_or_none = None if bool((zero == P.SYMMETRIC_ZERO).all()) else zero
-    codes = packing.unpack_rows(packing.gptq_qweight_to_plain(qweight))
-    return regroup(codes, scales.t().contiguous(), zero_or_none, group_size, g_idx,
+    qdata = packing.gptq_qweight_to_plain(qweight)
+    if g_idx is None or is_trivial_g_idx(g_idx, group_size):  # no unpacking: qweight.T is the plain qdata
+        return PlainInt4Weight(qdata, scales.t().contiguous(), zero_or_none, group_size, (n, k)), None
+    return regroup(packing.unpack_rows(qdata), scales.t().contiguous(), zero_or_none, group_size, g_idx,
                    f"{where}: {prefix}.g_idx")
 
 

@@ -32,6 +32,12 @@ def trivial_g_idx(k: int, group_size: int) -> torch.Tensor:
     return (torch.arange(k) // g).to(torch.int32)
 
 
+def is_trivial_g_idx(g_idx: torch.Tensor, group_size: int) -> bool:
+    """True when ``g_idx`` (``(K,)``) already assigns contiguous groups (``g_idx[k] == k // group_size``)."""
+    k = g_idx.shape[0]
+    return torch.equal(g_idx.to(torch.int64), trivial_g_idx(k, group_size).to(torch.int64))
+
+
 def regroup(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group_size: int,
             g_idx: torch.Tensor | None, where: str) -> tuple[PlainInt4Weight, torch.Tensor | None]:
     """Codes ``(N, K)`` uint8 whose input ``k`` belongs to group ``g_idx[k]`` -> a plain weight with
@@ -41,7 +47,7 @@ def regroup(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
     Raises CheckpointError naming ``where`` when a group does not hold exactly ``group_size`` inputs.
     """
     n, k = codes.shape
-    if g_idx is None or torch.equal(g_idx.to(torch.int64), trivial_g_idx(k, group_size).to(torch.int64)):
+    if g_idx is None or is_trivial_g_idx(g_idx, group_size):
         return PlainInt4Weight.from_codes(codes, scale, zero, group_size), None
     g_idx = g_idx.to(torch.int64)
     num_groups = scale.shape[1]
