@@ -2,9 +2,11 @@
 
 * compressed-tensors: layers compressed by the library's own ``PackedQuantizationCompressor``.
 * GPTQ (v1 and v2, desc_act) and AWQ (GEMM): built here with packers written from each tool's
-  documented layout (independently of nybble's own packing code). No peer library installs on this
-  machine: ``gptqmodel`` is a source distribution that needs CUDA to build, ``autoawq`` is not
-  installable here.
+  documented layout (independently of nybble's own packing code), and, when the optional ``autoawq``
+  package is importable, AWQ layers packed by AutoAWQ's own ``WQLinear_GEMM.from_linear`` (it installs
+  on a CPU machine with ``pip install --no-deps autoawq accelerate``; verified here with autoawq 0.2.9).
+  ``gptqmodel`` (7.7.0) is a source distribution whose build needs CUDA, so GPTQ is checked against
+  the documented packing only.
 """
 from __future__ import annotations
 
@@ -289,3 +291,45 @@ def test_importers_refuse_clearly(quantized, tmp_path, case, match):
     d = write_ckpt(tmp_path / case, model, t, qcfg)
     with pytest.raises(CheckpointError, match=match):
         nybble.load(d)
+
+
+def _autoawq_gemm():
+    """AutoAWQ's ``WQLinear_GEMM`` if the ``autoawq`` package is importable (it installs CPU-only with
+    ``pip install --no-deps autoawq accelerate``; its top-level import wants ``datasets`` for calibration
+    data, which packing does not use, so a stand-in module is provided when it is absent)."""
+    import importlib.util
+    import sys
+    import types
+    if importlib.util.find_spec("awq") is None:
+        return None
+    if importlib.util.find_spec("datasets") is None and "datasets" not in sys.modules:
+        stub = types.ModuleType("datasets")
+        stub.load_dataset = None
+        sys.modules["datasets"] = stub
+    from awq.modules.linear.gemm import WQLinear_GEMM
+    return WQLinear_GEMM
+
+
+def test_checkpoint_packed_by_autoawq(tmp_path):
+    """A checkpoint whose layers were packed by AutoAWQ itself (``WQLinear_GEMM.from_linear``)."""
+    gemm = _autoawq_gemm()
+    if gemm is None:
+        pytest.skip("autoawq is not installed (optional peer: pip install --no-deps autoawq accelerate)")
+    model = tiny_llama(seed=8)
+    nybble.quantize(model, nybble.Int4WeightOnlyConfig(group_size=128, zero_point="int"), show_progress=False)
+    tensors, dense = {}, {}
+    for name, layer in int4_layers(model).items():
+        codes, scale, zero = quantized_parts(layer)
+        s16 = scale.half()                                  # AutoAWQ stores fp16 scales
+        g = scale.shape[1]
+        gl = codes.shape[1] // g
+        w = (codes.float() - zero.float().repeat_interleave(gl, 1)) * s16.float().repeat_interleave(gl, 1)
+        dense[name] = w
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        q = gemm.from_linear(lin, 4, 128, scales=s16.t().contiguous(), zeros=zero.t().float().contiguous())
+        tensors.update({f"{name}.qweight": q.qweight, f"{name}.qzeros": q.qzeros, f"{name}.scales": q.scales})
+    loaded = nybble.load(write_ckpt(tmp_path / "awq", model, tensors, AWQ_CFG))
+    got = dequantized_layers(loaded)
+    assert got.keys() == dense.keys() and all(torch.equal(got[k], dense[k]) for k in dense)
