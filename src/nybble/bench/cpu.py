@@ -398,6 +398,31 @@ def targets(rows: list[dict], e2e_rows: list[dict] | None = None) -> list[dict]:
     return out
 
 
+#: (shape, M, mode, "us" or "gflops", the issue's value)
+ISSUE_REFERENCE = (
+    ("4096x14336", 1, "torch_fp32", "us", 11200.0), ("4096x14336", 1, "torch_bf16", "us", 8300.0),
+    ("4096x14336", 1, "torch_int4", "us", 2360.0), ("14336x4096", 1, "torch_int4", "us", 8000.0),
+    ("4096x14336", 512, "torch_fp32", "gflops", 210.0), ("4096x14336", 512, "torch_int4", "gflops", 100.0),
+    ("4096x14336", 512, "torch_bf16", "gflops", 48.0),
+)
+
+
+def baseline_comparison(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """``(what, issue value, this run's value)`` for the issue's quoted baseline numbers (shape
+    unstated for the M=512 GFLOP/s figures: compared at 4096x14336)."""
+    by = {(r["shape"], r["m"], r["mode"]): r for r in rows}
+    out = []
+    for shape, m, mode, kind, val in ISSUE_REFERENCE:
+        r = by.get((shape, m, mode))
+        if r is None:
+            continue
+        if kind == "us":
+            out.append((f"{mode} {shape} M={m}", f"{val / 1e3:.2f} ms", f"{r['median_us'] / 1e3:.2f} ms"))
+        else:
+            out.append((f"{mode} {shape} M={m}", f"{val:.0f} GFLOP/s", f"{r['gflops']:.0f} GFLOP/s"))
+    return out
+
+
 def print_report(res: dict, log=print) -> None:
     rows = res["rows"]
     for shape in dict.fromkeys(r["shape"] for r in rows):
@@ -473,6 +498,15 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
                          f"{'yes' if t['met'] else 'NO'} |")
         lines.append("")
     if res and res["rows"]:
+        ref = baseline_comparison(res["rows"])
+        if ref:
+            lines += ["## Baselines against the issue's reference measurements", "",
+                      "The issue quotes numbers measured earlier on this machine; large gaps mean this run's "
+                      "machine state (other load) differed.", "",
+                      "| baseline | issue | this run |", "|---|---:|---:|"]
+            lines += [f"| {what} | {issue} | {now} |" for what, issue, now in ref]
+            lines.append("")
+    if res and res["rows"]:
         rows = res["rows"]
         kernels = sorted({(r["mode"], r["kernel"]) for r in rows})
         lines += ["## Linear layers", "",
@@ -525,6 +559,8 @@ def main(args, head: str = "nybble bench cpu") -> int:
             res = run_kernels(args, log=lambda s: print(s, flush=True))
             print_report(res)
     e2e = None
+    if res and (args.e2e or args.e2e_only):
+        write_outputs(res, None, args, env, command, Path(args.out))  # kept if the e2e part fails
     if args.e2e or args.e2e_only:
         from . import e2e_cpu
         e2e = e2e_cpu.run_all(args, prefix="e2e_", log=lambda s: print(s, flush=True))

@@ -10,9 +10,10 @@ Variants (each measured in its own fresh subprocess, so memory figures do not le
   exactly) on nybble's ``torch_int4_cpu`` kernel, i.e. ``aten._weight_int4pack_mm_for_cpu``.
 
 Every ``nn.Linear`` is quantized, ``lm_head`` included (nybble's default); embeddings and norms stay
-bf16. The model: ``LlamaConfig(hidden 2048, intermediate 5632, 22 layers, 32 heads, 8 kv heads,
-vocab 32000)`` ~= 1.12e9 parameters, built on the meta device and filled from a pool of 2^24
-N(0, 0.02) bf16 values at random offsets (initialising 1e9 values one by one takes ~25 s here).
+bf16. The model: ``LlamaConfig(hidden 2048, intermediate 5632, 16 layers, 32 heads, 8 kv heads,
+vocab 32000)`` ~= 0.85e9 parameters (``--layers 22`` gives 1.12e9, TinyLlama's size), built on the
+meta device and filled from a pool of 2^24 N(0, 0.02) bf16 values at random offsets (initialising
+1e9 values one by one takes ~25 s here).
 
 Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
 
@@ -46,7 +47,7 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
     "variants": (str, ",".join(VARIANTS), "comma separated subset of " + ", ".join(VARIANTS)),
     "kernel": (str, "nybble_cpu", "kernel for the nybble_* variants"),
     "zero-point": (str, "int", "zero-point domain of the nybble_* variants (int|none)"),
-    "layers": (int, 22, "decoder layers"),
+    "layers": (int, 16, "decoder layers"),
     "hidden": (int, 2048, "hidden size"),
     "intermediate": (int, 5632, "MLP intermediate size"),
     "heads": (int, 32, "attention heads"),
