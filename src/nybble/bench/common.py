@@ -393,7 +393,10 @@ def plot_grid(rows: Sequence[dict], path: str | Path, *, x: str, ys: Sequence[tu
             if i == len(ys) - 1:
                 ax.set_xlabel(xlabel)
         axes[i][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=8)
+    labelled = [ax for row in axes for ax in row if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        best = max(labelled, key=lambda ax: len(ax.get_legend_handles_labels()[0]))
+        best.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
