@@ -283,3 +283,24 @@ def test_mixed_schemes_round_trip(tmp_path):
     assert modes["model.layers.1.self_attn.q_proj"] == ("a16", 64)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, want)
+
+
+def test_transformers_loads_our_checkpoint_through_compressed_tensors(tmp_path):
+    """transformers' own compressed-tensors integration reads a nybble checkpoint (symmetric) and
+    decompresses it to exactly nybble's weights.
+
+    Asymmetric checkpoints are not part of this check: transformers 5.23 + compressed-tensors 0.20 build
+    the layer on the meta device without packing the zero point, then expect ``weight_zero_point`` as
+    (N, G) and refuse the packed (ceil(N/8), G) tensor that compressed-tensors' own compressor writes
+    (and vLLM reads) - the same happens to checkpoints made by that compressor.
+    """
+    model = tiny_llama(seed=1)
+    nybble.quantize(model, CONFIGS["a16w4-none-pc"], show_progress=False)
+    nybble.save(model, tmp_path / "ck")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "ck"))
+    ids = torch.tensor([[1, 5, 9, 33, 7]])
+    with torch.no_grad():  # the first forward decompresses (compressed-tensors' hook)
+        torch.testing.assert_close(hf(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-4)
+    ours = dequantized_layers(model)
+    for name, w in ours.items():
+        assert torch.equal(hf.get_submodule(name).weight.detach().float(), w), name
