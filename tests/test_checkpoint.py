@@ -291,8 +291,8 @@ def test_transformers_loads_our_checkpoint_through_compressed_tensors(tmp_path):
 
     Asymmetric checkpoints are not part of this check: transformers 5.23 + compressed-tensors 0.20 build
     the layer on the meta device without packing the zero point, then expect ``weight_zero_point`` as
-    (N, G) and refuse the packed (ceil(N/8), G) tensor that compressed-tensors' own compressor writes
-    (and vLLM reads) - the same happens to checkpoints made by that compressor.
+    (N, G) and refuse the packed (ceil(N/8), G) tensor that compressed-tensors' own compressor writes -
+    the same happens to checkpoints made by that compressor (not verified against vLLM here).
     """
     model = tiny_llama(seed=1)
     nybble.quantize(model, CONFIGS["a16w4-none-pc"], show_progress=False)
