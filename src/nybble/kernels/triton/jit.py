@@ -462,8 +462,7 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
                 GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                 HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, A8: tl.constexpr, ASYM: tl.constexpr,
                 EVEN_K: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr,
-                FUSED_QUANT: tl.constexpr):
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
     """M = 1 (decode) on CUDA cores: y (1, N) = x (1, K) @ W.T, streaming each weight word once.
 
     A16: x bf16/fp16.  A8: x is the int8 row from :func:`quantize_act_kernel` (asymmetric: code - 128),
@@ -486,32 +485,7 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
     t0 = pid_k * per_split
     t1 = tl.minimum(t0 + per_split, k_tiles)
     qw_rows = qw_ptr + _qrow(offs_n, stride_qn, LN, LW)
-    if A8 and FUSED_QUANT:
-        # x is the float row: every program computes the per-token scale / zero point itself (the
-        # row is small and L2-resident) and quantizes the x values it uses on the fly, with exactly
-        # the arithmetic of quantize_act_kernel, so no separate launch is needed at M = 1.
-        QB: tl.constexpr = 1024
-        qoffs = tl.arange(0, QB)
-        if ASYM:
-            lo = tl.zeros([QB], dtype=tl.float32)
-            hi = tl.zeros([QB], dtype=tl.float32)
-            for q0 in range(0, K, QB):
-                v = tl.load(x_ptr + q0 + qoffs, mask=q0 + qoffs < K, other=0.0).to(tl.float32)
-                lo = tl.minimum(lo, v)
-                hi = tl.maximum(hi, v)
-            lo_r = tl.min(lo, axis=0)
-            sx = tl.math.div_rn(tl.max(hi, axis=0) - lo_r, 255.0)
-            sx = tl.where(sx == 0.0, 1.0, sx)
-            zq = tl.minimum(tl.maximum(_rint(tl.math.div_rn(-lo_r, sx)), 0.0), 255.0)
-        else:
-            amax = tl.zeros([QB], dtype=tl.float32)
-            for q0 in range(0, K, QB):
-                v = tl.load(x_ptr + q0 + qoffs, mask=q0 + qoffs < K, other=0.0).to(tl.float32)
-                amax = tl.maximum(amax, tl.abs(v))
-            sx = tl.math.div_rn(tl.max(amax, axis=0), 127.0)
-            sx = tl.where(sx == 0.0, 1.0, sx)
-            zq = 0.0
-    elif A8:
+    if A8:
         if ASYM:
             zx = (tl.load(za_ptr) - 128).to(tl.float32)
         else:
@@ -555,22 +529,13 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
         part = tl.zeros([BLOCK_N, W], dtype=tl.float32)
         for i in tl.static_range(8):
             xi = tl.load(xb + i, mask=kmask, other=0).to(tl.float32)
-            if A8 and FUSED_QUANT:
-                r = _rint(tl.math.div_rn(xi, sx))
-                if ASYM:  # (clamp(r + z) - z): the code minus the zero point, an exact integer
-                    xi = tl.minimum(tl.maximum(r + zq, 0.0), 255.0) - zq
-                else:
-                    xi = tl.minimum(tl.maximum(r, -127.0), 127.0)
-                xi = tl.where(kmask, xi, 0.0)
-            elif A8:
+            if A8:
                 xi = tl.where(kmask, xi - zx, 0.0)
             wi = (((q >> (4 * i)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - z2
             part += wi * xi[None, :]
         acc += part * s2
     y = tl.sum(acc, axis=1)
-    if A8 and FUSED_QUANT:
-        y = y * sx
-    elif A8:
+    if A8:
         y = y * tl.load(sa_ptr)
     if ATOMIC:  # split-K: partial of this split into its own row of the workspace
         tl.store(out_ptr + pid_k.to(tl.int64) * N + offs_n, y, mask=mask_n)

@@ -153,26 +153,22 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
     return out
 
 
-def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig,
-          a8: bool | None = None) -> torch.Tensor:
-    """M = 1 on CUDA cores (``cfg.block_m == 1``): :func:`jit.gemv_kernel`.  ``x`` is bf16/fp16 (A16),
-    the int8 row of the activation quantizer with ``sa``/``za`` (A8), or -- ``a8=True`` with ``sa``
-    None -- the float row, quantized inside the kernel (A8, fused)."""
+def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
+    """M = 1 on CUDA cores (``cfg.block_m == 1``): :func:`jit.gemv_kernel`.  ``x`` is bf16/fp16 (A16)
+    or the int8 row of the activation quantizer with ``sa``/``za`` (A8)."""
     k = x.shape[1]
     n = scale.shape[1]
     ln, lw, qstride = layout_of(qweight)
     atomic = cfg.split_k > 1
     out = torch.empty(1, n, dtype=out_dtype, device=x.device)
     ws = torch.empty(cfg.split_k, 1, n, dtype=torch.float32, device=x.device) if atomic else out
-    fused = bool(a8) and sa is None
-    a8 = sa is not None or fused
+    a8 = sa is not None
     _GEMV((triton.cdiv(n, cfg.block_n), cfg.split_k),
           (x, sa if a8 else scale, za if a8 else scale, qweight, scale, zero if zero is not None else scale,
            bias if bias is not None else scale, ws, n, k, qstride),
           dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
                IS_BF16=out_dtype == torch.bfloat16, A8=a8, ASYM=bool(asym), EVEN_K=k % cfg.block_k == 0,
-               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw,
-               FUSED_QUANT=fused),
+               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw),
           cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
@@ -311,14 +307,7 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None):
-    """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul; at
-    M = 1 with a GEMV config, one kernel that quantizes the row itself."""
-    if x.shape[0] == 1:
-        if x.stride(1) != 1:
-            x = x.contiguous()
-        c = cfg or get_config("a8w4", 1, scale.shape[1], x.shape[1], group_size, x.device)
-        if c.block_m == 1:
-            return _gemv(x, None, None, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, c, a8=True)
+    """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul."""
     qa, sa, za = launch_quantize_act(x, asymmetric)
     return launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
 
