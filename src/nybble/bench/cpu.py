@@ -246,6 +246,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "few reps (overrides --shapes/--m unless given explicitly)")
     p.add_argument("--out", default="bench-results/cpu", help="output directory (default: %(default)s)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--note", default=None, help="a sentence to put at the top of RESULTS.md")
     p.add_argument("--e2e", action="store_true",
                    help="also run the end-to-end ~1B Llama decode/prefill benchmark (nybble.bench.e2e_cpu)")
     p.add_argument("--e2e-only", action="store_true", help="run only the end-to-end benchmark")
@@ -386,6 +387,7 @@ def targets(rows: list[dict], e2e_rows: list[dict] | None = None) -> list[dict]:
     for shape in ("4096x4096", "4096x14336", "14336x4096"):
         r = by.get((shape, 512, "nybble_a8w4"))
         add(f"prefill M=512 {shape} nybble_a8w4: speedup vs torch fp32", r and r["x_fp32"], 2.0, "{:.2f}x")
+        add(f"prefill M=512 {shape} nybble_a8w4: GFLOP/s", r and r["gflops"], 420.0, "{:.0f}")
         for mode in ("nybble_a16w4_bf16", "nybble_a16w4_fp32"):
             r = by.get((shape, 512, mode))
             add(f"prefill M=512 {shape} {mode}: speedup vs torch fp32", r and r["x_fp32"], 1.0, "{:.2f}x")
@@ -488,6 +490,12 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
     lines.append("")
     if getattr(args, "note", None):
         lines += [args.note, ""]
+    loads = [env.get("load_average", ""), env.get("load_average_end", "")]
+    first = [float(x.split()[0]) for x in loads if x]
+    if first and max(first) > 0.5:
+        lines += [f"The machine was shared while this ran: 1-minute load average {loads[0].split()[0]} at the start "
+                  f"and {loads[1].split()[0] if loads[1] else '?'} at the end on {env.get('logical_cpus', '?')} "
+                  "logical CPUs, so other processes competed for the cores and timings are noisy.", ""]
     tg = targets(res["rows"] if res else [], e2e["rows"] if e2e else None)
     if any(t["value"] is not None for t in tg):
         lines += ["## Targets (issue 3)", "", "| target | goal | reached | met |", "|---|---:|---:|---|"]
