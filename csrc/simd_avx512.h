@@ -22,6 +22,7 @@ struct V512 {
   static F fzero() { return _mm512_setzero_ps(); }
   static F fset1(float v) { return _mm512_set1_ps(v); }
   static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static F fmsub(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
   static F fmul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F fadd(F a, F b) { return _mm512_add_ps(a, b); }

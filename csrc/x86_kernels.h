@@ -49,13 +49,15 @@ struct X86Kernels {
   }
 
   // ------------------------------------------------------------------ A16W4 GEMV
+  // Per group: acc = sum_k x[k] * t[q[k]] with t = q - 8 (none) or q (int), then
+  // y += s * (acc - z * sum_k x[k]) (the second term only in the int domain).
   template <int MR, int NB, int P, int T>
-  static inline void a16_step(const I& raw, const F& s, const F& zs, const typename V::Lut& lut,
-                              const float* xk, int64_t ldx, F (&acc)[MR][NB][P], int j) {
-    const F wv = V::fmsub(V::template code<4 * T>(raw, lut), s, zs);
+  static inline void a16_step(const I& raw, const typename V::Lut& lut, const float* xk, int64_t ldx,
+                              F (&acc)[MR][NB][P], int j) {
+    const F qv = V::template code<4 * T>(raw, lut);
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r)
-      acc[r][j][T % P] = V::fmadd(V::fset1(xk[r * ldx + koff(T)]), wv, acc[r][j][T % P]);
+      acc[r][j][T % P] = V::fmadd(V::fset1(xk[r * ldx + koff(T)]), qv, acc[r][j][T % P]);
   }
 
   // Rows m0 .. m0+MR-1, blocks b0 .. b0+NB-1, all of K.
@@ -65,36 +67,62 @@ struct X86Kernels {
     constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
     const int64_t K8 = w.k >> 3, G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
     const float* x0 = a.x + m0 * ldx;
-    F acc[MR][NB][P];
+    F tot[MR][NB];
     const uint8_t* qp[NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       qp[j] = w.qw + (b0 + j) * K8 * 64;
-      for (int r = 0; r < MR; ++r)
-        for (int p = 0; p < P; ++p) acc[r][j][p] = V::fzero();
+      for (int r = 0; r < MR; ++r) tot[r][j] = V::fzero();
     }
     for (int64_t g = 0; g < G; ++g) {
-      F s[NB], zs[NB];
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) {
-        const int64_t si = ((b0 + j) * G + g) * 16;
-        s[j] = V::scale_load(w.scale, si, w.scale_kind);
-        zs[j] = w.zp ? V::fmul(V::cvt(V::zp_load(w.zp + si)), s[j]) : V::fzero();
-      }
+      F acc[MR][NB][P];
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < NB; ++j)
+          for (int p = 0; p < P; ++p) acc[r][j][p] = V::fzero();
       for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
         const float* xk = x0 + c * 8;
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
           V::prefetch(qp[j] + c * 64 + kPrefetch);
-          a16_step<MR, NB, P, 0>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 1>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 2>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 3>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 4>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 5>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 6>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
-          a16_step<MR, NB, P, 7>(raw, s[j], zs[j], lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 3>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 4>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 5>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 6>(raw, lut, xk, ldx, acc, j);
+          a16_step<MR, NB, P, 7>(raw, lut, xk, ldx, acc, j);
+        }
+      }
+      F sumx[MR];
+      for (int r = 0; r < MR; ++r) sumx[r] = V::fzero();
+      if (w.zp) {
+        for (int r = 0; r < MR; ++r) {
+          const float* xr = x0 + r * ldx + g * w.gl;
+          F sv = V::fzero();
+          int64_t i = 0;
+          for (; i + 16 <= w.gl; i += 16) sv = V::fadd(sv, V::fload(xr + i));
+          if (i < w.gl) sv = V::fadd(sv, V::fload_part(xr + i, static_cast<int>(w.gl - i)));
+          alignas(64) float t[16];
+          V::fstore_full(t, sv);
+          float sum = 0.f;
+          for (int l = 0; l < 16; ++l) sum += t[l];
+          sumx[r] = V::fset1(sum);
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int64_t si = ((b0 + j) * G + g) * 16;
+        const F s = V::scale_load(w.scale, si, w.scale_kind);
+        const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) {
+          F v = acc[r][j][0];
+          if (P == 2) v = V::fadd(v, acc[r][j][P - 1]);
+          if (w.zp) v = V::fnmadd(zf, sumx[r], v);
+          tot[r][j] = V::fmadd(v, s, tot[r][j]);
         }
       }
     }
@@ -102,8 +130,7 @@ struct X86Kernels {
       const int nc = ncols(w, b0 + j);
       const int64_t col = (b0 + j) * 16;
       for (int r = 0; r < MR; ++r) {
-        F v = acc[r][j][0];
-        if (P == 2) v = V::fadd(v, acc[r][j][P - 1]);
+        F v = tot[r][j];
         if (a.bias) v = V::fadd(v, V::fload_part(a.bias + col, nc));
         V::fstore_part(a.y + (m0 + r) * a.ldy + col, v, nc);
       }
