@@ -304,3 +304,26 @@ def test_transformers_loads_our_checkpoint_through_compressed_tensors(tmp_path):
     ours = dequantized_layers(model)
     for name, w in ours.items():
         assert torch.equal(hf.get_submodule(name).weight.detach().float(), w), name
+
+
+def test_input_scale_round_trip(tmp_path):
+    """An AWQ-style unfolded input scale travels as ``<layer>.nybble_input_scale`` (GPTQ export refuses it)."""
+    from nybble.api import replace_module
+    model = tiny_llama(seed=4)
+    nybble.quantize(model, CONFIGS["a16w4-int-g128"], show_progress=False)
+    old = model.model.layers[0].mlp.down_proj
+    s = torch.rand(256) + 0.5
+    new = nybble.Int4Linear(old.plain(), None, "a16", "model.layers.0.mlp.down_proj", input_scale=s)
+    replace_module(model, "model.layers.0.mlp.down_proj", new)
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        want = model(ids).logits
+    nybble.save(model, tmp_path / "ck")
+    loaded = nybble.load(tmp_path / "ck")
+    assert torch.equal(loaded.model.layers[0].mlp.down_proj.input_scale, s)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, want)
+    from nybble.formats.gptq import export_gptq
+    with pytest.raises(ValueError, match="input scale"):
+        export_gptq(model, tmp_path / "g")
+    assert not (tmp_path / "g").exists()
