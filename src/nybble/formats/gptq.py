@@ -207,7 +207,7 @@ def export_gptq(model: nn.Module, directory: str | Path, *, max_shard_size: int 
     cfg["quantization_config"] = qcfg
 
     def tensors():
-        seen = set()
+        seen, ids = set(), set()
         for name, mod in model.named_modules():
             if any(name.startswith(p + ".") for p in seen):
                 continue
@@ -224,7 +224,6 @@ def export_gptq(model: nn.Module, directory: str | Path, *, max_shard_size: int 
                     ids.add(id(t))
                     yield full, t.detach()
 
-    ids: set[int] = set()
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         write_shards(tensors(), tmp, max_shard_size, metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
