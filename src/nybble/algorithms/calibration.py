@@ -270,8 +270,27 @@ class _Context:
             for h in handles:
                 h.remove()
 
-    def run(self, before_batch: Callable[[int], None] | None = None) -> None:
+    def run(self, before_batch: Callable[[int], None] | None = None, stop_after: Iterable[str] = ()) -> None:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _stopper(self, names: Iterable[str]):
+        """Forward hooks raising :class:`_Stop` once every linear of ``names`` ran in this forward;
+        yields a function resetting the count (call it before each forward)."""
+        names = list(names)
+        fired: set[str] = set()
+        handles = []
+        for name in names:
+            def post(mod, args, out, _name=name):
+                fired.add(_name)
+                if len(fired) == len(names):
+                    raise _Stop
+            handles.append(self.linear(name).register_forward_hook(post))
+        try:
+            yield fired.clear
+        finally:
+            for h in handles:
+                h.remove()
 
 
 class BlockContext(_Context):
@@ -283,13 +302,19 @@ class BlockContext(_Context):
         self._states = states
         self.num_batches = len(states)
 
-    def run(self, before_batch=None) -> None:
-        """Run the block over every stored input (outputs discarded; hooks observe)."""
-        for i, st in enumerate(self._states):
-            self.batch_index, self._mask = i, st.mask
-            if before_batch is not None:
-                before_batch(i)
-            st.call(self.module)
+    def run(self, before_batch=None, stop_after: Iterable[str] = ()) -> None:
+        """Run the block over every stored input (outputs discarded; hooks observe). With
+        ``stop_after``, each forward ends as soon as all those linears have run."""
+        with self._stopper(stop_after) as reset:
+            for i, st in enumerate(self._states):
+                self.batch_index, self._mask = i, st.mask
+                if before_batch is not None:
+                    before_batch(i)
+                reset()
+                try:
+                    st.call(self.module)
+                except _Stop:
+                    pass
         self.batch_index, self._mask = -1, None
 
     def advance(self) -> None:
@@ -306,13 +331,18 @@ class ModelContext(_Context):
         self._batches, self._kw = batches, forward_kwargs
         self.num_batches = len(batches)
 
-    def run(self, before_batch=None) -> None:
-        for i, b in enumerate(self._batches):
-            m = b.get("attention_mask")
-            self.batch_index, self._mask = i, (m.bool() if isinstance(m, torch.Tensor) else None)
-            if before_batch is not None:
-                before_batch(i)
-            self.model(**b, **self._kw)
+    def run(self, before_batch=None, stop_after: Iterable[str] = ()) -> None:
+        with self._stopper(stop_after) as reset:
+            for i, b in enumerate(self._batches):
+                m = b.get("attention_mask")
+                self.batch_index, self._mask = i, (m.bool() if isinstance(m, torch.Tensor) else None)
+                if before_batch is not None:
+                    before_batch(i)
+                reset()
+                try:
+                    self.model(**b, **self._kw)
+                except _Stop:
+                    pass
         self.batch_index, self._mask = -1, None
 
 

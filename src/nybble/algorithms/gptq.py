@@ -98,16 +98,69 @@ def _inverse_cholesky_upper(h: torch.Tensor, damp: float, name: str) -> tuple[to
                      f"or a larger 'damp' option")
 
 
-def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.dtype
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Parameters of one group from its ``(N, g)`` float32 weights: scale ``(N, 1)``, zero ``(N, 1)``."""
-    return P.choose_qparams(w, -1, domain, scale_dtype)
+class _few_threads:
+    """Run the column loop on one CPU thread: its many tiny ops lose more to thread hand-offs than they
+    gain (4-7x slower with 2 threads on a busy 2-core machine). No effect on other devices."""
+
+    def __init__(self, device: torch.device):
+        self.on = torch.device(device).type == "cpu"
+
+    def __enter__(self):
+        if self.on:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.on:
+            torch.set_num_threads(self.saved)
+
+
+#: range shrink factors tried by the optional group-parameter search (``clip_search``)
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+
+
+def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.dtype,
+                   hdiag: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Parameters of one group from its ``(N, g)`` weights: scale ``(N, 1)``, zero ``(N, 1)`` int8.
+
+    With ``hdiag`` (``(g,)``, the Hessian diagonal of these columns), the group's range is shrunk by
+    the factor in :data:`CLIP_RATIOS` minimizing ``sum_k hdiag[k] (w[:, k] - deq[:, k])^2`` per row
+    (an input-weighted clipping search); otherwise plain min/max (abs-max) parameters."""
+    s, z = P.choose_qparams(w, -1, domain, scale_dtype)
+    if hdiag is None:
+        return s, z
+    wf = w.float()
+    hd = hdiag.float()[None, :]
+
+    def err(s_, z_):
+        deq = P.dequantize(P.quantize(wf, s_, z_, -1), s_, z_, -1)
+        return ((wf - deq) ** 2 * hd).sum(dim=1)
+
+    best = err(s, z)
+    for r in CLIP_RATIOS[1:]:
+        s2, z2 = P.choose_qparams(wf * r, -1, domain, scale_dtype)
+        e = err(s2, z2)
+        better = e < best
+        best = torch.where(better, e, best)
+        s = torch.where(better[:, None], s2, s)
+        if z is not None:
+            z = torch.where(better[:, None], z2, z)
+    return s, z
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
+                  domain: ZeroPointDomain | str, **kw) -> GPTQResult:
+    """GPTQ-round ``weight`` given the Hessian of its inputs (see :func:`_gptq` for the arguments).
+    On CPU this runs on one thread (small sequential ops; see :class:`_few_threads`)."""
+    with _few_threads(weight.device):
+        return _gptq(weight, hessian, group_size, domain, **kw)
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                   domain: ZeroPointDomain | str, *, damp: float = 0.01, block_size: int = 128,
                   act_order: bool = False, scale_dtype: torch.dtype | None = None,
-                  name: str = "<linear>", compute_dtype: torch.dtype = torch.float32) -> GPTQResult:
+                  name: str = "<linear>", compute_dtype: torch.dtype = torch.float32,
+                  clip_search: bool = False) -> GPTQResult:
     """GPTQ-round ``weight`` given the Hessian of its inputs.
 
     Args:
@@ -122,6 +175,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
             the stored (already-rounded) scale, so dequantization reproduces exactly what GPTQ assumed.
         name: layer name for error messages.
         compute_dtype: dtype of the update arithmetic (float32; float64 for exactness tests).
+        clip_search: choose each group's range by an input-weighted clipping search
+            (:func:`_column_params`) instead of plain min/max.
     Returns:
         :class:`GPTQResult` in the plain convention.
     """
@@ -148,8 +203,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
     scale = torch.empty(n, ngroups, dtype=scale_dtype, device=w.device)
     zero = None if domain is ZeroPointDomain.NONE else torch.empty(n, ngroups, dtype=torch.int8, device=w.device)
 
+    hdiag = torch.diagonal(h).clone() if clip_search else None
+
     def set_group(j: int, wg: torch.Tensor) -> None:
-        s, z = _column_params(wg, domain, scale_dtype)
+        hd = None if hdiag is None else hdiag[j * g:(j + 1) * g]
+        s, z = _column_params(wg, domain, scale_dtype, hd)
         scale[:, j] = s[:, 0]
         if zero is not None:
             zero[:, j] = z[:, 0]
@@ -165,21 +223,24 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
     u, d_abs = _inverse_cholesky_upper(h, damp, name)
     del h
 
-    # per-column (stored) scale and zero in fp32, gathered lazily from the group parameters
+    # per-column (stored) scale and zero point, in the compute dtype
     col_group = torch.arange(k, device=w.device) // g
     if perm is not None:
         col_group = col_group[perm]
+    s_col = scale.to(compute_dtype)[:, col_group] if perm is not None else None
+    z_col = None if zero is None or perm is None else zero.to(compute_dtype)[:, col_group]
 
     codes = torch.empty(n, k, dtype=torch.uint8, device=w.device)
     loss = torch.zeros((), dtype=compute_dtype, device=w.device)
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         w1 = w[:, i1:i2].clone()
+        q1 = torch.empty_like(w1)
         err1 = torch.empty_like(w1)
         u1 = u[i1:i2, i1:i2]
+        dinv = torch.diagonal(u1).clone()
         for i in range(i2 - i1):
             col = i1 + i
-            grp = int(col_group[col])
             if perm is None and col % g == 0:
                 # dynamic group parameters from the current (error-updated) weights of the group
                 if col + g <= i2:
@@ -187,18 +248,21 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                 else:  # the group runs past this block: bring its tail up to date first
                     tail = w[:, i2:col + g] - err1[:, :i] @ u[i1:col, i2:col + g]
                     wg = torch.cat([w1[:, i:], tail], dim=1)
+                grp = col // g
                 set_group(grp, wg)
-            s = scale[:, grp].to(compute_dtype)
-            zf = P.SYMMETRIC_ZERO if zero is None else zero[:, grp].to(compute_dtype)
+                s_cur = scale[:, grp].to(compute_dtype)
+                z_cur = P.SYMMETRIC_ZERO if zero is None else zero[:, grp].to(compute_dtype)
+            if perm is not None:
+                s_cur = s_col[:, col]
+                z_cur = P.SYMMETRIC_ZERO if z_col is None else z_col[:, col]
             x = w1[:, i]
-            q = torch.clamp(torch.round(x / s) + zf, P.QMIN, P.QMAX)
-            codes[:, col] = q.to(torch.uint8)
-            deq = (q - zf) * s
-            dinv = u1[i, i]
-            e = (x - deq) / dinv
-            loss += ((x - deq) ** 2).sum() / (2 * dinv * dinv)
-            w1[:, i:].sub_(e.unsqueeze(1) * u1[i, i:].unsqueeze(0))
+            q = torch.clamp(torch.round(x / s_cur) + z_cur, P.QMIN, P.QMAX)
+            q1[:, i] = q
+            e = (x - (q - z_cur) * s_cur) / dinv[i]
             err1[:, i] = e
+            w1[:, i + 1:].addr_(e, u1[i, i + 1:], alpha=-1)
+        codes[:, i1:i2] = q1.to(torch.uint8)
+        loss += err1.pow(2).sum() / 2
         if i2 < k:
             w[:, i2:].sub_(err1 @ u[i1:i2, i2:])
 

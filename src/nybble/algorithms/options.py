@@ -5,7 +5,11 @@ data, ``batch_size`` (8) calibration samples per forward, ``layer_errors`` (Fals
 layer's relative output error on its calibration inputs (GPTQ and RTN) in ``summary.details``.
 
 GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.01, fraction of the mean Hessian diagonal),
-``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128).
+``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128),
+``true_sequential`` (True: inside a known block, quantize q/k/v, then o, then gate/up, then down, each
+stage calibrated on the outputs of the already-quantized stages; False: one pass per block),
+``clip_search`` (True: each group's range is shrunk by the factor minimizing its Hessian-diagonal
+weighted rounding error, see :func:`.gptq._column_params`).
 
 AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha), ``awq_clip`` (True for ``awq``,
 False for ``awq+gptq``), ``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5), ``awq_tokens`` (4096
@@ -14,7 +18,8 @@ calibration rows kept per layer group for the searches), ``awq_clip_tokens`` (10
 from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
-_GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128)}
+_GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128),
+         "true_sequential": (bool, True), "clip_search": (bool, True)}
 _AWQ = {"awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 

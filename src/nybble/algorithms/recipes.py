@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..plain import PlainInt4Weight
-from .architectures import fold_into_linear, fold_into_norm, scale_groups
+from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
 from .awq import search_clip, search_scale
 from .calibration import BlockContext, fake_quantize_activations
 from .gptq import HessianAccumulator, gptq_quantize
@@ -61,6 +61,14 @@ class GPTQRecipe:
     def quantize(self, ctx, input_scales: dict[str, torch.Tensor]) -> None:
         """GPTQ the linears of ``ctx``; ``input_scales[name]`` (AWQ, not folded) is passed on to the
         installed layer (the linear's input is already divided by it through a pre-hook)."""
+        stages = [ctx.names]
+        if self.opts["true_sequential"] and isinstance(ctx, BlockContext) and match_pattern(ctx.module):
+            groups = scale_groups(ctx.module, ctx.prefix, ctx.names)
+            stages = [g.names for g in groups]
+        for stage in stages:
+            self._quantize_stage(ctx, stage, input_scales)
+
+    def _quantize_stage(self, ctx, names: list[str], input_scales: dict[str, torch.Tensor]) -> None:
         hess: dict[str, HessianAccumulator] = {}
         act = ctx.act_mode
 
@@ -70,14 +78,14 @@ class GPTQRecipe:
                 acc = hess[name] = HessianAccumulator(x.shape[-1], x.device)
             acc.add(fake_quantize_activations(x, act))
 
-        with ctx.hook_inputs(ctx.names, add, dedupe=True):
-            ctx.run()
+        with ctx.hook_inputs(names, add, dedupe=True):
+            ctx.run(stop_after=names)
         owner = dict(ctx.input_owner)
         remaining = {}
-        for n in ctx.names:
+        for n in names:
             remaining[owner.get(n, n)] = remaining.get(owner.get(n, n), 0) + 1
         o = self.opts
-        for name in ctx.names:
+        for name in names:
             lin = ctx.linear(name)
             key = owner.get(name, name)
             if key not in hess:
@@ -86,7 +94,7 @@ class GPTQRecipe:
             w = lin.weight.detach()
             res = gptq_quantize(w, h, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
-                                name=name)
+                                name=name, clip_search=o["clip_search"])
             plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
             if o["layer_errors"]:
                 wf = w.float()
