@@ -14,10 +14,14 @@ const std::vector<std::string>& isa_names() {
 std::vector<std::string> available_isas() {
   const CpuFeatures& f = cpu_features();
   std::vector<std::string> out = {"scalar"};
+#ifdef NYBBLE_X86_PATHS
   if (f.avx2 && f.fma && f.f16c) out.push_back("avx2");
   const bool avx512 = f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
   if (avx512) out.push_back("avx512");
   if (avx512 && f.avx512_vnni) out.push_back("avx512_vnni");
+#else
+  (void)f;
+#endif
   return out;
 }
 
@@ -28,9 +32,11 @@ IsaKernels isa_kernels(const std::string& name) {
   bool ok = false;
   for (const auto& n : available_isas()) ok |= n == name;
   if (!ok) throw std::invalid_argument("CPU ISA path '" + name + "' is not supported by this CPU");
+#ifdef NYBBLE_X86_PATHS
   if (name == "avx512_vnni") return kernels_avx512_vnni();
   if (name == "avx512") return kernels_avx512();
   if (name == "avx2") return kernels_avx2();
+#endif
   return kernels_scalar();
 }
 

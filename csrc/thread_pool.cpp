@@ -3,8 +3,13 @@
 // back-to-back kernel calls (decode: one call per layer) do not pay a futex wake-up each.
 #include "thread_pool.h"
 
-#include <immintrin.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NYBBLE_PAUSE() _mm_pause()
+#else
+#define NYBBLE_PAUSE() ((void)0)
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -21,7 +26,7 @@ inline bool spin_until(const std::atomic<unsigned long long>& v, unsigned long l
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0;; ++i) {
     if (v.load(std::memory_order_acquire) != not_equal_to) return true;
-    _mm_pause();
+    NYBBLE_PAUSE();
     if ((i & 63) == 63 &&
         std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(kSpinUs))
       return false;
@@ -56,7 +61,7 @@ class Pool {
     fn(ctx, 0, nthreads);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
-      _mm_pause();
+      NYBBLE_PAUSE();
       if ((i & 63) == 63 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(kSpinUs)) {
         std::unique_lock<std::mutex> lk(mu_);
         done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
