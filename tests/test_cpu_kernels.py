@@ -297,3 +297,34 @@ def test_dtype_conversions_match_torch(isa, dtype):
     back = torch.empty(x.numel())
     cpu._ops._C.to_f32(isa, out.data_ptr(), kind, back.data_ptr(), x.numel())
     assert torch.equal(back, out.float())
+
+
+def test_empty_batch_and_concurrent_callers():
+    import threading
+
+    plain = make_weight(40, 384, 128, "int", torch.bfloat16)
+    for op in OPS:
+        kern = cpu.NybbleCpuKernel(LinearSpec.for_weight(plain, op))
+        p = kern.prepack(plain)
+        assert kern.apply(torch.randn(0, 384).bfloat16(), p, None).shape == (0, 40)
+        assert kern.apply(torch.randn(2, 0, 384).bfloat16(), p, None).shape == (2, 0, 40)
+    # two Python threads calling at once (the GIL is released inside): calls are serialized, results exact
+    kern = cpu.NybbleCpuKernel(LinearSpec.for_weight(plain, "a8_asym"))
+    p = kern.prepack(plain)
+    xs = [make_x((33, 384), torch.bfloat16, "contig") for _ in range(2)]
+    want = [kern.apply(x, p, None) for x in xs]
+    got = [None, None]
+    mismatches = []
+
+    def work(i):
+        for _ in range(20):
+            got[i] = kern.apply(xs[i], p, None)
+            if not torch.equal(got[i], want[i]):
+                mismatches.append(i)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not mismatches and all(torch.equal(g, w) for g, w in zip(got, want))
