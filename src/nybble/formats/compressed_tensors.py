@@ -58,7 +58,10 @@ class Scheme:
     group_size: int          # -1 = channel strategy
     symmetric: bool
     act_mode: ActMode
-    #: groups given by ``weight_g_idx`` (activation order) instead of contiguous runs of K
+    #: groups given by ``weight_g_idx`` (activation order) instead of contiguous runs of K. Written as
+    #: ``"actorder": "group"`` (the format's meaning of ``weight_g_idx``); compressed-tensors 0.20's config
+    #: validator no longer accepts that value, so only nybble and older readers load such checkpoints -
+    #: export them with ``nybble export --format gptq`` (desc_act) for other tools.
     act_order: bool = False
 
     def to_json(self, targets: list[str]) -> dict:
