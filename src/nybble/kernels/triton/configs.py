@@ -160,8 +160,7 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
 
 def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
     """M = 1 CUDA-core GEMV configs (``block_m == 1``).  ``block_k`` never exceeds the group (one
-    scale per row and tile instead of one per word); split-K 1-8 up to ~16 programs per SM;
-    ``num_stages`` is the software-pipelining depth of the weight loads."""
+    scale per row and tile instead of one per word); split-K 1/2/4 around ~8 programs per SM."""
     out = []
     cap = 256 if group_size == -1 else min(256, group_size)
     for bn, bk, warps in ((32, 256, 4), (64, 256, 4), (32, 128, 4), (64, 128, 4)):
@@ -171,8 +170,7 @@ def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> li
         for split in (1, 2, 4, 8):
             if split > 1 and (tiles * split > 16 * num_sms or k_tiles < 4 * split):
                 continue
-            for stages in (3, 4):  # software-pipeline depth of the weight loads
-                out.append(TileConfig(1, bn, bk, split, warps, stages))
+            out.append(TileConfig(1, bn, bk, split, warps, 3))
     return list(dict.fromkeys(out))
 
 

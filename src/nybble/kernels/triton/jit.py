@@ -462,8 +462,7 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
                 GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                 HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, A8: tl.constexpr, ASYM: tl.constexpr,
                 EVEN_K: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr,
-                STAGES: tl.constexpr):
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
     """M = 1 (decode) on CUDA cores: y (1, N) = x (1, K) @ W.T, streaming each weight word once.
 
     A16: x bf16/fp16.  A8: x is the int8 row from :func:`quantize_act_kernel` (asymmetric: code - 128),
@@ -498,7 +497,7 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
         else:
             z_c = tl.full([BLOCK_N, 1], MAGIC + 8.0, tl.float32)
     acc = tl.zeros([BLOCK_N, W], dtype=tl.float32)
-    for t in tl.range(t0, t1, num_stages=STAGES):  # software-pipelined: more weight bytes in flight
+    for t in range(t0, t1):
         k0 = t * BLOCK_K
         wcol = k0 // 8 + offs_w
         if EVEN_K:

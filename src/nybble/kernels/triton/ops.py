@@ -168,8 +168,7 @@ def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cf
            bias if bias is not None else scale, ws, n, k, qstride),
           dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
                IS_BF16=out_dtype == torch.bfloat16, A8=a8, ASYM=bool(asym), EVEN_K=k % cfg.block_k == 0,
-               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw,
-               STAGES=cfg.num_stages),
+               ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw),
           cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
