@@ -18,19 +18,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
+from .. import _C  # an ImportError here makes NybbleCpuKernel refuse (see cpu.py), never breaks nybble
 from .. import primitives as P
 from . import cpu_layout as L
 
-from .. import _C  # noqa: E402  (ImportError here makes the kernel refuse, see cpu.py)
-
 SCALE_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-
-
-def _opt(t: torch.Tensor) -> Optional[torch.Tensor]:
-    return None if t.numel() == 0 else t
 
 
 def _empty(dtype: torch.dtype, device) -> torch.Tensor:
