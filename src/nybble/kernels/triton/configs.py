@@ -32,7 +32,7 @@ class TileConfig:
     """One launch configuration.
 
     ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
-    ``split_k``: programs sharing one output tile along K (partials added with fp32 atomics);
+    ``split_k``: programs sharing one output tile along K (fp32 partials summed by a small kernel);
     ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
