@@ -2,9 +2,12 @@
 
 GPU weight layout (made by ``TritonKernel.prepack``; see ``kernel.py``):
 
-* ``qweight`` int32 ``(N, K/8)``, row-major: row n's codes run along K, 8 per word, least
-  significant nibble first (the plain packing: each row is K-contiguous, so a tile of
-  ``[BLOCK_N, BLOCK_K/8]`` words is read with 16-byte vector loads, 4 words per thread).
+* ``qweight`` int32, blocked ``(N/LN, K8/LW, LN, LW)`` (LN = 16 rows, LW = 32 words; K8 = K/8): the
+  plain words (row n's codes along K, 8 per word, least significant nibble first) in 2 KiB blocks,
+  addressed through :func:`_qrow` / :func:`_qcol`; or plain 2-D ``(N, K/8)`` (LN = LW = 1).  A tile
+  of ``[BLOCK_N, BLOCK_K/8]`` words is read with 16-byte vector loads (4 words per thread).
+* Dequantized tiles are built from the 8 codes of each word with :func:`_interleave8` (packed
+  bf16x2/f16x2 PTX for A16, int8 for A8), which keeps 8 consecutive K values in one thread.
 * ``scale`` ``(G, N)`` in the activation dtype (transposed: a tile's ``BLOCK_N`` scales of one group
   are contiguous); ``zero`` int8 ``(G, N)`` (``int`` domain only); A8W4 also ``wsum`` int32 ``(G, N)``
   = sum over the group of ``(q - z)``, for the asymmetric-activation compensation.
