@@ -1,13 +1,12 @@
 """Baseline CPU kernel: PyTorch's own int4 CPU matmul (``aten._weight_int4pack_mm_for_cpu``).
 
-PyTorch's op computes ``w = (q - 8) * s + zf`` with a *float* zero ``zf`` stored in the activation
-dtype. nybble's ``int`` domain (``w = (q - z) * s``) would need ``zf = (8 - z) * s``, which is not
-exactly representable in bf16/fp16 (a bf16 ``s`` times an integer up to 8 needs up to 12 significant
-bits), so this kernel serves only the ``none`` domain (``zf = 0``: exact) and refuses ``int``.
-Per-channel weights are served exactly by repeating each row's scale over groups of the largest
-allowed size (256/128/64/32) that divides K.
+Serves A16W4 in the ``none`` domain only (see :mod:`nybble.kernels.torch_int4_common` for why the
+``int`` domain is refused), fp32/bf16/fp16 activations, N a multiple of 16. It is the baseline
+nybble's own CPU kernels must beat.
 
-It is the baseline nybble's own CPU kernels must beat; A16 only (no int8 activations).
+Layout: ``weight_int4pack`` uint8 ``(N, K/2)`` made by ``_convert_weight_to_int4pack_for_cpu`` from
+int32 codes ``(N, K)``; ``scale_and_zeros`` ``(K/g, N, 2)`` in the activation dtype; plus the plain
+``qdata``/``scale``.
 """
 from __future__ import annotations
 
@@ -15,19 +14,10 @@ from typing import Optional
 
 import torch
 
-from .. import primitives as P
 from ..plain import PlainInt4Weight
-from ..types import ALLOWED_DTYPES, ActMode, ZeroPointDomain, dtype_name
-from .base import LinearKernel, LinearSpec, PackedWeight
-
-_TORCH_GROUPS = (256, 128, 64, 32)
-
-
-def torch_group_size(group_size: int, k: int) -> int | None:
-    """The group size handed to torch's op (per-channel -> the largest allowed divisor of K)."""
-    if group_size != -1:
-        return group_size if group_size in _TORCH_GROUPS else None
-    return next((g for g in _TORCH_GROUPS if k % g == 0), None)
+from ..types import ALLOWED_DTYPES, dtype_name
+from .base import LinearSpec
+from .torch_int4_common import TorchInt4KernelBase
 
 
 @torch.library.custom_op("nybble::torch_int4_cpu_a16w4", mutates_args=())
@@ -46,7 +36,7 @@ def _(x, weight_int4pack, scale_and_zeros, group_size, bias):
     return x.new_empty(x.shape[0], weight_int4pack.shape[0])
 
 
-class TorchInt4CpuKernel(LinearKernel):
+class TorchInt4CpuKernel(TorchInt4KernelBase):
     """PyTorch's int4 CPU kernel, for A16W4 in the ``none`` domain, N a multiple of 16."""
 
     name = "torch_int4_cpu"
@@ -60,38 +50,15 @@ class TorchInt4CpuKernel(LinearKernel):
         return ok, why
 
     @classmethod
-    def can_implement(cls, spec: LinearSpec):
-        if spec.act_mode is not ActMode.A16:
-            return False, "A16W4 only (no int8 activations)"
-        if spec.domain is not ZeroPointDomain.NONE:
-            return False, ("needs zero_point='none': its float zero (8 - z) * s is not exactly "
-                           "representable in the activation dtype")
+    def extra_refusal(cls, spec: LinearSpec) -> str | None:
         if spec.dtype not in ALLOWED_DTYPES:
-            return False, f"activation dtype {dtype_name(spec.dtype)} not supported"
+            return f"activation dtype {dtype_name(spec.dtype)} not supported"
         if spec.n % 16:
-            return False, f"N={spec.n} must be a multiple of 16"
-        if torch_group_size(spec.group_size, spec.k) is None:
-            return False, f"group size {spec.group_size} with K={spec.k} has no 32/64/128/256 grouping"
-        return True, None
+            return f"N={spec.n} must be a multiple of 16"
+        return None
 
-    def prepack(self, plain: PlainInt4Weight) -> PackedWeight:
-        g = torch_group_size(plain.group_size, plain.k)
-        reps = P.group_len(plain.group_size, plain.k) // g
-        scale = plain.scale.repeat_interleave(reps, dim=1)              # (N, K/g)
-        sz = torch.stack([scale.t(), torch.zeros_like(scale.t())], dim=-1).contiguous()  # (K/g, N, 2)
-        codes = plain.codes().to(torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
-        # torch's packed layout is opaque: keep the plain codes so unpack stays exact.
-        return {"weight_int4pack": packed, "scale_and_zeros": sz.to(plain.dtype),
-                "qdata": plain.qdata, "scale": plain.scale}
-
-    def unpack(self, packed: PackedWeight) -> PlainInt4Weight:
-        return PlainInt4Weight(packed["qdata"], packed["scale"], None, self.spec.group_size,
-                               (self.spec.n, self.spec.k))
+    def pack_codes(self, plain: PlainInt4Weight) -> torch.Tensor:
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(plain.codes().to(torch.int32), 1)
 
     def apply(self, x, packed, bias):
-        s = self.spec
-        g = torch_group_size(s.group_size, s.k)
-        y = torch.ops.nybble.torch_int4_cpu_a16w4(x.reshape(-1, s.k), packed["weight_int4pack"],
-                                                  packed["scale_and_zeros"], g, bias)
-        return y.reshape(*x.shape[:-1], s.n)
+        return self.run(torch.ops.nybble.torch_int4_cpu_a16w4, x, packed, bias)
