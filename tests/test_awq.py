@@ -138,3 +138,19 @@ def test_awq_recipes_beat_rtn_on_tiny_llama(algorithm, mode):
             assert o.input_scale is None or o.input_scale.shape == (64,)
             assert layers["model.layers.0.self_attn.q_proj"].input_scale is None  # folded into the norm
     assert errs[algorithm] < errs["rtn"], errs
+
+
+def test_hessian_searches_equal_row_searches():
+    """A16 searches from X^T X give the same criterion as the row-based ones."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 64)
+    x[:, :4] *= 10
+    ws = [torch.randn(16, 64) * 0.05, torch.randn(8, 64) * 0.05]
+    h = x.t() @ x / x.shape[0]
+    s1, a1, i1 = A.search_scale(x, x.abs().mean(0), ws, 32, "int", grid=8)
+    s2, a2, i2 = A.search_scale_h(h, x.abs().mean(0), ws, 32, "int", grid=8)
+    assert a1 == a2 and torch.allclose(s1, s2)
+    assert i2["awq_error"] == pytest.approx(i1["awq_error"], rel=1e-3)
+    c1 = A.search_clip(x, ws[0], 32, "int", grid=10)
+    c2 = A.search_clip_h(h, ws[0], 32, "int", grid=10)
+    assert torch.allclose(c1, c2)

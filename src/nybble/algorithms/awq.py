@@ -11,7 +11,13 @@ For linears ``W_i`` (``(N_i, K)``) reading the same input ``x`` (``(M, K)`` cali
    ``1, 1 - 1/n, ..., 1 - max_shrink`` and keep the ``r`` with the smallest output error of that
    group's slice ``(x_g (w_g - q_g)^T)^2`` averaged over tokens.
 
-Both return tensors only; folding the scale (:mod:`.architectures`) and installing layers is done
+For weight-only (A16) recipes the searches use the inputs' second moment ``H = X^T X / M`` over
+*all* calibration tokens instead of a row subsample (:func:`search_scale_h`, :func:`search_clip_h`):
+``mean_m ||x_m D^T||^2 = sum((D H) * D) / ...`` is the same criterion, exact and cheaper
+(``N K^2`` instead of ``M K N`` per candidate). A8W4 needs the actual rows (the per-token activation
+quantization is not linear), so it uses the row-based functions.
+
+All return tensors only; folding the scale (:mod:`.architectures`) and installing layers is done
 by the recipe (:mod:`.recipes`).
 """
 from __future__ import annotations
@@ -109,3 +115,55 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, group_size: int, domain: ZeroP
                 best = torch.where(better.unsqueeze(-1), wc, best)
         out[r0:r0 + chunk] = best.reshape(-1, k)
     return out
+
+
+@torch.no_grad()
+def search_scale_h(h: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Tensor], group_size: int,
+                   domain: ZeroPointDomain | str, grid: int = 20, scale_dtype: torch.dtype | None = None
+                   ) -> tuple[torch.Tensor, float, dict]:
+    """:func:`search_scale` for A16 from ``h`` (``(K, K)`` fp32 ``X^T X / M`` of all calibration rows):
+    the error of a candidate is ``sum_i sum((D_i H) * D_i) / N_i`` with ``D_i = Q_i / s - W_i``."""
+    domain = ZeroPointDomain(domain)
+    ws = [w.float() for w in weights]
+    sd = scale_dtype or weights[0].dtype
+    k = h.shape[0]
+    best_err, best_alpha, best_s, errs = None, 0.0, torch.ones(k, device=h.device), []
+    for i in range(max(1, grid)):
+        alpha = i / max(1, grid)
+        s = normalized_scale(mean_abs, alpha) if alpha > 0 else torch.ones(k, device=h.device)
+        err = 0.0
+        for w in ws:
+            d = rtn_dequant(w * s, group_size, domain, sd) / s - w
+            err += float(((d @ h) * d).sum()) / w.shape[0]
+        errs.append(err)
+        if best_err is None or err < best_err:
+            best_err, best_alpha, best_s = err, alpha, s
+    return best_s, best_alpha, {"rtn_error": errs[0], "awq_error": best_err}
+
+
+@torch.no_grad()
+def search_clip_h(h: torch.Tensor, w: torch.Tensor, group_size: int, domain: ZeroPointDomain | str,
+                  grid: int = 20, max_shrink: float = 0.5, scale_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`search_clip` for A16 from ``h`` (``(K, K)`` second moment of the layer's actual inputs):
+    the error of group ``j`` of row ``n`` is ``d^T H_jj d`` with ``d`` that group's weight error and
+    ``H_jj`` the group's diagonal block of ``h``."""
+    domain = ZeroPointDomain(domain)
+    n, k = w.shape
+    g = P.group_len(group_size, k)
+    ng = k // g
+    sd = scale_dtype or w.dtype
+    hb = torch.stack([h[j * g:(j + 1) * g, j * g:(j + 1) * g] for j in range(ng)]).float()  # (G, g, g)
+    wg = w.float().reshape(n, ng, g)
+    steps = [1.0 - i / grid for i in range(int(max_shrink * grid) + 1)] if grid > 0 else [1.0]
+    best_err, best = None, wg
+    for r in steps:
+        wc = _clip_groups(wg, r, domain)
+        d = wg - rtn_dequant(wc.reshape(n, k), group_size, domain, sd).reshape(n, ng, g)
+        err = torch.einsum("nGg,Ggh,nGh->nG", d, hb, d)
+        if best_err is None:
+            best_err, best = err, wc
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better.unsqueeze(-1), wc, best)
+    return best.reshape(n, k)

@@ -14,7 +14,7 @@ import torch
 
 from ..plain import PlainInt4Weight
 from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
-from .awq import search_clip, search_scale
+from .awq import search_clip, search_clip_h, search_scale, search_scale_h
 from .calibration import BlockContext, fake_quantize_activations
 from .gptq import HessianAccumulator, gptq_quantize
 from ..primitives import dequantize, quantize_rtn
@@ -109,13 +109,15 @@ class GPTQRecipe:
 
 
 class _GroupStats:
-    """Per-channel ``mean|x|`` over all calibration rows and a random subsample of rows (fp32)."""
+    """Per-channel ``mean|x|`` over all calibration rows, and either the second moment
+    ``X^T X / M`` (``keep_rows=False``, A16) or a random subsample of rows (A8W4), fp32."""
 
-    def __init__(self, per_batch: int, seed: int):
+    def __init__(self, per_batch: int, seed: int, keep_rows: bool):
         self.sum_abs = None
         self.count = 0
         self.rows: list[torch.Tensor] = []
-        self.per_batch = per_batch
+        self.hess: HessianAccumulator | None = None
+        self.per_batch, self.keep_rows = per_batch, keep_rows
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def add(self, x: torch.Tensor) -> None:
@@ -123,6 +125,11 @@ class _GroupStats:
         s = xf.abs().sum(dim=0)
         self.sum_abs = s if self.sum_abs is None else self.sum_abs + s
         self.count += xf.shape[0]
+        if not self.keep_rows:
+            if self.hess is None:
+                self.hess = HessianAccumulator(xf.shape[-1], xf.device)
+            self.hess.add(xf)
+            return
         if xf.shape[0] > self.per_batch:
             idx = torch.randperm(xf.shape[0], generator=self.gen)[:self.per_batch].to(xf.device)
             xf = xf[idx]
@@ -153,7 +160,8 @@ class AWQRecipe:
         block = ctx.module if isinstance(ctx, BlockContext) else None
         groups = scale_groups(block, ctx.prefix, ctx.names)
         per_batch = -(-o["awq_tokens"] // max(1, ctx.num_batches))
-        stats = {g.names[0]: _GroupStats(per_batch, seed=i) for i, g in enumerate(groups)}
+        rows = act.is_a8  # A8W4 needs real rows (nonlinear activation quantization); A16 uses X^T X
+        stats = {g.names[0]: _GroupStats(per_batch, seed=i, keep_rows=rows) for i, g in enumerate(groups)}
         with ctx.hook_inputs(list(stats), lambda n, x: stats[n].add(x)):
             ctx.run()
 
@@ -164,10 +172,16 @@ class AWQRecipe:
             st = stats.pop(grp.names[0])
             if st.count == 0:
                 raise ValueError(f"{grp.names[0]}: received no calibration inputs (is it used in the forward pass?)")
-            x = st.x()
             lins = [ctx.linear(n) for n in grp.names]
-            s, alpha, _ = search_scale(x, st.mean_abs(), [m.weight for m in lins], cfg.group_size, cfg.domain,
-                                       act, grid=o["awq_grid"], scale_dtype=lins[0].weight.dtype)
+            sd = lins[0].weight.dtype
+            if rows:
+                x = st.x()
+                s, alpha, _ = search_scale(x, st.mean_abs(), [m.weight for m in lins], cfg.group_size,
+                                           cfg.domain, act, grid=o["awq_grid"], scale_dtype=sd)
+            else:
+                x = st.hess.hessian()
+                s, alpha, _ = search_scale_h(x, st.mean_abs(), [m.weight for m in lins], cfg.group_size,
+                                             cfg.domain, grid=o["awq_grid"], scale_dtype=sd)
             if alpha == 0:
                 self.report["unchanged_groups"] += 1
             else:
@@ -187,7 +201,7 @@ class AWQRecipe:
                         input_scales[n] = s
                         scalers[n] = (scaler, m.register_forward_pre_hook(scaler))
                     self.report["input_scaled_layers"] += len(lins)
-                x = x / s
+                x = x / s if rows else x / (s[:, None] * s[None, :])
             for n in grp.names:
                 layer_x[n] = x
         self.summary.details["awq"] = dict(self.report)
@@ -199,10 +213,13 @@ class AWQRecipe:
                 return
             for name in ctx.names:
                 w = ctx.linear(name).weight.detach()
-                if o["awq_clip"] and o["awq_clip_grid"] > 0:
+                if o["awq_clip"] and o["awq_clip_grid"] > 0 and act.is_a8:
                     xs = layer_x[name][:o["awq_clip_tokens"]]
                     w = search_clip(xs, w, cfg.group_size, cfg.domain, act, grid=o["awq_clip_grid"],
                                     max_shrink=o["awq_max_shrink"], scale_dtype=w.dtype)
+                elif o["awq_clip"] and o["awq_clip_grid"] > 0:
+                    w = search_clip_h(layer_x[name], w, cfg.group_size, cfg.domain, grid=o["awq_clip_grid"],
+                                      max_shrink=o["awq_max_shrink"], scale_dtype=w.dtype)
                 plain = PlainInt4Weight.from_float(w, cfg.group_size, cfg.domain, ctx.linear(name).weight.dtype)
                 self.install(name, plain, input_scale=input_scales.get(name))
         finally:
