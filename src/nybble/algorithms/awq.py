@@ -3,7 +3,8 @@
 For linears ``W_i`` (``(N_i, K)``) reading the same input ``x`` (``(M, K)`` calibration rows):
 
 1. :func:`search_scale`: ``s = mean|x|^alpha`` per input channel (normalised so that
-   ``sqrt(max(s) * min(s)) = 1``), for ``alpha`` on a grid ``0, 1/n, ..., (n-1)/n``; each candidate
+   ``sqrt(max(s) * min(s)) = 1``), for ``alpha`` on a grid ``0, 1/n, ..., (n-1)/n`` (the A16
+   search also tries ``mean|x|^alpha / mean|w|^(1-alpha)``, see :func:`weight_magnitude`); each candidate
    quantizes ``W_i * s`` (round to nearest) and measures ``sum_i mean((x/s) Q_i^T - x W_i^T)^2``
    (with ``x/s`` fake-quantized per token for A8W4). ``alpha = 0`` (``s = 1``, plain RTN) is always a
    candidate, so the chosen scale never does worse than RTN on the calibration rows.
@@ -35,9 +36,25 @@ def rtn_dequant(w: torch.Tensor, group_size: int, domain: ZeroPointDomain, scale
     return P.dequantize(codes, scale, zero, group_size, torch.float32)
 
 
-def normalized_scale(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``(K,)`` fp32 ``mean|x|^alpha`` divided by ``sqrt(max * min)``, clamped to ``>= 1e-4``."""
+def weight_magnitude(weights: list[torch.Tensor], group_size: int) -> torch.Tensor:
+    """``(K,)`` mean over all rows of ``|w|`` relative to the max of its row's group (how large each
+    input channel's weights are, independent of each group's range)."""
+    rel = []
+    for w in weights:
+        wf = w.float()
+        n, k = wf.shape
+        g = P.group_len(group_size, k)
+        wg = wf.abs().reshape(n, k // g, g)
+        rel.append((wg / wg.amax(dim=-1, keepdim=True).clamp(min=1e-12)).reshape(n, k))
+    return torch.cat(rel).mean(dim=0)
+
+
+def normalized_scale(mean_abs: torch.Tensor, alpha: float, w_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """``(K,)`` fp32 ``mean|x|^alpha`` (or ``mean|x|^alpha / w_mean^(1-alpha)`` with ``w_mean``)
+    divided by ``sqrt(max * min)``, clamped to ``>= 1e-4``."""
     s = mean_abs.float().clamp(min=1e-8).pow(alpha)
+    if w_mean is not None:
+        s = s / w_mean.float().clamp(min=1e-8).pow(1 - alpha)
     s = s / (s.max() * s.min()).sqrt()
     return s.clamp(min=1e-4)
 
@@ -128,9 +145,11 @@ def search_scale_h(h: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.
     sd = scale_dtype or weights[0].dtype
     k = h.shape[0]
     best_err, best_alpha, best_s, errs = None, 0.0, torch.ones(k, device=h.device), []
-    for i in range(max(1, grid)):
-        alpha = i / max(1, grid)
-        s = normalized_scale(mean_abs, alpha) if alpha > 0 else torch.ones(k, device=h.device)
+    w_mean = weight_magnitude(ws, group_size)
+    cands = [(i / max(1, grid), None) for i in range(max(1, grid))]
+    cands += [(i / max(1, grid), w_mean) for i in range(1, max(1, grid))]
+    for alpha, wm in cands:
+        s = normalized_scale(mean_abs, alpha, wm) if alpha > 0 else torch.ones(k, device=h.device)
         err = 0.0
         for w in ws:
             d = rtn_dequant(w * s, group_size, domain, sd) / s - w
@@ -159,7 +178,8 @@ def search_clip_h(h: torch.Tensor, w: torch.Tensor, group_size: int, domain: Zer
     for r in steps:
         wc = _clip_groups(wg, r, domain)
         d = wg - rtn_dequant(wc.reshape(n, k), group_size, domain, sd).reshape(n, ng, g)
-        err = torch.einsum("nGg,Ggh,nGh->nG", d, hb, d)
+        dt = d.transpose(0, 1)                                # (G, n, g)
+        err = (torch.bmm(dt, hb) * dt).sum(-1).transpose(0, 1)  # (n, G): d^T H_jj d
         if best_err is None:
             best_err, best = err, wc
         else:
