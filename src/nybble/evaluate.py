@@ -30,6 +30,13 @@ def read_lines(path: str | Path) -> list[str]:
     return lines
 
 
+def default_eval_sentences(limit: int | None = None) -> list[str]:
+    """The evaluation sentences shipped with nybble (Vim user manual prose: a different text from the
+    shipped calibration set), at most ``limit``."""
+    from .algorithms.calibration import DEFAULT_EVAL_SENTENCES_FILE
+    return read_lines(DEFAULT_EVAL_SENTENCES_FILE)[:limit]
+
+
 def _device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device

@@ -488,3 +488,10 @@ def run_blockwise(model: nn.Module, names: list[str], batches: list[dict], proce
     summary.details["calibration_tokens"] = tokens
     summary.details["block_inputs_mib"] = round(held / 2**20, 1)
     summary.details["peak_rss_mib"] = round(peak_rss_mib(), 1)
+
+
+def default_calibration(tokenizer, nsamples: int = 128, seqlen: int = 128, batch_size: int = 8) -> TextCalibration:
+    """The calibration set shipped with nybble (:data:`DEFAULT_CALIBRATION_FILE`, Python language
+    reference prose, one sentence per line) for ``tokenizer``."""
+    return load_calibration_file(DEFAULT_CALIBRATION_FILE, tokenizer, nsamples=nsamples, seqlen=seqlen,
+                                 batch_size=batch_size)

@@ -12,8 +12,9 @@ stage calibrated on the outputs of the already-quantized stages; False: one pass
 weighted rounding error, see :func:`.gptq._column_params`).
 
 AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha), ``awq_clip`` (True for ``awq``,
-False for ``awq+gptq``), ``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5), ``awq_tokens`` (4096
-calibration rows kept per layer group for the searches), ``awq_clip_tokens`` (1024).
+False for ``awq+gptq``), ``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5); for A8W4 only (whose
+searches need real rows; A16 searches use ``X^T X`` over all tokens): ``awq_tokens`` (4096
+calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 """
 from __future__ import annotations
 
