@@ -11,7 +11,7 @@ import torch
 
 from .api import model_nbytes, quantize
 from .config import Int4WeightOnlyConfig, Int8DynamicActivationInt4WeightConfig
-from .embeddings import cosine_rows, sentence_embeddings
+from .evaluate import compare_embeddings, sentence_embeddings
 from .tensor import Int4Linear
 
 
@@ -31,6 +31,8 @@ ROWS = (
     DemoRow("rtn-a8w4-asym", "a8w4", "rtn", "asymmetric"),
     DemoRow("gptq-a16w4", "a16w4", "gptq"),
     DemoRow("awq-a16w4", "a16w4", "awq"),
+    DemoRow("awq+gptq-a16w4", "a16w4", "awq+gptq"),
+    DemoRow("gptq-a8w4", "a8w4", "gptq"),
 )
 
 
@@ -70,8 +72,8 @@ def _time_forward(model, tok, sentences, reps: int) -> float:
 def _calibration(row: DemoRow, tok):
     if row.algorithm == "rtn":
         return None
-    from .algorithms.calibration import demo_calibration  # provided by the calibrated recipes
-    return demo_calibration(tok)
+    from .algorithms.calibration import default_calibration
+    return default_calibration(tok)
 
 
 def run_demo(group_size: int = 128, reps: int = 5, recipes: list[str] | None = None) -> str:
@@ -83,8 +85,9 @@ def run_demo(group_size: int = 128, reps: int = 5, recipes: list[str] | None = N
     base_bytes = model_nbytes(model)
     lines = [f"nybble demo: all-MiniLM-L6-v2 (real weights), {len(sentences)} sentences, group {group_size}, "
              f"{torch.get_num_threads()} threads",
-             f"{'recipe':<16}{'size MiB':>10}{'linears':>9}{'mean cos':>10}{'min cos':>9}{'ms/fwd':>8}  kernel",
-             f"{'fp32 original':<16}{base_bytes / 2**20:>10.2f}{'-':>9}{1.0:>10.4f}{1.0:>9.4f}"
+             f"{'recipe':<16}{'size MiB':>10}{'linears':>9}{'mean cos':>10}{'min cos':>9}{'NN agree':>9}"
+             f"{'ms/fwd':>8}  kernel",
+             f"{'fp32 original':<16}{base_bytes / 2**20:>10.2f}{'-':>9}{1.0:>10.4f}{1.0:>9.4f}{1.0:>9.3f}"
              f"{_time_forward(model, tok, sentences, reps):>8.1f}  torch"]
     for row in ROWS:
         if recipes is not None and row.name not in recipes:
@@ -96,9 +99,9 @@ def run_demo(group_size: int = 128, reps: int = 5, recipes: list[str] | None = N
         except (NotImplementedError, ImportError) as exc:
             lines.append(f"{row.name:<16}  not available: {exc}")
             continue
-        cos = cosine_rows(ref, sentence_embeddings(q, tok, sentences))
+        agree = compare_embeddings(ref, sentence_embeddings(q, tok, sentences))
         kernels = sorted({m.kernel_name for m in q.modules() if isinstance(m, Int4Linear)})
         lines.append(f"{row.name:<16}{summary.bytes_after / 2**20:>10.2f}{len(summary.quantized):>9}"
-                     f"{cos.mean().item():>10.4f}{cos.min().item():>9.4f}"
+                     f"{agree['mean_cosine']:>10.4f}{agree['min_cosine']:>9.4f}{agree['nn_agreement']:>9.3f}"
                      f"{_time_forward(q, tok, sentences, reps):>8.1f}  {','.join(kernels)}")
     return "\n".join(lines)
