@@ -116,7 +116,7 @@ class _few_threads:
 
 
 #: range shrink factors tried by the optional group-parameter search (``clip_search``)
-CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79, 0.76, 0.73, 0.7)
 
 
 def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.dtype,
