@@ -59,6 +59,17 @@ def normalized_scale(mean_abs: torch.Tensor, alpha: float, w_mean: torch.Tensor 
     return s.clamp(min=1e-4)
 
 
+def _candidates(mean_abs: torch.Tensor, ws: list[torch.Tensor], group_size: int, grid: int):
+    """``(alpha, s (K,) fp32)`` candidates: ``s = 1`` (plain RTN), ``mean|x|^alpha`` and
+    ``mean|x|^alpha / w_mean^(1-alpha)`` for ``alpha`` in ``1/n .. (n-1)/n``."""
+    n = max(1, grid)
+    yield 0.0, torch.ones(mean_abs.shape[0], device=mean_abs.device)
+    w_mean = weight_magnitude(ws, group_size)
+    for wm in (None, w_mean):
+        for i in range(1, n):
+            yield i / n, normalized_scale(mean_abs, i / n, wm)
+
+
 @torch.no_grad()
 def search_scale(x: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Tensor], group_size: int,
                  domain: ZeroPointDomain | str, act_mode: ActMode = ActMode.A16, grid: int = 20,
@@ -75,9 +86,7 @@ def search_scale(x: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Te
     ref = [x @ w.t() for w in ws]
     sd = scale_dtype or weights[0].dtype
     best_err, best_alpha, best_s, errs = None, 0.0, torch.ones_like(mean_abs, dtype=torch.float32), []
-    for i in range(max(1, grid)):
-        alpha = i / max(1, grid)
-        s = normalized_scale(mean_abs, alpha) if alpha > 0 else torch.ones(x.shape[1], device=x.device)
+    for alpha, s in _candidates(mean_abs, ws, group_size, grid):
         xs = fake_quantize_activations(x / s, act_mode)
         err = 0.0
         for w, y in zip(ws, ref):
@@ -145,11 +154,7 @@ def search_scale_h(h: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.
     sd = scale_dtype or weights[0].dtype
     k = h.shape[0]
     best_err, best_alpha, best_s, errs = None, 0.0, torch.ones(k, device=h.device), []
-    w_mean = weight_magnitude(ws, group_size)
-    cands = [(i / max(1, grid), None) for i in range(max(1, grid))]
-    cands += [(i / max(1, grid), w_mean) for i in range(1, max(1, grid))]
-    for alpha, wm in cands:
-        s = normalized_scale(mean_abs, alpha, wm) if alpha > 0 else torch.ones(k, device=h.device)
+    for alpha, s in _candidates(mean_abs, ws, group_size, grid):
         err = 0.0
         for w in ws:
             d = rtn_dequant(w * s, group_size, domain, sd) / s - w
