@@ -44,6 +44,8 @@ def test_candidates_and_heuristic_are_valid(op, group, m):
             assert op == "a16w4" and m >= 128  # dequant + cuBLAS only for large-M A16W4
         if c.block_m == 1:
             assert m == 1  # the GEMV serves M = 1 only
+        if c.block_m < 0:
+            assert op == "a8w4" and m <= -c.block_m <= 8  # the dp4a GEMV: A8W4 at small M only
 
 
 def test_shipped_h100_table_parses_and_is_valid():

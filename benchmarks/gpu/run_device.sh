@@ -1,6 +1,8 @@
 #!/bin/bash
 # One call on the lent GPU machine: environment probe, GPU tests, benchmark (+ autotuned table).
-# Usage (repo root):  bash benchmarks/gpu/run_device.sh [tests|bench|all] [extra bench args...]
+# Usage (repo root):  bash benchmarks/gpu/run_device.sh [tests|bench|all|small] [extra bench args...]
+#   small: the small-M sweep (sweep_small_m.py: table configs vs the de-interleaved GEMV, winners into
+#          the config cache), then the GPU tests, then the benchmark at M <= 16 with the sweep's winners
 what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
@@ -8,6 +10,17 @@ export NYBBLE_CACHE_DIR=/tmp/nybble-cache
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0))"
   nproc; } 2>&1 | tee "$OUT/env.txt"
+if [[ $what == small ]]; then
+  { cat "$OUT/env.txt"; timeout ${SWEEP_TIMEOUT:-300} python3 benchmarks/gpu/sweep_small_m.py --out "$OUT/sweep.csv" \
+      --table "$OUT/tuned_small_m.json"; } 2>&1 | tee "$OUT/sweep.log" | grep -v "^  skip" | tail -n 40
+  rm -f "$OUT/env.txt"
+  t0=$(date +%s)
+  env -u NYBBLE_CACHE_DIR timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} tests/gpu -rfE \
+      2>&1 | tee "$OUT/pytest.log" | grep -E "passed|failed|FAILED|ERROR" | tail -n 25
+  echo "tests took $(( $(date +%s) - t0 )) s"
+  timeout ${BENCH_TIMEOUT:-300} python3 -m nybble.bench.gpu --m 1,2,4,8,16 --no-plot --out-dir "$OUT/bench" "$@" \
+      2>&1 | tee -a "$OUT/sweep.log" | tail -n 24
+fi
 if [[ $what == tests || $what == all ]]; then
   t0=$(date +%s)
   timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} tests/gpu -rfE 2>&1 | tee "$OUT/pytest.log" | tail -n 60

@@ -77,6 +77,49 @@ def test_every_split_and_tile_config(act):
             assert_close_to_reference(y, ref, f"{act} M={m} {cfg}")
 
 
+@pytest.mark.parametrize("m", [1, 3, 8])
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
+def test_small_m_dp4a_gemv_matches_reference(act, dtype, domain, group, k, m):
+    """The A8W4 dp4a GEMV (``block_m < 0`` configs) for every mode, with and without split-K,
+    register prefetch and evict-first loads, through both entry points (the quantization kernel
+    writing the dp4a layout, and plain codes re-laid out afterwards), which must agree exactly."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    plain = random_plain(N, k, group, domain, dtype)
+    kern = _kernel(plain, act)
+    p = kern.prepack(plain)
+    x = torch.randn(m, k, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+    ref = reference_out(x, plain, act, bias)
+    bk = 128 if group == -1 else min(128, group)
+    mb = 1 if m == 1 else (4 if m <= 4 else 8)
+    asym = act == "a8_asym"
+    zp = p.get("zero_point")
+    for cfg in (TileConfig(-mb, 32, bk, 1, 4, 0), TileConfig(-mb, 64, bk, 2, 4, 1), TileConfig(-8, 128, bk, 3, 8, 3)):
+        y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg)
+        qa, sa, za = ops.launch_quantize_act(x, asym)
+        y2 = ops.launch_a8w4_mm(qa, sa, za, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, dtype, cfg)
+        assert torch.equal(y, y2), f"{act} M={m} {cfg}: the two A8 entry points differ"
+        assert_close_to_reference(y, ref, f"dp4a {act} {dtype} {domain} g{group} M={m} {cfg}")
+
+
+def test_dp4a_activation_layout():
+    """The quantizer's ``deint`` output is :func:`ops.dp4a_layout` of its plain codes: int32 (M, 2,
+    K/8) with plane p of word j holding the codes of ``x[8 j + 2 b + p]`` in byte b."""
+    from nybble.kernels.triton import ops
+    x = torch.randn(3, 1032, device="cuda").to(torch.bfloat16)
+    for asym in (False, True):
+        q, s, z = ops.launch_quantize_act(x, asym)
+        qd, sd, zd = ops.launch_quantize_act(x, asym, deint=True)
+        assert qd.dtype == torch.int32 and qd.shape == (3, 2, 129)
+        assert torch.equal(qd, ops.dp4a_layout(q)) and torch.equal(s, sd) and torch.equal(z, zd)
+        byte = qd.contiguous().view(torch.int8).view(3, 2, 129, 4)
+        assert torch.equal(byte[:, 1, 5, 2], q[:, 8 * 5 + 2 * 2 + 1])
+
+
 @pytest.mark.parametrize("domain", ["none", "int"])
 @pytest.mark.parametrize("group", [32, -1])
 def test_prepack_unpack_exact(domain, group):

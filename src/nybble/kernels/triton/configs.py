@@ -36,6 +36,9 @@ class TileConfig:
     ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
+    ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
+    ``-block_m`` rows); its ``num_stages`` field holds flags instead
+    (bit 0: register prefetch of the next K tile, bit 1: ``evict_first`` weight loads);
     ``num_warps``/``num_stages``: Triton launch options.
     """
 
@@ -149,6 +152,7 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
                                             c.num_stages) for c in out))
     if mb == 1:
         out += gemv_configs(n, k, num_sms, group_size)
+    out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
@@ -171,6 +175,32 @@ def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> li
             if split > 1 and (tiles * split > 16 * num_sms or k_tiles < 4 * split):
                 continue
             out.append(TileConfig(1, bn, bk, split, warps, 3))
+    return list(dict.fromkeys(out))
+
+
+def dp4a_configs(n: int, k: int, mb: int = 1, num_sms: int = 132, group_size: int = -1,
+                 flags: tuple[int, ...] = (0, 1), op: str = "a8w4") -> list[TileConfig]:
+    """A8W4 small-M dp4a GEMV configs of ``jit.gemv_dp4a_kernel`` (``block_m = -mb``, M <= mb <= 8;
+    none for A16W4).  ``block_k`` 128 (at most the group: one scale per row and tile), ``block_n``
+    32/64/128 (more rows per thread: more 16-byte weight loads in flight), split-K 1..8 around 4-16
+    programs per SM, ``flags`` as in :class:`TileConfig` (default: without and with register
+    prefetch)."""
+    if mb > 8 or op != "a8w4":
+        return []
+    out = []
+    bk = 128 if group_size == -1 else min(128, group_size)
+    k_tiles = -(-k // bk)
+    for bn, warps in ((32, 4), (64, 4), (128, 8)):
+        if mb >= 4 and bn > 64:
+            continue  # register pressure: several rows of activations per word
+        tiles = -(-n // bn)
+        for split in (1, 2, 4, 8):
+            if split > 1 and (tiles * split > 16 * num_sms or k_tiles < 2 * split):
+                continue
+            if tiles * split * 2 < num_sms and split < 8 and k_tiles >= 4 * split:
+                continue  # leaves most of the GPU idle while splitting more is possible
+            for f in flags:
+                out.append(TileConfig(-mb, bn, bk, split, warps, f))
     return list(dict.fromkeys(out))
 
 
@@ -245,4 +275,4 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "asdict"]
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "dp4a_configs", "asdict"]

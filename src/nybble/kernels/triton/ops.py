@@ -29,6 +29,7 @@ _QUANT = FastLaunch(jit.quantize_act_kernel)
 _DEQ = FastLaunch(jit.dequant_kernel)
 _FINISH = FastLaunch(jit.finish_kernel)
 _GEMV = FastLaunch(jit.gemv_kernel)
+_GEMV_DP4A = FastLaunch(jit.gemv_dp4a_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
 _SM_COUNT: dict[int, int] = {}
@@ -133,6 +134,8 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
                              lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
     if cfg.block_m == 0:
         return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
+    if cfg.block_m < 0:  # an A8W4-only (dp4a) config: not for 16-bit activations
+        cfg = heuristic("a16w4", n, k, group_size, m)
     if cfg.block_m == 1:
         if m == 1:
             return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
@@ -170,6 +173,44 @@ def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cf
                IS_BF16=out_dtype == torch.bfloat16, A8=a8, ASYM=bool(asym), EVEN_K=k % cfg.block_k == 0,
                ATOMIC=atomic, SPLIT_K=cfg.split_k, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw),
           cfg.num_warps, cfg.num_stages)
+    if atomic:
+        _finish(ws, bias, out)
+    return out
+
+
+def dp4a_layout(qa: torch.Tensor) -> torch.Tensor:
+    """int8 codes (M, K) -> the dp4a layout of :func:`jit.gemv_dp4a_kernel`: int32 (M, 2, K/8), plane p
+    of word j holding the bytes ``qa[m, 8 j + 2 b + p]`` (b = 0..3, least significant first)."""
+    m, k = qa.shape
+    return qa.view(m, k // 8, 4, 2).permute(0, 3, 1, 2).contiguous().view(torch.int32).view(m, 2, k // 8)
+
+
+def dp4a_flags(cfg: TileConfig) -> tuple[bool, bool]:
+    """``(PREFETCH, EVICT)`` of a :func:`jit.gemv_dp4a_kernel` config (``block_m < 0``): its
+    ``num_stages`` field holds them as bits 0 and 1 (the kernel has no software pipeline)."""
+    return bool(cfg.num_stages & 1), bool(cfg.num_stages & 2)
+
+
+def _gemv_dp4a(xs, sa, za, m, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
+    """A8W4, M <= ``-cfg.block_m``, on CUDA cores: :func:`jit.gemv_dp4a_kernel`.  ``xs`` is the int32
+    (M, 2, K/8) dp4a layout of the activation codes (:func:`dp4a_layout`, or the quantization
+    kernel's ``deint`` output), ``sa``/``za`` their scales / zero points."""
+    k = xs.shape[2] * 8
+    n = scale.shape[1]
+    ln, lw, qstride = layout_of(qweight)
+    atomic = cfg.split_k > 1
+    prefetch, evict = dp4a_flags(cfg)
+    bm = 1 if m == 1 else -cfg.block_m
+    out = torch.empty(m, n, dtype=out_dtype, device=xs.device)
+    ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32, device=xs.device) if atomic else out
+    _GEMV_DP4A((triton.cdiv(n, cfg.block_n), cfg.split_k),
+           (xs, sa, za, qweight, scale, zero if zero is not None else scale,
+            bias if bias is not None else scale, ws, m, n, k, xs.stride(0), n, qstride, cfg.split_k),
+           dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+                HAS_BIAS=bias is not None, IS_BF16=out_dtype == torch.bfloat16, A8=True, ASYM=bool(asym),
+                EVEN_K=k % cfg.block_k == 0, ATOMIC=atomic, EVICT=evict, PREFETCH=prefetch,
+                BLOCK_M=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LN=ln, LW=lw),
+           cfg.num_warps, 1)
     if atomic:
         _finish(ws, bias, out)
     return out
@@ -257,8 +298,10 @@ def dequantize_weight(qweight, scale, zero, group_size, dtype, k: int) -> torch.
 
 # -- A8W4 -------------------------------------------------------------------------------------
 
-def launch_quantize_act(x: torch.Tensor, asymmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (M, K) float -> (q int8 (M, K) [asymmetric: uint8 code - 128], s fp32 (M,), z int32 (M,))."""
+def launch_quantize_act(x: torch.Tensor, asymmetric: bool,
+                        deint: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (M, K) float -> (q int8 (M, K) [asymmetric: uint8 code - 128], s fp32 (M,), z int32 (M,)).
+    ``deint``: q in the dp4a layout, int32 (M, 2, K/8) (see :func:`dp4a_layout`)."""
     m, k = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
@@ -267,8 +310,10 @@ def launch_quantize_act(x: torch.Tensor, asymmetric: bool) -> tuple[torch.Tensor
     z = torch.empty(m, dtype=torch.int32, device=x.device)
     if m:
         block = min(4096, max(128, triton.next_power_of_2(k)))
-        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block),
+        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block, DEINT=deint),
                8 if block >= 2048 else 4, 1)
+    if deint:
+        q = q.view(torch.int32).view(m, 2, k // 8)
     return q, s, z
 
 
@@ -286,6 +331,11 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
                                                       asymmetric, bias, out_dtype, c), cs))
+    if cfg.block_m < 0:
+        if m <= -cfg.block_m:
+            return _gemv_dp4a(dp4a_layout(qa), sa, za, m, qweight, scale, zero, group_size, asymmetric, bias,
+                          out_dtype, cfg)
+        cfg = heuristic("a8w4", n, k, group_size, m)
     if cfg.block_m == 1:
         if m == 1:
             return _gemv(qa, sa, za, qweight, scale, zero, group_size, asymmetric, bias, out_dtype, cfg)
@@ -307,7 +357,16 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None):
-    """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul."""
+    """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul (or,
+    for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout)."""
+    m, k = x.shape
+    if cfg is None and 0 < m <= 8:
+        # the config decides the layout the quantization kernel writes: look it up first (a cached
+        # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below)
+        cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
+    if cfg is not None and cfg.block_m < 0 and m <= -cfg.block_m:
+        qa, sa, za = launch_quantize_act(x, asymmetric, deint=True)
+        return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
     qa, sa, za = launch_quantize_act(x, asymmetric)
     return launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
 
