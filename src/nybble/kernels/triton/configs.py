@@ -94,9 +94,18 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
 
 
 def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132) -> TileConfig:
-    """A reasonable config without tuning: swap-AB small tiles with split-K for small M so the grid
-    fills the GPU; square tensor-core tiles for large M."""
+    """A reasonable config without tuning: the dp4a GEMV for A8W4 at M <= 4; swap-AB small tiles
+    with split-K for small M so the grid fills the GPU; square tensor-core tiles for large M."""
     mb = m_bucket(m)
+    if op == "a8w4" and mb <= 4:
+        # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
+        # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
+        bk = 128 if group_size == -1 else min(128, group_size)
+        tiles, k_tiles = -(-n // 64), -(-k // bk)
+        split = 1
+        while tiles * split < 4 * num_sms and split < 8 and k_tiles >= 4 * split:
+            split *= 2
+        return TileConfig(-mb, 64, bk, split, 4, 1)
     if mb == 1:
         cfgs = gemv_configs(n, k, num_sms, group_size)
         tiles = -(-n // 32)

@@ -331,15 +331,13 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
                                                       asymmetric, bias, out_dtype, c), cs))
+    if (cfg.block_m < 0 and m > -cfg.block_m) or (cfg.block_m == 1 and m > 1):
+        cfg = heuristic("a8w4", n, k, group_size, m)  # a GEMV config given for fewer rows than M
     if cfg.block_m < 0:
-        if m <= -cfg.block_m:
-            return _gemv_dp4a(dp4a_layout(qa), sa, za, m, qweight, scale, zero, group_size, asymmetric, bias,
+        return _gemv_dp4a(dp4a_layout(qa), sa, za, m, qweight, scale, zero, group_size, asymmetric, bias,
                           out_dtype, cfg)
-        cfg = heuristic("a8w4", n, k, group_size, m)
     if cfg.block_m == 1:
-        if m == 1:
-            return _gemv(qa, sa, za, qweight, scale, zero, group_size, asymmetric, bias, out_dtype, cfg)
-        cfg = heuristic("a8w4", n, k, group_size, m)
+        return _gemv(qa, sa, za, qweight, scale, zero, group_size, asymmetric, bias, out_dtype, cfg)
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
@@ -362,8 +360,11 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
     m, k = x.shape
     if cfg is None and 0 < m <= 8:
         # the config decides the layout the quantization kernel writes: look it up first (a cached
-        # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below)
+        # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
+        # where no tuning may happen, gets the heuristic here)
         cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
+        if cfg is None and not (autotune_enabled() and _can_tune()):
+            cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
     if cfg is not None and cfg.block_m < 0 and m <= -cfg.block_m:
         qa, sa, za = launch_quantize_act(x, asymmetric, deint=True)
         return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
