@@ -14,7 +14,6 @@ from nybble.algorithms.calibration import prepare_batches, run_blockwise
 from nybble.algorithms.options import resolve_options
 from nybble.algorithms.recipes import AWQRecipe
 from nybble.api import QuantizationSummary
-from nybble import primitives as P
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ stage calibrated on the outputs of the already-quantized stages; False: one pass
 ``clip_search`` (True: each group's range is shrunk by the factor minimizing its Hessian-diagonal
 weighted rounding error, see :func:`.gptq._column_params`).
 
-AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha), ``awq_clip`` (True for ``awq``,
-False for ``awq+gptq``), ``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5); for A8W4 only (whose
+AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha); ``awq`` only: ``awq_clip`` (True),
+``awq_clip_grid`` (20), ``awq_max_shrink`` (0.5); for A8W4 only (whose
 searches need real rows; A16 searches use ``X^T X`` over all tokens): ``awq_tokens`` (4096
 calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 """
@@ -27,7 +27,8 @@ _AWQ = {"awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 
 ALLOWED = {
     "gptq": {**_COMMON, **_GPTQ},
     "awq": {**_COMMON, **_AWQ},
-    "awq+gptq": {**_COMMON, **_GPTQ, **_AWQ, "awq_clip": (bool, False)},
+    # awq+gptq: AWQ scales, then GPTQ rounding (GPTQ chooses the group ranges; no AWQ clipping)
+    "awq+gptq": {**_COMMON, **_GPTQ, **{k: v for k, v in _AWQ.items() if "clip" not in k and "shrink" not in k}},
 }
 
 
