@@ -79,14 +79,16 @@ class GPTQResult:
 def _inverse_cholesky_upper(h: torch.Tensor, damp: float, name: str) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of ``(H + d I)^-1`` with ``d = damp * mean(diag H)``, retrying with 10x
     more dampening when ``H + d I`` is not positive definite."""
-    k = h.shape[0]
     mean_diag = float(torch.diagonal(h).mean())
     if not (mean_diag > 0 and torch.isfinite(h).all()):
         raise ValueError(f"{name}: the input Hessian is zero or not finite; check the calibration data")
-    eye = torch.eye(k, dtype=h.dtype, device=h.device)
     d = damp * mean_diag
+    diag = torch.diagonal(h).clone()
     for _ in range(MAX_DAMP_RETRIES + 1):
-        l, info = torch.linalg.cholesky_ex(h + d * eye)
+        hd = h.clone()  # no K x K identity: add the dampening on the diagonal in place
+        torch.diagonal(hd).copy_(diag + d)
+        l, info = torch.linalg.cholesky_ex(hd)
+        del hd
         if int(info) == 0:
             hinv = torch.cholesky_inverse(l)
             u, info = torch.linalg.cholesky_ex(hinv, upper=True)
