@@ -98,6 +98,18 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
     assert (out / "speedup.png").stat().st_size > 1000
     md = (out / "RESULTS.md").read_text()
     assert "nybble bench cpu --shapes 256x128" in md and "DRAM read bandwidth" in md
+    # --rerender rebuilds the report from the saved files alone (also without run.json)
+    (out / "RESULTS.md").rename(out / "old.md")
+    assert main(["bench", "cpu", "--rerender", str(out)]) == 0
+    new = (out / "RESULTS.md").read_text()
+    # same report; numbers may differ in the last digit (the CSV keeps 6 significant digits)
+    assert len(new.splitlines()) == len(md.splitlines())
+    assert new.split("## Linear layers")[0].split("| DRAM")[0] == md.split("## Linear layers")[0].split("| DRAM")[0]
+    (out / "run.json").unlink()
+    (out / "old.md").rename(out / "RESULTS.md")
+    assert main(["bench", "cpu", "--rerender", str(out)]) == 0
+    again = (out / "RESULTS.md").read_text()
+    assert "nybble bench cpu --shapes 256x128" in again and "| torch | " in again
 
 
 def test_bench_cpu_rejects_bad_flags(tmp_path, capsys):
