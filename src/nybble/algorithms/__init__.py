@@ -30,4 +30,8 @@ def run_recipe(model, linears, config, calibration, install, summary, show_progr
     recipe = make_recipe(config, opts, install, summary)
     run_blockwise(model, list(linears), batches, recipe, config.act_mode, summary,
                   desc=f"{config.algorithm} blocks", show_progress=show_progress)
-    summary.details["algorithm_options"] = {k: v for k, v in opts.items() if k != "layer_errors"}
+    summary.details["calibration_samples"] = sum(
+        int(b["input_ids"].shape[0]) for b in batches if hasattr(b.get("input_ids"), "shape"))
+    # nsamples/seqlen are shown as calibration_samples/tokens (a TextCalibration carries its own)
+    summary.details["algorithm_options"] = {k: v for k, v in opts.items()
+                                            if k not in ("layer_errors", "nsamples", "seqlen")}
