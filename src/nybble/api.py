@@ -148,9 +148,10 @@ def quantize(model: nn.Module, config: _Int4Config, calibration=None, filter_fn:
     Args:
         model: any ``nn.Module`` (e.g. a transformers model), with real (non-meta) weights.
         config: :class:`Int4WeightOnlyConfig` or :class:`Int8DynamicActivationInt4WeightConfig`.
-        calibration: data for calibrated recipes (``gptq``/``awq``): a list of strings (with the
-            model's tokenizer passed as ``{"texts": [...], "tokenizer": tok}``), a tensor of token ids,
-            or an iterable of model input dicts. Ignored (must be None) for ``rtn``.
+        calibration: data for calibrated recipes (``gptq``/``awq``/``awq+gptq``), one of:
+            ``nybble.algorithms.calibration.TextCalibration(texts, tokenizer, nsamples=128, seqlen=512)``
+            (or the same fields as a dict ``{"texts": [...], "tokenizer": tok, ...}``); a ``(B, T)``
+            tensor of token ids; an iterable of model input dicts. Must be None for ``rtn``.
         filter_fn: ``filter_fn(module, qualified_name) -> bool`` selects layers (default: every
             ``nn.Linear``).
         force_kernel: run every layer on this kernel (by name) instead of the registry's choice.
