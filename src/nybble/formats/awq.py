@@ -18,6 +18,7 @@ import torch
 from ..plain import PlainInt4Weight
 from ..types import ActMode
 from . import packing
+from .qweight_importer import QweightImporter
 from .safetensors_io import CheckpointError
 
 QUANT_METHOD = "awq"
@@ -71,20 +72,16 @@ def plain_from_awq(t: dict[str, torch.Tensor], prefix: str, group_size: int, whe
     return PlainInt4Weight.from_codes(codes, scales.t().contiguous(), zero, group_size)
 
 
-class AwqImporter:
+class AwqImporter(QweightImporter):
     """Reads AutoAWQ GEMM checkpoints."""
 
     method = QUANT_METHOD
     suffixes = SUFFIXES
+    parse_config = staticmethod(parse_config)
 
-    def __init__(self, qcfg: dict, where: str, force_kernel: str | None = None):
-        self.cfg = parse_config(qcfg, where)
-        self.where, self.force_kernel = where, force_kernel
-        self.aliases: dict[str, str] = {}
-        self.info = {"awq_version": "gemm"}
-
-    def layer_prefixes(self, files) -> list[str]:
-        return [n.rpartition(".")[0] for n in files.names() if n.endswith(".qweight")]
+    @staticmethod
+    def describe(cfg: dict) -> dict:
+        return {"awq_version": "gemm"}
 
     def build(self, prefix, tensors, module, dtype, device):
         from .loader import make_layer

@@ -30,6 +30,7 @@ from .. import primitives as P
 from ..plain import PlainInt4Weight
 from ..types import ActMode
 from . import packing
+from .qweight_importer import QweightImporter
 from .safetensors_io import CheckpointError, atomic_directory, write_shards
 
 log = logging.getLogger("nybble")
@@ -104,20 +105,16 @@ def plain_from_gptq(t: dict[str, torch.Tensor], prefix: str, group_size: int, ve
                    f"{where}: {prefix}.g_idx")
 
 
-class GptqImporter:
+class GptqImporter(QweightImporter):
     """Reads GPTQ v1/v2 checkpoints (symmetric or not, ``desc_act`` included)."""
 
     method = QUANT_METHOD
     suffixes = SUFFIXES
+    parse_config = staticmethod(parse_config)
 
-    def __init__(self, qcfg: dict, where: str, force_kernel: str | None = None):
-        self.cfg = parse_config(qcfg, where)
-        self.where, self.force_kernel = where, force_kernel
-        self.aliases: dict[str, str] = {}
-        self.info = {"gptq_version": self.cfg["version"], "desc_act": self.cfg["desc_act"]}
-
-    def layer_prefixes(self, files) -> list[str]:
-        return [n.rpartition(".")[0] for n in files.names() if n.endswith(".qweight")]
+    @staticmethod
+    def describe(cfg: dict) -> dict:
+        return {"gptq_version": cfg["version"], "desc_act": cfg["desc_act"]}
 
     def build(self, prefix, tensors, module, dtype, device):
         from .loader import make_layer

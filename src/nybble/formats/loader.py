@@ -18,7 +18,7 @@ from torch import nn
 
 from ..api import replace_module
 from ..progress import progress
-from .modeling import config_dtype, empty_model, finish, read_config_json, set_tensor
+from .modeling import config_dtype, empty_model, finish, set_tensor
 from .safetensors_io import CheckpointError, CheckpointFiles
 
 log = logging.getLogger("nybble")

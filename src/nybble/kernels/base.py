@@ -62,6 +62,8 @@ class LinearKernel:
     name: str = "abstract"
     #: device types (``torch.device.type``) this kernel may run on
     device_types: tuple[str, ...] = ()
+    #: on CUDA: the lowest compute capability the kernel needs (None: no CUDA requirement)
+    min_cuda_capability: tuple[int, int] | None = None
 
     def __init__(self, spec: LinearSpec):
         self.spec = spec
@@ -72,6 +74,13 @@ class LinearKernel:
         device = torch.device(device)
         if device.type not in cls.device_types:
             return False, f"runs on {'/'.join(cls.device_types)} only, not {device.type}"
+        if device.type == "cuda" and cls.min_cuda_capability is not None:
+            if not torch.cuda.is_available():
+                return False, "no CUDA device is available"
+            found = torch.cuda.get_device_capability()
+            if found < cls.min_cuda_capability:
+                need = ".".join(map(str, cls.min_cuda_capability))
+                return False, f"needs compute capability >= {need}, found {found[0]}.{found[1]}"
         return True, None
 
     @classmethod

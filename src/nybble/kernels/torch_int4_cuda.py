@@ -48,19 +48,14 @@ class TorchInt4CudaKernel(TorchInt4KernelBase):
 
     name = "torch_int4_cuda"
     device_types = ("cuda",)
+    min_cuda_capability = (8, 0)
 
     @classmethod
     def is_supported(cls, device):
         ok, why = super().is_supported(device)
-        if not ok:
-            return ok, why
-        if not hasattr(torch.ops.aten, "_weight_int4pack_mm"):
+        if ok and not hasattr(torch.ops.aten, "_weight_int4pack_mm"):
             return False, "this PyTorch has no aten._weight_int4pack_mm"
-        if not torch.cuda.is_available():
-            return False, "no CUDA device is available"
-        if torch.cuda.get_device_capability() < (8, 0):
-            return False, "tinygemm needs compute capability >= 8.0"
-        return True, None
+        return ok, why
 
     @classmethod
     def extra_refusal(cls, spec: LinearSpec) -> str | None:

@@ -39,18 +39,7 @@ class TritonKernel(LinearKernel):
 
     name = "triton"
     device_types = ("cuda",)
-
-    @classmethod
-    def is_supported(cls, device):
-        ok, why = super().is_supported(device)
-        if not ok:
-            return ok, why
-        if not torch.cuda.is_available():
-            return False, "no CUDA device is available"
-        major, minor = torch.cuda.get_device_capability()
-        if major < 8:
-            return False, f"needs compute capability >= 8.0 (bf16/int8 tensor cores), found {major}.{minor}"
-        return True, None
+    min_cuda_capability = (8, 0)  # bf16 / int8 tensor cores
 
     @classmethod
     def can_implement(cls, spec: LinearSpec):
