@@ -11,14 +11,23 @@ using TaskFn = void (*)(void* ctx, int tid, int nthreads);
 
 // Runs fn(ctx, tid, nthreads) for tid in [0, nthreads): tid 0 on the calling thread, the others on
 // persistent workers (created on first use, kept for later calls). Calls are serialized.
-void parallel_run_raw(int nthreads, TaskFn fn, void* ctx);
+// skippable: fn hands out its work dynamically (any one call may do all of it), so the calls of
+// workers that have not started when the caller's own call returns are skipped, not waited for.
+void parallel_run_raw(int nthreads, TaskFn fn, void* ctx, bool skippable);
 
-// parallel_run(n, lambda(tid, nthreads)).
+// parallel_run(n, lambda(tid, nthreads)): every tid runs (static splits may rely on that).
 template <class Fn>
-static inline void parallel_run(int nthreads, Fn&& fn) {
+static inline void parallel_run(int nthreads, Fn&& fn, bool skippable = false) {
   using T = typename std::remove_reference<Fn>::type;
   parallel_run_raw(nthreads, [](void* c, int tid, int n) { (*static_cast<T*>(c))(tid, n); },
-                   const_cast<void*>(static_cast<const void*>(&fn)));
+                   const_cast<void*>(static_cast<const void*>(&fn)), skippable);
+}
+
+// parallel_dynamic(n, lambda()): fn takes its work from a shared counter until none is left; the
+// caller returns as soon as the work is done (workers not yet started are skipped).
+template <class Fn>
+static inline void parallel_dynamic(int nthreads, Fn&& fn) {
+  parallel_run(nthreads, [&](int, int) { fn(); }, true);
 }
 
 // Dynamic split: threads take chunks [lo, hi) of [0, total) from a shared counter until none is
@@ -30,7 +39,7 @@ static inline void parallel_chunks(int nthreads, long long total, long long chun
   if (chunk < 1) chunk = 1;
   const long long nchunks = (total + chunk - 1) / chunk;
   if (nthreads > nchunks) nthreads = static_cast<int>(nchunks < 1 ? 1 : nchunks);
-  parallel_run(nthreads, [&](int, int) {
+  parallel_dynamic(nthreads, [&] {
     for (;;) {
       const long long lo = __atomic_fetch_add(&next, chunk, __ATOMIC_RELAXED);
       if (lo >= total) break;

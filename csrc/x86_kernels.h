@@ -282,7 +282,7 @@ struct X86Kernels {
     const GemmPlan p = plan(a.m, nb, kNCB, nthreads);
     const int nt = static_cast<int>(imin(nthreads, p.tasks()));
     long long next = 0;
-    parallel_run(nt, [&](int, int) {
+    parallel_dynamic(nt, [&] {
       float* panel = static_cast<float*>(std::malloc(sizeof(float) * kKC * kNCB * 16));
       for (;;) {
         const int64_t task = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
@@ -426,7 +426,7 @@ struct X86Kernels {
     const GemmPlan p = plan(a.m, nb, cb, nthreads);
     const int nt = static_cast<int>(imin(nthreads, p.tasks()));
     long long next = 0;
-    parallel_run(nt, [&](int, int) {
+    parallel_dynamic(nt, [&] {
       for (;;) {
         const int64_t task = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
         if (task >= p.tasks()) break;
