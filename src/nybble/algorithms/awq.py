@@ -98,6 +98,14 @@ def search_scale(x: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Te
     return best_s, best_alpha, {"rtn_error": errs[0], "awq_error": best_err}
 
 
+def _keep_better(best_err, best, err, cand):
+    """Per (row, group): keep ``cand`` (``(n, G, g)``) where its error ``err`` (``(n, G)``) beats ``best_err``."""
+    if best_err is None:
+        return err, cand
+    better = err < best_err
+    return torch.where(better, err, best_err), torch.where(better.unsqueeze(-1), cand, best)
+
+
 def _clip_groups(wg: torch.Tensor, r: float, domain: ZeroPointDomain) -> torch.Tensor:
     """Clamp ``(N, G, g)`` weights to ``r`` times their group range (both ends for ``int``)."""
     if domain is ZeroPointDomain.NONE:
@@ -133,12 +141,7 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, group_size: int, domain: ZeroP
             q = rtn_dequant(wc.reshape(-1, k), group_size, domain, sd).reshape(-1, ng, g)
             # per (row, group) output error of that group's slice, averaged over tokens
             err = torch.einsum("mGg,nGg->mnG", xs, wg - q).pow(2).mean(dim=0)
-            if best_err is None:
-                best_err, best = err, wc
-            else:
-                better = err < best_err
-                best_err = torch.where(better, err, best_err)
-                best = torch.where(better.unsqueeze(-1), wc, best)
+            best_err, best = _keep_better(best_err, best, err, wc)
         out[r0:r0 + chunk] = best.reshape(-1, k)
     return out
 
@@ -185,10 +188,5 @@ def search_clip_h(h: torch.Tensor, w: torch.Tensor, group_size: int, domain: Zer
         d = wg - rtn_dequant(wc.reshape(n, k), group_size, domain, sd).reshape(n, ng, g)
         dt = d.transpose(0, 1)                                # (G, n, g)
         err = (torch.bmm(dt, hb) * dt).sum(-1).transpose(0, 1)  # (n, G): d^T H_jj d
-        if best_err is None:
-            best_err, best = err, wc
-        else:
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best = torch.where(better.unsqueeze(-1), wc, best)
+        best_err, best = _keep_better(best_err, best, err, wc)
     return best.reshape(n, k)

@@ -18,7 +18,7 @@ import torch
 from ..plain import PlainInt4Weight
 from ..types import ActMode
 from . import packing
-from .qweight_importer import QweightImporter
+from .qweight_importer import QweightImporter, required_tensors
 from .safetensors_io import CheckpointError
 
 QUANT_METHOD = "awq"
@@ -44,12 +44,7 @@ def parse_config(qcfg: dict, where: str) -> dict:
 
 def plain_from_awq(t: dict[str, torch.Tensor], prefix: str, group_size: int, where: str,
                    expect_nk: tuple[int, int] | None) -> PlainInt4Weight:
-    def need(s):
-        if s not in t:
-            raise CheckpointError(f"{where}: tensor {prefix}.{s} is missing (needed by the AWQ layer {prefix})")
-        return t[s]
-
-    qweight, qzeros, scales = need("qweight"), need("qzeros"), need("scales")
+    qweight, qzeros, scales = required_tensors(t, prefix, ("qweight", "qzeros", "scales"), where, "AWQ")
     if qweight.dtype != torch.int32 or qweight.dim() != 2:
         raise CheckpointError(f"{where}: {prefix}.qweight must be a 2-D int32 tensor (K, N/8), "
                               f"got {qweight.dtype} {tuple(qweight.shape)}")

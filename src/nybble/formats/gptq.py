@@ -30,7 +30,7 @@ from .. import primitives as P
 from ..plain import PlainInt4Weight
 from ..types import ActMode
 from . import packing
-from .qweight_importer import QweightImporter
+from .qweight_importer import QweightImporter, required_tensors
 from .safetensors_io import CheckpointError, atomic_directory, write_shards
 
 log = logging.getLogger("nybble")
@@ -61,12 +61,7 @@ def plain_from_gptq(t: dict[str, torch.Tensor], prefix: str, group_size: int, ve
     """One layer's GPTQ tensors -> ``(PlainInt4Weight, perm or None)``; every shape and value checked."""
     from .permuted import is_trivial_g_idx, regroup
 
-    def need(s):
-        if s not in t:
-            raise CheckpointError(f"{where}: tensor {prefix}.{s} is missing (needed by the GPTQ layer {prefix})")
-        return t[s]
-
-    qweight, qzeros, scales = need("qweight"), need("qzeros"), need("scales")
+    qweight, qzeros, scales = required_tensors(t, prefix, ("qweight", "qzeros", "scales"), where, "GPTQ")
     if qweight.dtype != torch.int32 or qweight.dim() != 2:
         raise CheckpointError(f"{where}: {prefix}.qweight must be a 2-D int32 tensor (K/8, N), "
                               f"got {qweight.dtype} {tuple(qweight.shape)}")

@@ -2,6 +2,19 @@
 tensor and parse their ``quantization_config`` once."""
 from __future__ import annotations
 
+import torch
+
+from .safetensors_io import CheckpointError
+
+
+def required_tensors(t: dict[str, torch.Tensor], prefix: str, names: tuple[str, ...], where: str,
+                     fmt: str) -> tuple[torch.Tensor, ...]:
+    """``t[name]`` for each name, or a CheckpointError naming the missing ``prefix.name`` and the layer."""
+    missing = [s for s in names if s not in t]
+    if missing:
+        raise CheckpointError(f"{where}: tensor {prefix}.{missing[0]} is missing (needed by the {fmt} layer {prefix})")
+    return tuple(t[s] for s in names)
+
 
 class QweightImporter:
     """Base of importers whose layers are the prefixes of ``*.qweight`` tensors.
