@@ -55,7 +55,19 @@ struct A8Args {
   const float* bias;
 };
 
+// A16W4 with bf16 activations kept in bf16 (the avx512_bf16 path): x (M, K) bf16 bits (row stride
+// ldx); y (M, N) fp32 (row stride ldy); bias fp32 or null. Products bf16 x small integer are exact,
+// sums are fp32 (vdpbf16ps), the group scale is applied in fp32.
+struct A16Bf16Args {
+  const uint16_t* x;
+  int64_t m, ldx;
+  float* y;
+  int64_t ldy;
+  const float* bias;
+};
+
 using A16Fn = void (*)(const PackedView&, const A16Args&, int nthreads);
+using A16Bf16Fn = void (*)(const PackedView&, const A16Bf16Args&, int nthreads);
 using A8Fn = void (*)(const PackedView&, const A8Args&, int nthreads);
 // dst[i] = float(src[i]) for `count` values of kind (ScaleKind: f32 / bf16 / f16 bits)
 using ToF32Fn = void (*)(const void* src, int kind, float* dst, int64_t count);
@@ -73,6 +85,10 @@ struct IsaKernels {
   ToF32Fn to_f32;
   FromF32Fn from_f32;
   QuantRowFn quant_row;
+  // bf16 activations without the fp32 copy (null on paths without AVX512-BF16), used for
+  // M <= a16w4_bf16_max_m
+  A16Bf16Fn a16w4_bf16 = nullptr;
+  int64_t a16w4_bf16_max_m = 0;
 };
 
 // One per translation unit (each compiled with its ISA's flags only).
@@ -80,6 +96,7 @@ IsaKernels kernels_scalar();
 IsaKernels kernels_avx2();
 IsaKernels kernels_avx512();
 IsaKernels kernels_avx512_vnni();
+IsaKernels kernels_avx512_bf16();  // avx512_vnni plus the vdpbf16ps A16W4 path for bf16 activations
 
 // Exact per-token quantization (nybble.primitives.quantize_activations), threaded over rows with
 // the row function of an ISA path. x (M, K) fp32 row stride ldx -> q (M, K), sa (M), za (M),

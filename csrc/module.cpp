@@ -47,14 +47,26 @@ nybble::PackedView packed_view(uintptr_t qw, uintptr_t scale, int scale_kind, ui
 // so that no torch op (and no OpenMP region of torch's) runs around the kernel.
 struct F32Io {
   std::vector<float> xbuf, ybuf;
-  const float* x;
-  int64_t ldx;
-  float* y;
-  int64_t ldy;
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
 };
 
 void check_kind(int kind, const char* what) {
   if (kind < 0 || kind > 2) throw std::invalid_argument(std::string("nybble._C: bad dtype kind for ") + what);
+}
+
+// io.y / io.ldy: y itself when it is fp32, else a new (M, N) fp32 buffer (io.ybuf).
+void f32_output_buffer(F32Io& io, uintptr_t y, int y_kind, int64_t m, int64_t n, int64_t ldy) {
+  if (y_kind == nybble::kScaleF32) {
+    io.y = ptr<float>(y);
+    io.ldy = ldy;
+  } else {
+    io.ybuf.resize(static_cast<size_t>(m * n));
+    io.y = io.ybuf.data();
+    io.ldy = n;
+  }
 }
 
 F32Io f32_inputs(const nybble::IsaKernels& kern, uintptr_t x, int x_kind, int64_t m, int64_t ldx, int64_t k,
@@ -73,14 +85,7 @@ F32Io f32_inputs(const nybble::IsaKernels& kern, uintptr_t x, int x_kind, int64_
     io.x = dst;
     io.ldx = k;
   }
-  if (y_kind == nybble::kScaleF32) {
-    io.y = ptr<float>(y);
-    io.ldy = ldy;
-  } else {
-    io.ybuf.resize(static_cast<size_t>(m * n));
-    io.y = io.ybuf.data();
-    io.ldy = n;
-  }
+  f32_output_buffer(io, y, y_kind, m, n, ldy);
   return io;
 }
 
@@ -103,6 +108,15 @@ void a16w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t l
   if (m <= 0) return;
   nb::gil_scoped_release release;
   const int nt = pick_threads(nthreads, m, n, k);
+  if (x_kind == nybble::kScaleBF16 && kern.a16w4_bf16 && m <= kern.a16w4_bf16_max_m) {
+    // bf16 activations stay bf16 (vdpbf16ps path): only the output goes through fp32
+    F32Io io;
+    f32_output_buffer(io, y, y_kind, m, n, ldy);
+    const nybble::A16Bf16Args a{ptr<const uint16_t>(x), m, ldx, io.y, io.ldy, ptr<const float>(bias)};
+    kern.a16w4_bf16(w, a, nt);
+    f32_outputs(kern, io, y, y_kind, m, n, ldy, nt);
+    return;
+  }
   const F32Io io = f32_inputs(kern, x, x_kind, m, ldx, k, y, y_kind, n, ldy, nt);
   const nybble::A16Args a{io.x, m, io.ldx, io.y, io.ldy, ptr<const float>(bias)};
   kern.a16w4(w, a, nt);

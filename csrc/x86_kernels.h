@@ -61,8 +61,9 @@ struct X86Kernels {
   }
 
   // Rows m0 .. m0+MR-1, blocks b0 .. b0+NB-1, all of K.
+  // sx: (M, G) fp32 per-group sums of x (int domain only, else unused).
   template <int MR, int NB>
-  static void a16_gemv_tile(const PackedView& w, const A16Args& a, int64_t m0, int64_t b0,
+  static void a16_gemv_tile(const PackedView& w, const A16Args& a, const float* sx, int64_t m0, int64_t b0,
                             const typename V::Lut& lut) {
     constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
     const int64_t K8 = w.k >> 3, G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
@@ -96,22 +97,6 @@ struct X86Kernels {
           a16_step<MR, NB, P, 7>(raw, lut, xk, ldx, acc, j);
         }
       }
-      F sumx[MR];
-      for (int r = 0; r < MR; ++r) sumx[r] = V::fzero();
-      if (w.zp) {
-        for (int r = 0; r < MR; ++r) {
-          const float* xr = x0 + r * ldx + g * w.gl;
-          F sv = V::fzero();
-          int64_t i = 0;
-          for (; i + 16 <= w.gl; i += 16) sv = V::fadd(sv, V::fload(xr + i));
-          if (i < w.gl) sv = V::fadd(sv, V::fload_part(xr + i, static_cast<int>(w.gl - i)));
-          alignas(64) float t[16];
-          V::fstore_full(t, sv);
-          float sum = 0.f;
-          for (int l = 0; l < 16; ++l) sum += t[l];
-          sumx[r] = V::fset1(sum);
-        }
-      }
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
@@ -121,7 +106,7 @@ struct X86Kernels {
         for (int r = 0; r < MR; ++r) {
           F v = acc[r][j][0];
           if (P == 2) v = V::fadd(v, acc[r][j][P - 1]);
-          if (w.zp) v = V::fnmadd(zf, sumx[r], v);
+          if (w.zp) v = V::fnmadd(zf, V::fset1(sx[(m0 + r) * G + g]), v);
           tot[r][j] = V::fmadd(v, s, tot[r][j]);
         }
       }
@@ -139,35 +124,60 @@ struct X86Kernels {
 
   // Blocks [lo, hi) for rows [m0, m0 + MR).
   template <int MR, int NB>
-  static void a16_gemv_range(const PackedView& w, const A16Args& a, int64_t m0, int64_t lo, int64_t hi,
-                             const typename V::Lut& lut) {
+  static void a16_gemv_range(const PackedView& w, const A16Args& a, const float* sx, int64_t m0, int64_t lo,
+                             int64_t hi, const typename V::Lut& lut) {
     int64_t b = lo;
-    for (; b + NB <= hi; b += NB) a16_gemv_tile<MR, NB>(w, a, m0, b, lut);
-    for (; b < hi; ++b) a16_gemv_tile<MR, 1>(w, a, m0, b, lut);
+    for (; b + NB <= hi; b += NB) a16_gemv_tile<MR, NB>(w, a, sx, m0, b, lut);
+    for (; b < hi; ++b) a16_gemv_tile<MR, 1>(w, a, sx, m0, b, lut);
   }
 
   // All rows (in tiles of up to 4) over blocks [lo, hi), a few blocks at a time so that the
   // weights of those blocks stay in L1/L2 while every row tile uses them.
-  static void a16_gemv_rows(const PackedView& w, const A16Args& a, int64_t lo, int64_t hi,
+  static void a16_gemv_rows(const PackedView& w, const A16Args& a, const float* sx, int64_t lo, int64_t hi,
                             const typename V::Lut& lut) {
     const int64_t step = a.m <= 4 ? hi - lo : 4;
     for (int64_t b = lo; b < hi; b += step) {
       const int64_t be = imin(hi, b + step);
       for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
         switch (imin(4, a.m - m0)) {
-          case 1: a16_gemv_range<1, V::kGemvNB>(w, a, m0, b, be, lut); break;
-          case 2: a16_gemv_range<2, V::kGemvNB>(w, a, m0, b, be, lut); break;
-          case 3: a16_gemv_range<3, 2>(w, a, m0, b, be, lut); break;
-          default: a16_gemv_range<4, 2>(w, a, m0, b, be, lut); break;
+          case 1: a16_gemv_range<1, V::kGemvNB>(w, a, sx, m0, b, be, lut); break;
+          case 2: a16_gemv_range<2, V::kGemvNB>(w, a, sx, m0, b, be, lut); break;
+          case 3: a16_gemv_range<3, 2>(w, a, sx, m0, b, be, lut); break;
+          default: a16_gemv_range<4, 2>(w, a, sx, m0, b, be, lut); break;
         }
+      }
+    }
+  }
+
+  // Per-group sums of x: sx[r * G + g] = sum of x[r, g*gl .. (g+1)*gl) (fp32, 16 lanes then across).
+  static void group_sums(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, float* sx) {
+    const int64_t G = k / gl;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t g = 0; g < G; ++g) {
+        const float* xr = x + r * ldx + g * gl;
+        F sv = V::fzero();
+        int64_t i = 0;
+        for (; i + 16 <= gl; i += 16) sv = V::fadd(sv, V::fload(xr + i));
+        if (i < gl) sv = V::fadd(sv, V::fload_part(xr + i, static_cast<int>(gl - i)));
+        alignas(64) float t[16];
+        V::fstore_full(t, sv);
+        float sum = 0.f;
+        for (int l = 0; l < 16; ++l) sum += t[l];
+        sx[r * G + g] = sum;
       }
     }
   }
 
   static void a16_gemv(const PackedView& w, const A16Args& a, int nthreads) {
     const auto lut = V::make_lut(w.zp ? 0 : 8);
+    float* sx = nullptr;
+    if (w.zp) {
+      sx = static_cast<float*>(std::malloc(sizeof(float) * a.m * w.groups()));
+      group_sums(a.x, a.m, a.ldx, w.k, w.gl, sx);
+    }
     parallel_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads),
-                    [&](long long lo, long long hi) { a16_gemv_rows(w, a, lo, hi, lut); });
+                    [&](long long lo, long long hi) { a16_gemv_rows(w, a, sx, lo, hi, lut); });
+    std::free(sx);
   }
 
   // Blocks per dynamically scheduled GEMV chunk: about 128 KiB of weights, at least 8 chunks per thread.

@@ -1,0 +1,188 @@
+// AVX512-BF16 path: everything of the AVX512-VNNI path, plus an A16W4 kernel for bf16 activations
+// (M <= kMaxM) that keeps x in bf16 and multiplies with vdpbf16ps. Compiled with the VNNI flags plus
+// -mavx512bf16; run only when CPUID reports AVX512_BF16.
+//
+// Arithmetic (still "compute in fp32"): each 4-bit code becomes the bf16 of the exact integer
+// t = q - 8 (zero-point domain none) or t = q (domain int) through a 32-entry vpermw table; the
+// products x * t (bf16 x integer |t| <= 15) are exact in fp32 and vdpbf16ps sums them in fp32. Per
+// group and column: acc = sum_k x[k] t[k]; y += s * (acc - z * sum_k x[k]) (the z term in the int
+// domain only, with the fp32 per-group sums of x), as the fp32 path does. vdpbf16ps treats bf16
+// subnormal inputs (|x| < 1.2e-38) as zero and flushes subnormal fp32 results to zero.
+//
+// Data flow of one 64-byte weight chunk (8 k x 16 columns, layout in kernels.h): lane `col` holds
+// two 16-bit words, word 0 = nibbles (k0, k4, k1, k5) from low to high bits, word 1 = (k2, k6, k3,
+// k7). vpermw looks up the low 5 bits of every word, so with the table repeated in entries 16..31
+// the words of `raw`, `raw >> 4`, `raw >> 8`, `raw >> 12` (16-bit shifts) decode to the bf16 pairs
+// (k0, k2), (k4, k6), (k1, k3), (k5, k7). x is reordered once per call so that each of those pairs of
+// activations is one 32-bit word, broadcast to all lanes: 4 vdpbf16ps per chunk and row (32 MACs
+// each) against 8 FMAs + 8 float conversions in the fp32 path.
+#include <cstdlib>
+
+#include "simd_avx512.h"
+#include "x86_kernels.h"
+
+namespace nybble {
+namespace {
+
+struct A16Bf16 {
+  using V = V512<true>;
+  using Base = X86Kernels<V>;
+  using F = __m512;
+  using I = __m512i;
+  static constexpr int64_t kMaxM = 16;  // above: the fp32 GEMM of the VNNI path
+  static constexpr int64_t kPrefetch = Base::kPrefetch;
+
+  // bf16 bits of t = i - offset for index i mod 16 (|t| <= 15 is exact in bf16)
+  static I make_table(int offset) {
+    alignas(64) uint16_t t[32];
+    for (int i = 0; i < 32; ++i) {
+      const float v = static_cast<float>((i & 15) - offset);
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      t[i] = static_cast<uint16_t>(bits >> 16);  // exact: the low 16 bits are zero
+    }
+    return _mm512_load_si512(t);
+  }
+
+  static F dp(F acc, I w, uint32_t xpair) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_set1_epi32(static_cast<int>(xpair)));
+  }
+
+  // Rows m0 .. m0+MR-1 (xp row stride K/2 words), blocks b0 .. b0+NB-1, all of K.
+  template <int MR, int NB>
+  static void tile(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
+                   int64_t b0, const I& table) {
+    constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
+    const int64_t K8 = w.k >> 3, K2 = w.k >> 1, G = w.groups(), cpg = w.gl >> 3;
+    const uint32_t* x0 = xp + m0 * K2;
+    F tot[MR][NB];
+    const uint8_t* qp[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      qp[j] = w.qw + (b0 + j) * K8 * 64;
+      for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      F acc[MR][NB][P];
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < NB; ++j)
+          for (int p = 0; p < P; ++p) acc[r][j][p] = _mm512_setzero_ps();
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+        const uint32_t* xc = x0 + c * 4;
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+          const I raw = _mm512_loadu_si512(qp[j] + c * 64);
+          _mm_prefetch(reinterpret_cast<const char*>(qp[j] + c * 64 + kPrefetch), _MM_HINT_T0);
+          const I w0 = _mm512_permutexvar_epi16(raw, table);
+          const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
+          const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
+          const I w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 12), table);
+#pragma GCC unroll 4
+          for (int r = 0; r < MR; ++r) {
+            const uint32_t* xr = xc + r * K2;
+            acc[r][j][0] = dp(acc[r][j][0], w0, xr[0]);
+            acc[r][j][P - 1] = dp(acc[r][j][P - 1], w1, xr[1]);
+            acc[r][j][0] = dp(acc[r][j][0], w2, xr[2]);
+            acc[r][j][P - 1] = dp(acc[r][j][P - 1], w3, xr[3]);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int64_t si = ((b0 + j) * G + g) * 16;
+        const F s = V::scale_load(w.scale, si, w.scale_kind);
+        const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) {
+          F v = acc[r][j][0];
+          if (P == 2) v = _mm512_add_ps(v, acc[r][j][P - 1]);
+          if (w.zp) v = _mm512_fnmadd_ps(zf, _mm512_set1_ps(sx[(m0 + r) * G + g]), v);
+          tot[r][j] = _mm512_fmadd_ps(v, s, tot[r][j]);
+        }
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      const int nc = Base::ncols(w, b0 + j);
+      const int64_t col = (b0 + j) * 16;
+      for (int r = 0; r < MR; ++r) {
+        F v = tot[r][j];
+        if (a.bias) v = _mm512_add_ps(v, V::fload_part(a.bias + col, nc));
+        V::fstore_part(a.y + (m0 + r) * a.ldy + col, v, nc);
+      }
+    }
+  }
+
+  template <int MR, int NB>
+  static void range(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
+                    int64_t lo, int64_t hi, const I& table) {
+    int64_t b = lo;
+    for (; b + NB <= hi; b += NB) tile<MR, NB>(w, a, xp, sx, m0, b, table);
+    for (; b < hi; ++b) tile<MR, 1>(w, a, xp, sx, m0, b, table);
+  }
+
+  // All rows (tiles of up to 4) over blocks [lo, hi); with more than 4 rows a few blocks at a time,
+  // so that their weights stay in L1/L2 while every row tile uses them.
+  static void rows(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t lo,
+                   int64_t hi, const I& table) {
+    const int64_t step = a.m <= 4 ? hi - lo : 4;
+    for (int64_t b = lo; b < hi; b += step) {
+      const int64_t be = imin(hi, b + step);
+      for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
+        switch (imin(4, a.m - m0)) {
+          case 1: range<1, 4>(w, a, xp, sx, m0, b, be, table); break;
+          case 2: range<2, 4>(w, a, xp, sx, m0, b, be, table); break;
+          case 3: range<3, 2>(w, a, xp, sx, m0, b, be, table); break;
+          default: range<4, 2>(w, a, xp, sx, m0, b, be, table); break;
+        }
+      }
+    }
+  }
+
+  // x (M, K) bf16 -> xp (M, K/2) 32-bit pairs, each 8-k chunk in the order (0,2) (4,6) (1,3) (5,7);
+  // and, in the int domain, sx (M, G) = fp32 sums of each group of x.
+  static void prepare(const PackedView& w, const A16Bf16Args& a, uint32_t* xp, float* sx) {
+    const int64_t K = w.k, G = w.groups();
+    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    for (int64_t r = 0; r < a.m; ++r) {
+      const uint16_t* xr = a.x + r * a.ldx;
+      uint32_t* dst = xp + r * (K >> 1);
+      for (int64_t c = 0; c < (K >> 3); ++c) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xr + 8 * c));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * c), _mm_shuffle_epi8(v, order));
+      }
+      if (!sx) continue;
+      for (int64_t g = 0; g < G; ++g) {
+        F sv = _mm512_setzero_ps();
+        for (int64_t i = g * w.gl; i < (g + 1) * w.gl; i += 8) {  // gl is a multiple of 8
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xr + i));
+          const __m256i f = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+          sv = _mm512_add_ps(sv, _mm512_zextps256_ps512(_mm256_castsi256_ps(f)));
+        }
+        sx[r * G + g] = _mm512_reduce_add_ps(sv);
+      }
+    }
+  }
+
+  static void a16w4_bf16(const PackedView& w, const A16Bf16Args& a, int nthreads) {
+    const I table = make_table(w.zp ? 0 : 8);
+    uint32_t* xp = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * a.m * (w.k >> 1)));
+    float* sx = w.zp ? static_cast<float*>(std::malloc(sizeof(float) * a.m * w.groups())) : nullptr;
+    prepare(w, a, xp, sx);
+    parallel_chunks(nthreads, w.nblocks(), Base::gemv_chunk(w, nthreads),
+                    [&](long long lo, long long hi) { rows(w, a, xp, sx, lo, hi, table); });
+    std::free(sx);
+    std::free(xp);
+  }
+};
+
+}  // namespace
+
+IsaKernels kernels_avx512_bf16() {
+  IsaKernels t = X86Kernels<V512<true>>::table();
+  t.a16w4_bf16 = A16Bf16::a16w4_bf16;
+  t.a16w4_bf16_max_m = A16Bf16::kMaxM;
+  return t;
+}
+
+}  // namespace nybble
