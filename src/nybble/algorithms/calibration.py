@@ -296,11 +296,68 @@ class _Context:
 class BlockContext(_Context):
     """One repeated block (e.g. one decoder layer) and its stored inputs."""
 
-    def __init__(self, model, block, prefix, names, act_mode, states):
+    def __init__(self, model, block, prefix, names, act_mode, states, float_hidden=None):
         super().__init__(model, block, names, act_mode)
         self.prefix = prefix
         self._states = states
         self.num_batches = len(states)
+        #: hidden-state inputs of this block in the *float* model (one per batch, same shapes as the
+        #: quantized stream's), or None when the engine keeps no float stream
+        self.float_hidden = float_hidden
+        #: set by a recipe that uses the float stream: a float copy of this block (computing the float
+        #: model's function) that the engine uses to advance the float stream; None = the block itself
+        self.float_module: nn.Module | None = None
+
+    @property
+    def has_float_stream(self) -> bool:
+        return self.float_hidden is not None
+
+    def run_pair(self, float_block: nn.Module, names: list[str], fn: Callable[[str, torch.Tensor, torch.Tensor], None],
+                 dedupe: bool = True) -> None:
+        """For each batch, run ``float_block`` (a float copy of this block) on the float stream's inputs
+        and this block on the quantized stream's inputs, and call ``fn(name, x_q, x_f)`` with linear
+        ``name``'s input rows in both (each ``(M, K)``, model dtype, real tokens only, the same tokens
+        in the same order). With ``dedupe``, linears sharing an input (q/k/v) call ``fn`` once under the
+        first name (see :meth:`hook_inputs`)."""
+        if self.float_hidden is None:
+            raise ValueError("run_pair needs the engine's float stream (recipe.float_stream = True)")
+        pre = self.prefix + "."
+        rel = {n: n[len(pre):] for n in names}
+        fx: dict[str, torch.Tensor] = {}
+        handles = []
+        for n in names:
+            def fpre(mod, args, _n=n):
+                fx[_n] = self._rows(args[0].detach())
+            handles.append(float_block.get_submodule(rel[n]).register_forward_pre_hook(fpre))
+        stop_f = []
+        fired: set[str] = set()
+        for n in names:
+            def fpost(mod, args, out, _n=n):
+                fired.add(_n)
+                if len(fired) == len(names):
+                    raise _Stop
+            stop_f.append(float_block.get_submodule(rel[n]).register_forward_hook(fpost))
+        try:
+            with self.hook_inputs(names, lambda n, x: fn(n, x, fx[n]), dedupe=dedupe), \
+                    self._stopper(names) as reset:
+                for i, st in enumerate(self._states):
+                    self.batch_index, self._mask = i, st.mask
+                    fx.clear()
+                    fired.clear()
+                    try:
+                        st.call_with(float_block, self.float_hidden[i])
+                    except _Stop:
+                        pass
+                    reset()
+                    try:
+                        st.call(self.module)
+                    except _Stop:
+                        pass
+        finally:
+            for h in handles + stop_f:
+                h.remove()
+            fx.clear()
+            self.batch_index, self._mask = -1, None
 
     def run(self, before_batch=None, stop_after: Iterable[str] = ()) -> None:
         """Run the block over every stored input (outputs discarded; hooks observe). With
@@ -318,9 +375,16 @@ class BlockContext(_Context):
         self.batch_index, self._mask = -1, None
 
     def advance(self) -> None:
-        """Replace the stored inputs by this block's outputs (with its layers as they are now)."""
+        """Replace the stored inputs by this block's outputs (with its layers as they are now), and
+        the float stream's inputs by the float block's outputs (:attr:`float_module`, or this block
+        when no recipe replaced it: nothing in it was quantized)."""
+        if self.float_hidden is not None:
+            fb = self.float_module if self.float_module is not None else self.module
+            for i, st in enumerate(self._states):
+                self.float_hidden[i] = _first(st.call_with(fb, self.float_hidden[i]))
         for st in self._states:
             st.set_hidden(_first(st.call(self.module)))
+        self.float_module = None
 
 
 class ModelContext(_Context):
@@ -364,6 +428,12 @@ class _BlockInput:
 
     def call(self, block: nn.Module):
         return block(*self.args, **self.kwargs)
+
+    def call_with(self, block: nn.Module, hidden: torch.Tensor):
+        """``block`` on these inputs with the hidden states replaced by ``hidden``."""
+        if self.args:
+            return block(hidden, *self.args[1:], **self.kwargs)
+        return block(*self.args, **{**self.kwargs, "hidden_states": hidden})
 
     def hidden(self) -> torch.Tensor:
         return self.args[0] if self.args else self.kwargs["hidden_states"]
@@ -463,18 +533,21 @@ def run_blockwise(model: nn.Module, names: list[str], batches: list[dict], proce
         if found is not None:
             prefix, blocks = found
             states = capture_block_inputs(model, blocks[0], batches, kw)
-            held = sum(s.nbytes() for s in states)
+            # the float model's block inputs, for recipes that compare against the float model
+            fhidden = [s.hidden().clone() for s in states] if getattr(process, "float_stream", False) else None
+            held = sum(s.nbytes() for s in states) * (2 if fhidden is not None else 1)
             for i, block in enumerate(progress(blocks, desc=desc, total=len(blocks), unit="block",
                                                disable=not show_progress)):
                 bp = f"{prefix}.{i}" if prefix else str(i)
                 bnames = [n for n in names if n.startswith(bp + ".")]
-                ctx = BlockContext(model, block, bp, bnames, act_mode, states)
+                ctx = BlockContext(model, block, bp, bnames, act_mode, states, fhidden)
                 if bnames:
                     process(ctx)
                     done.update(bnames)
                 if i + 1 < len(blocks):
                     ctx.advance()
-            del states
+                ctx.float_module = None
+            del states, fhidden
             summary.details["calibration_blocks"] = f"{len(blocks)} x {type(blocks[0]).__name__} ({prefix})"
         rest = [n for n in names if n not in done]
         if rest:

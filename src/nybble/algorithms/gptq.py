@@ -63,6 +63,74 @@ class HessianAccumulator:
         return self.h
 
 
+class CrossAccumulator:
+    """Running ``C = (1/M) sum_m xq_m xf_m^T`` over batches of paired rows, in fp32.
+
+    ``add(xq, xf)`` takes the quantized model's inputs ``xq`` and the float model's inputs ``xf`` of
+    the same tokens (both ``(M, K)``); ``cross()`` returns the ``(K, K)`` fp32 average
+    ``Xq^T Xf / M`` (used by :func:`asymmetric_target`)."""
+
+    def __init__(self, k: int, device: torch.device | str = "cpu"):
+        self.k = k
+        self.c = torch.zeros(k, k, dtype=torch.float32, device=device)
+        self.count = 0
+
+    def add(self, xq: torch.Tensor, xf: torch.Tensor) -> None:
+        if xq.shape != xf.shape or xq.shape[-1] != self.k:
+            raise ValueError(f"cross moment of K={self.k}: paired inputs {tuple(xq.shape)} and {tuple(xf.shape)} "
+                             "must have the same shape")
+        xq = xq.reshape(-1, self.k).to(torch.float32)
+        xf = xf.reshape(-1, self.k).to(torch.float32)
+        m = xq.shape[0]
+        if m == 0:
+            return
+        total = self.count + m
+        self.c.mul_(self.count / total)
+        self.c.addmm_(xq.t(), xf, alpha=1.0 / total)
+        self.count = total
+
+    def cross(self) -> torch.Tensor:
+        return self.c
+
+
+def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float = 0.01,
+                      name: str = "<linear>") -> torch.Tensor:
+    """The weight ``W'`` whose GPTQ rounding on the quantized model's inputs minimizes the error against
+    the *float* model (asymmetric calibration).
+
+    With ``Xf`` ``(M, K)`` the layer's inputs in the float model and ``Xq`` those in the partly
+    quantized model (same tokens), ``||Xf W^T - Xq Q^T||^2 = ||Xq (W'^T - Q^T)||^2 + const`` with
+    ``W' = W C^T H^-1``, ``H = Xq^T Xq / M`` (``hessian``) and ``C = Xq^T Xf / M`` (``cross``). So plain
+    GPTQ of ``W'`` with Hessian ``H`` minimizes the asymmetric objective: the layer absorbs part of
+    the error its inputs carry from the already quantized layers. The solve is regularised towards
+    ``W`` (ridge): ``W' = W (C^T + d I) (H + d I)^-1`` with ``d = damp * mean(diag H)`` (x10 per failed
+    Cholesky), so ``W' -> W`` (plain GPTQ) as ``damp`` grows, and ``W' = W`` when ``Xf = Xq``.
+
+    Args: ``weight`` ``(N, K)`` float; ``hessian``, ``cross`` ``(K, K)`` fp32. Returns ``(N, K)`` fp32.
+    """
+    n, k = weight.shape
+    if tuple(hessian.shape) != (k, k) or tuple(cross.shape) != (k, k):
+        raise ValueError(f"{name}: Hessian {tuple(hessian.shape)} / cross moment {tuple(cross.shape)} do not "
+                         f"match K={k}")
+    h = hessian.double()
+    mean_diag = float(torch.diagonal(h).mean())
+    if not (mean_diag > 0 and torch.isfinite(h).all() and torch.isfinite(cross).all()):
+        raise ValueError(f"{name}: the input Hessian is zero or not finite; check the calibration data")
+    d = damp * mean_diag
+    diag = torch.diagonal(h).clone()
+    for _ in range(MAX_DAMP_RETRIES + 1):
+        torch.diagonal(h).copy_(diag + d)
+        l, info = torch.linalg.cholesky_ex(h)
+        if int(info) == 0:
+            # ridge towards W: W' = W (C^T + dI) (H + dI)^-1  <=>  (H + dI) W'^T = (C + dI) W^T
+            wt = weight.detach().double().t()
+            rhs = cross.double() @ wt + d * wt
+            return torch.cholesky_solve(rhs, l).t().to(torch.float32).contiguous()
+        d *= 10.0
+    raise ValueError(f"{name}: the input Hessian is not positive definite even with dampening; use more "
+                     "calibration data or a larger 'damp' option")
+
+
 @dataclass
 class GPTQResult:
     """Plain codes ``(N, K)`` uint8 0..15, ``scale`` ``(N, G)`` (``scale_dtype``), ``zero_point``

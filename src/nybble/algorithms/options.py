@@ -20,7 +20,8 @@ from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
 _GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128),
-         "true_sequential": (bool, True), "clip_search": (bool, True)}
+         "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, False),
+         "asym_damp": (float, 0.01)}
 _AWQ = {"awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 
@@ -56,6 +57,8 @@ def resolve_options(algorithm: str, given: dict) -> dict:
     for k in ("nsamples", "seqlen", "batch_size", "block_size", "awq_grid", "awq_tokens", "awq_clip_tokens"):
         if k in out and out[k] < 1:
             raise ValueError(f"algorithm option {k!r} must be >= 1, got {out[k]}")
+    if "asym_damp" in out and not out["asym_damp"] > 0:
+        raise ValueError(f"algorithm option 'asym_damp' must be > 0, got {out['asym_damp']}")
     if "damp" in out and not out["damp"] > 0:
         raise ValueError(f"algorithm option 'damp' must be > 0, got {out['damp']}")
     if "awq_max_shrink" in out and not 0 <= out["awq_max_shrink"] < 1:

@@ -10,13 +10,15 @@ fake-quantized ``x / s``; the float reference they compare against is the unquan
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..plain import PlainInt4Weight
 from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
 from .awq import search_clip, search_clip_h, search_scale, search_scale_h
 from .calibration import BlockContext, fake_quantize_activations
-from .gptq import HessianAccumulator, gptq_quantize
+from .gptq import CrossAccumulator, HessianAccumulator, asymmetric_target, gptq_quantize
 from ..primitives import dequantize, quantize_rtn
 
 
@@ -54,6 +56,8 @@ class GPTQRecipe:
     def __init__(self, config, opts: dict, install, summary):
         self.config, self.opts, self.install, self.summary = config, opts, install, summary
         self.errors: dict[str, dict] = {}
+        #: asymmetric calibration: the engine keeps the float model's block inputs alongside
+        self.float_stream = bool(opts.get("asymmetric", False))
 
     def __call__(self, ctx) -> None:
         self.quantize(ctx, {})
@@ -65,21 +69,36 @@ class GPTQRecipe:
         if self.opts["true_sequential"] and isinstance(ctx, BlockContext) and match_pattern(ctx.module):
             groups = scale_groups(ctx.module, ctx.prefix, ctx.names)
             stages = [g.names for g in groups]
+        fblock = None
+        if self.float_stream and isinstance(ctx, BlockContext) and ctx.has_float_stream:
+            # the block as it is now (float, AWQ scales folded/applied): computes the float model's
+            # function; the engine advances the float stream with it
+            fblock = ctx.float_module = copy.deepcopy(ctx.module)
         for stage in stages:
-            self._quantize_stage(ctx, stage, input_scales)
+            self._quantize_stage(ctx, stage, input_scales, fblock)
 
-    def _quantize_stage(self, ctx, names: list[str], input_scales: dict[str, torch.Tensor]) -> None:
+    def _quantize_stage(self, ctx, names: list[str], input_scales: dict[str, torch.Tensor], fblock=None) -> None:
         hess: dict[str, HessianAccumulator] = {}
+        cross: dict[str, CrossAccumulator] = {}
         act = ctx.act_mode
 
-        def add(name, x):
+        def add(name, x, xf=None):
             acc = hess.get(name)
             if acc is None:
                 acc = hess[name] = HessianAccumulator(x.shape[-1], x.device)
-            acc.add(fake_quantize_activations(x, act))
+            xq = fake_quantize_activations(x, act)
+            acc.add(xq)
+            if xf is not None:
+                cacc = cross.get(name)
+                if cacc is None:
+                    cacc = cross[name] = CrossAccumulator(x.shape[-1], x.device)
+                cacc.add(xq, xf)
 
-        with ctx.hook_inputs(names, add, dedupe=True):
-            ctx.run(stop_after=names)
+        if fblock is not None:
+            ctx.run_pair(fblock, names, add)
+        else:
+            with ctx.hook_inputs(names, add, dedupe=True):
+                ctx.run(stop_after=names)
         owner = dict(ctx.input_owner)
         remaining = {}
         for n in names:
@@ -92,7 +111,10 @@ class GPTQRecipe:
                 raise ValueError(f"{name}: received no calibration inputs (is it used in the forward pass?)")
             h = hess[key].hessian()
             w = lin.weight.detach()
-            res = gptq_quantize(w, h, self.config.group_size, self.config.domain, damp=o["damp"],
+            target = w
+            if key in cross:
+                target = asymmetric_target(w, h, cross[key].cross(), damp=o["asym_damp"], name=name)
+            res = gptq_quantize(target, h, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
                                 name=name, clip_search=o["clip_search"])
             plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
@@ -106,6 +128,7 @@ class GPTQRecipe:
             remaining[key] -= 1
             if remaining[key] == 0:
                 del hess[key]
+                cross.pop(key, None)
 
 
 class _GroupStats:
@@ -153,6 +176,7 @@ class AWQRecipe:
         self.config, self.opts, self.install, self.summary = config, opts, install, summary
         self.then_gptq, self.fold_only = then_gptq, fold_only
         self.gptq = GPTQRecipe(config, opts, install, summary) if then_gptq else None
+        self.float_stream = bool(self.gptq.float_stream) if self.gptq is not None else False
         self.report = {"folded_groups": 0, "input_scaled_layers": 0, "unchanged_groups": 0}
 
     def __call__(self, ctx) -> None:
