@@ -3,6 +3,7 @@
 # Usage (repo root):  bash benchmarks/gpu/run_device.sh [tests|bench|all|small] [extra bench args...]
 #   small: the small-M sweep (sweep_small_m.py: table configs vs the de-interleaved GEMV, winners into
 #          the config cache), then the GPU tests, then the benchmark at M <= 16 with the sweep's winners
+#   mma:   the Triton kernel tests, then sweep_mma.py (A16W4 mma.sync GEMV configs vs the table at M <= 16)
 what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
@@ -20,6 +21,15 @@ if [[ $what == small ]]; then
   echo "tests took $(( $(date +%s) - t0 )) s"
   timeout ${BENCH_TIMEOUT:-300} python3 -m nybble.bench.gpu --m 1,2,4,8,16 --no-plot --out-dir "$OUT/bench" "$@" \
       2>&1 | tee -a "$OUT/sweep.log" | tail -n 24
+fi
+if [[ $what == mma ]]; then
+  # A16W4 mma.sync GEMV: kernel tests (TESTS, default the Triton kernel tests), then the small-M sweep
+  t0=$(date +%s)
+  timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} ${TESTS:-tests/gpu/test_triton_kernels.py} -rfE -x \
+      2>&1 | tee "$OUT/pytest.log" | grep -E "passed|failed|FAILED|ERROR|Error" | tail -n 25
+  echo "tests took $(( $(date +%s) - t0 )) s"
+  timeout ${SWEEP_TIMEOUT:-300} python3 benchmarks/gpu/sweep_mma.py --out "$OUT/sweep_mma.csv" --table "$OUT/tuned_mma.json" \
+      ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep_mma.log" | grep -v "^  skip" | tail -n 40
 fi
 if [[ $what == tests || $what == all ]]; then
   t0=$(date +%s)

@@ -120,11 +120,12 @@ def test_dp4a_activation_layout():
         assert torch.equal(byte[:, 1, 5, 2], q[:, 8 * 5 + 2 * 2 + 1])
 
 
+@pytest.mark.parametrize("act", ["a16", "a8_asym"])
 @pytest.mark.parametrize("domain", ["none", "int"])
 @pytest.mark.parametrize("group", [32, -1])
-def test_prepack_unpack_exact(domain, group):
+def test_prepack_unpack_exact(domain, group, act):
     plain = random_plain(136, 512, group, domain, torch.float16)
-    kern = _kernel(plain, "a8_asym")
+    kern = _kernel(plain, act)
     back = kern.unpack(kern.prepack(plain))
     assert torch.equal(back.qdata, plain.qdata) and torch.equal(back.scale, plain.scale)
     assert (back.zero_point is None) == (plain.zero_point is None)
@@ -196,3 +197,42 @@ def test_registry_picks_triton_on_cuda():
     verdicts = {v.name: v for v in registry.explain(spec32)}
     assert not verdicts["triton"].ok and "float32" in verdicts["triton"].reason
     assert registry.choose(spec32).name == "reference"
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16])
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
+    """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 16) for every mode: 1-2 row-blocks
+    per warp, K tiles of 128 / 256, split-K, evict-first loads; N = 200 (a partial row-block)."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90 (packed bf16x2 sub/mul)")
+    plain = random_plain(N, k, group, domain, dtype)
+    kern = _kernel(plain, "a16")
+    p = kern.prepack(plain)
+    x = torch.randn(m, k, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+    ref = reference_out(x, plain, "a16", bias)
+    zp = p.get("zero_point")
+    for cfg in (TileConfig(2, 64, 128, 1, 4, 0), TileConfig(2, 128, 256, 2, 4, 1), TileConfig(2, 256, 256, 3, 8, 0),
+                TileConfig(2, 128, 128, 1, 8, 1)):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg)
+        assert_close_to_reference(y, ref, f"mma {dtype} {domain} g{group} M={m} {cfg}")
+
+
+def test_mma_gemv_strided_and_offset_x():
+    """x rows with a stride that is not a multiple of 8 and an unaligned base are copied first."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(300, 512, 64, "int", torch.bfloat16)
+    kern = _kernel(plain, "a16")
+    p = kern.prepack(plain)
+    big = torch.randn(5, 515, device="cuda").to(torch.bfloat16)
+    for x in (big[:, 1:513], big[:, :512]):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 64, None, TileConfig(2, 128, 256, 2, 4, 0))
+        assert_close_to_reference(y, reference_out(x.contiguous(), plain, "a16", None), "mma strided x")

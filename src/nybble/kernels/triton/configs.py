@@ -34,6 +34,8 @@ class TileConfig:
     ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
     ``split_k``: programs sharing one output tile along K (fp32 partials summed by a small kernel);
     ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
+    ``block_m == 2`` marks the A16W4 mma.sync GEMV of ``mma.py`` (M <= 16; ``block_n`` rows per
+    program, ``block_k`` K values per tile, ``num_stages`` bit 0: evict-first weight loads);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
@@ -93,10 +95,15 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     return g % cfg.block_k == 0 or cfg.block_k % g == 0
 
 
-def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132) -> TileConfig:
-    """A reasonable config without tuning: the dp4a GEMV for A8W4 at M <= 4; swap-AB small tiles
-    with split-K for small M so the grid fills the GPU; square tensor-core tiles for large M."""
+def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132,
+              mma: bool = True) -> TileConfig:
+    """A reasonable config without tuning: the mma.sync GEMV for A16W4 at M <= 16 (``mma``; the
+    launcher asks again with ``mma=False`` where it cannot run), the dp4a GEMV for A8W4 at M <= 4;
+    swap-AB small tiles with split-K for small M so the grid fills the GPU; square tensor-core tiles
+    for large M."""
     mb = m_bucket(m)
+    if op == "a16w4" and mb <= 16 and mma:
+        return mma_heuristic(n, k, group_size, num_sms)
     if op == "a8w4" and mb <= 4:
         # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
         # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
@@ -161,6 +168,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
                                             c.num_stages) for c in out))
     if mb == 1:
         out += gemv_configs(n, k, num_sms, group_size)
+    if op == "a16w4" and mb <= 16:
+        out += mma_configs(n, k, num_sms, group_size)
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
@@ -169,6 +178,36 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     if h not in out:
         out.append(h)
     return out
+
+
+def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132) -> TileConfig:
+    """The A16W4 mma.sync GEMV (``block_m == 2``): 4 warps x 2 row-blocks (128 rows) per program,
+    256 K values per lane tile (128 for group 32), split-K until there are ~4 programs per SM."""
+    bk = 256 if group_size == -1 or group_size >= 64 else 128
+    tiles, k_tiles = -(-n // 128), -(-k // bk)
+    split = 1
+    while tiles * split < 4 * num_sms and split < 16 and k_tiles >= 4 * split:
+        split *= 2
+    return TileConfig(2, 128, bk, split, 4, 0)
+
+
+def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
+    """A16W4 mma.sync GEMV candidates (``block_m == 2``, M <= 16): rows per program 64 / 128 / 256
+    (warps x row-blocks of 16 x 1-2), K tile 128 / 256, split-K around 2-8 programs per SM."""
+    out = []
+    for warps, rb in ((4, 1), (4, 2), (8, 2)):
+        bn = 16 * warps * rb
+        for bk in (128, 256):
+            if group_size != -1 and bk > 4 * group_size:
+                continue
+            tiles, k_tiles = -(-n // bn), -(-k // bk)
+            for split in (1, 2, 4, 8, 16):
+                if split > 1 and k_tiles < 2 * split:
+                    continue
+                if not (num_sms <= tiles * split <= 12 * num_sms) and split != 1:
+                    continue
+                out.append(TileConfig(2, bn, bk, split, warps, 0))
+    return list(dict.fromkeys(out))
 
 
 def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
@@ -284,4 +323,5 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "dp4a_configs", "asdict"]
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "dp4a_configs", "mma_configs", "mma_heuristic",
+           "asdict"]

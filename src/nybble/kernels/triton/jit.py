@@ -6,6 +6,7 @@ GPU weight layout (made by ``TritonKernel.prepack``; see ``kernel.py``):
   plain words (row n's codes along K, 8 per word, least significant nibble first) in 2 KiB blocks,
   addressed through :func:`_qrow` / :func:`_qcol`; or plain 2-D ``(N, K/8)`` (LN = LW = 1).  A tile
   of ``[BLOCK_N, BLOCK_K/8]`` words is read with 16-byte vector loads (4 words per thread).
+* A16W4 words hold their codes in the paired nibble order of ``layout.PAIR_K``; A8W4 words in K order.
 * Dequantized tiles are built from the 8 codes of each word with :func:`_interleave8` (packed
   bf16x2/f16x2 PTX for A16, int8 for A8), which keeps 8 consecutive K values in one thread.
 * ``scale`` ``(G, N)`` in the activation dtype (transposed: a tile's ``BLOCK_N`` scales of one group
@@ -125,8 +126,9 @@ def _pack2(v):
 
 @triton.jit
 def _dequant_a16(q, s2, z2, IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
-    """q int32 ``[BN, W]`` (8 codes per word), s2/z2 (``OFF + z``) 16-bit floats broadcastable to
-    ``[BN, W]`` -> the dequantized weight tile ``[BN, 8W]`` (K order)."""
+    """q int32 ``[BN, W]`` (8 codes per word in the paired order of ``layout.PAIR_K``), s2/z2
+    (``OFF + z``) 16-bit floats broadcastable to ``[BN, W]`` -> the dequantized weight tile ``[BN, 8W]``
+    (natural K order)."""
     if USE_ASM:
         zz = tl.broadcast_to(_pack2(z2), q.shape)
         ss = tl.broadcast_to(_pack2(s2), q.shape)
@@ -143,7 +145,9 @@ def _dequant_a16(q, s2, z2, IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
         w5 = _nib16(q, 20, s2, z2, IS_BF16)
         w6 = _nib16(q, 24, s2, z2, IS_BF16)
         w7 = _nib16(q, 28, s2, z2, IS_BF16)
-    return _interleave8(w0, w1, w2, w3, w4, w5, w6, w7)
+    # A16W4 words are in the paired nibble order (layout.PAIR_K): nibbles 0, 4, 1, 5, 2, 6, 3, 7 hold
+    # K offsets 0..7, so this interleave gives the tile in natural K order
+    return _interleave8(w0, w4, w1, w5, w2, w6, w3, w7)
 
 
 @triton.jit
@@ -537,9 +541,11 @@ def gemv_kernel(x_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, N, 
         xb = x_ptr + k0 + offs_w * 8
         part = tl.zeros([BLOCK_N, W], dtype=tl.float32)
         for i in tl.static_range(8):
-            xi = tl.load(xb + i, mask=kmask, other=0).to(tl.float32)
             if A8:
+                xi = tl.load(xb + i, mask=kmask, other=0).to(tl.float32)
                 xi = tl.where(kmask, xi - zx, 0.0)
+            else:  # A16W4 words: nibble i holds K offset PAIR_K[i] (layout.py)
+                xi = tl.load(xb + (i % 4) * 2 + i // 4, mask=kmask, other=0).to(tl.float32)
             wi = (((q >> (4 * i)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - z2
             part += wi * xi[None, :]
         acc += part * s2

@@ -8,7 +8,9 @@ Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
 * ``qweight`` int32 ``(N/16, K8/32, 16, 32)`` ("blocked", K8 = K/8): the plain words (codes of row n
   along K, 8 per word, least significant nibble first) cut into blocks of 16 rows x 32 words (256
   K values); each block is 2 KiB contiguous and blocks run along K, then along N.  N and K8 are
-  zero-padded up to the block.  A kernel tile of BLOCK_N x BLOCK_K therefore reads a few long
+  zero-padded up to the block.  A16W4 words hold their 8 codes in the "paired" nibble order of
+  ``layout.PAIR_K`` (K offsets 0, 2, 4, 6, 1, 3, 5, 7 in nibbles 0..7), so that one shift and mask
+  gives two codes of adjacent K (see ``mma.py``); A8W4 words keep the plain order.  A kernel tile of BLOCK_N x BLOCK_K therefore reads a few long
   contiguous runs (DRAM-friendly) with 16-byte vector loads.  ``NYBBLE_TRITON_LAYOUT=plain`` keeps
   the plain 2-D ``(N, K/8)`` words instead (for comparisons);
 * ``scale`` ``(G, N)`` activation dtype; ``zero_point`` int8 ``(G, N)`` (``int`` domain only);
@@ -25,7 +27,7 @@ from ...types import ActMode
 from ..base import LinearKernel, LinearSpec, PackedWeight
 from . import ops
 from .checks import can_implement_spec
-from .layout import block_words, unblock_words
+from .layout import block_words, pair_nibbles, unblock_words, unpair_nibbles
 
 
 def _use_op() -> bool:
@@ -46,7 +48,8 @@ class TritonKernel(LinearKernel):
         return can_implement_spec(spec)
 
     def prepack(self, plain: PlainInt4Weight) -> PackedWeight:
-        packed = {"qweight": block_words(plain.qdata), "scale": plain.scale.t().contiguous()}
+        words = plain.qdata if self.spec.act_mode.is_a8 else pair_nibbles(plain.qdata)
+        packed = {"qweight": block_words(words), "scale": plain.scale.t().contiguous()}
         if plain.zero_point is not None:
             packed["zero_point"] = plain.zero_point.t().contiguous()
         if self.spec.act_mode.is_a8:
@@ -56,6 +59,8 @@ class TritonKernel(LinearKernel):
     def unpack(self, packed: PackedWeight) -> PlainInt4Weight:
         zp = packed.get("zero_point")
         qdata = unblock_words(packed["qweight"], self.spec.n, self.spec.k // 8)
+        if not self.spec.act_mode.is_a8:
+            qdata = unpair_nibbles(qdata)
         return PlainInt4Weight(qdata, packed["scale"].t().contiguous(),
                                None if zp is None else zp.t().contiguous(), self.spec.group_size,
                                (self.spec.n, self.spec.k))

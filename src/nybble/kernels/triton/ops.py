@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 import triton
 
-from . import jit
+from . import jit, mma
 from .launch import FastLaunch
 from .configs import ConfigStore, TileConfig, candidates, heuristic, make_key
 
@@ -30,6 +30,7 @@ _DEQ = FastLaunch(jit.dequant_kernel)
 _FINISH = FastLaunch(jit.finish_kernel)
 _GEMV = FastLaunch(jit.gemv_kernel)
 _GEMV_DP4A = FastLaunch(jit.gemv_dp4a_kernel)
+_MMA = FastLaunch(mma.mma_gemv_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
 _SM_COUNT: dict[int, int] = {}
@@ -132,14 +133,18 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
         cfg = get_config("a16w4", m, n, k, group_size, x.device,
                          lambda cs: _time_configs(
                              lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
+    if cfg.block_m == 2:  # mma.sync GEMV (M <= 16, blocked layout, sm_90)
+        if m <= 16 and mma_ok(x, qweight):
+            return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg)
+        cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
     if cfg.block_m == 0:
         return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
     if cfg.block_m < 0:  # an A8W4-only (dp4a) config: not for 16-bit activations
-        cfg = heuristic("a16w4", n, k, group_size, m)
+        cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
     if cfg.block_m == 1:
         if m == 1:
             return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
-        cfg = heuristic("a16w4", n, k, group_size, m)
+        cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = x.new_empty(m, n)
@@ -151,6 +156,48 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
               HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
               ATOMIC=atomic, SPLIT_K=cfg.split_k, USE_ASM=use_asm(), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
               BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
+    if atomic:
+        _finish(ws, bias, out)
+    return out
+
+
+_MMA_CAP: dict[int, bool] = {}
+
+
+def mma_ok(x: torch.Tensor, qweight: torch.Tensor) -> bool:
+    """Can :func:`_mma_gemv` serve this call: a Hopper-or-newer GPU (packed bf16x2 sub/mul PTX),
+    the blocked 16 x 32 weight layout, K-contiguous x rows (the launcher copies x otherwise)."""
+    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    cap = _MMA_CAP.get(idx)
+    if cap is None:
+        cap = _MMA_CAP[idx] = (torch.cuda.get_device_capability(idx) >= (9, 0)
+                               and os.environ.get("TRITON_INTERPRET") != "1")
+    return cap and qweight.dim() == 4 and qweight.shape[2] == 16 and qweight.shape[3] == 32
+
+
+def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
+    """A16W4 at M <= 16 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
+    ``cfg.block_n`` = rows per program (``num_warps * 16 * RB``, RB = 1 or 2), ``cfg.block_k`` = K
+    values per lane-tile x 4 (128 or 256; capped so one lane's values stay in one group), bit 0 of
+    ``cfg.num_stages``: evict-first weight loads."""
+    m, k = x.shape
+    n = scale.shape[1]
+    if x.stride(0) % 8 or x.data_ptr() % 16:
+        x = x.clone(memory_format=torch.contiguous_format)
+    nw = cfg.num_warps
+    rb = max(1, min(2, cfg.block_n // (16 * nw)))
+    kw = 8 if cfg.block_k >= 256 else 4
+    if group_size != -1:
+        kw = min(kw, group_size // 8)
+    atomic = cfg.split_k > 1
+    out = x.new_empty(m, n)
+    ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32, device=x.device) if atomic else out
+    grid = (triton.cdiv(triton.cdiv(n, 16), nw * rb), cfg.split_k)
+    _MMA(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, ws,
+                m, n, k, x.stride(0), n, qweight.stride(0), cfg.split_k),
+         dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
+              IS_BF16=x.dtype == torch.bfloat16, ATOMIC=atomic, EVICT=bool(cfg.num_stages & 1),
+              NB=1 if m <= 8 else 2, RB=rb, KW=kw, NW=nw), nw, 1)
     if atomic:
         _finish(ws, bias, out)
     return out

@@ -1,0 +1,174 @@
+"""Small-M A16W4 sweep (GPU machine): the shipped-table config of each (shape, M <= 16) against the
+mma.sync GEMV candidates (``block_m == 2``, ``mma.py``), all timed side by side in one process the
+way ``nybble bench gpu`` times (CUDA graph over rotated weight copies, so weights come from HBM;
+median of replays).  Winners go to the config cache (so a benchmark run afterwards uses them) and to
+``--table`` (shipped-table JSON).  Also prints the eager per-call cost of a bare ``F.linear``, a bare
+1-program Triton launch and nybble's A16W4 call at M = 1 (same process).
+
+Usage (repo root, on the GPU machine):
+    PYTHONPATH=src python3 benchmarks/gpu/sweep_mma.py --out $OUT/sweep_mma.csv --table $OUT/tuned_mma.json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import sys
+import time
+
+SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
+MS = (1, 2, 4, 8, 16)
+
+
+def _cands(n, k, sms, evict=(0, 1)):
+    from nybble.kernels.triton.configs import TileConfig, mma_configs
+    out = []
+    for c in mma_configs(n, k, sms, 128):
+        for e in evict:
+            out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, e))
+    return out
+
+
+def _run(p, x, cfg, g=128):
+    from nybble.kernels.triton import ops
+    return ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], g, None, cfg)
+
+
+def _weights(n, k):
+    import torch
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton.kernel import TritonKernel
+    from nybble.plain import PlainInt4Weight
+    w = torch.randn(n, k, device="cuda") * 0.02
+    plain = PlainInt4Weight.from_float(w, 128, "int", torch.bfloat16)
+    kern = TritonKernel(LinearSpec.for_weight(plain, "a16"))
+    return kern.prepack(plain), plain
+
+
+def _compile_one(job):
+    """Compile (by running once on a small weight with the same specializations) in a worker."""
+    import torch
+    cfg, m = job
+    try:
+        p, _ = _weights(256, 1024)
+        x = torch.randn(m, 1024, device="cuda").to(torch.bfloat16)
+        _run(p, x, cfg)
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # reported; the sweep skips configs that fail
+        return f"{cfg} M={m}: {type(exc).__name__}: {exc}"
+
+
+def eager_probe(torch, ops):
+    """Wall-clock us per eager call (loop of 2000 calls, after warm-up) of a bare F.linear (1024^2),
+    a bare 1-program Triton kernel launch, and nybble's A16W4 at M = 1 on 4096x4096."""
+    import triton
+    import triton.language as tl
+    import torch.nn.functional as F
+
+    @triton.jit
+    def _nop(p, n):
+        tl.store(p + tl.program_id(0), n)
+
+    def per_call(fn, iters=2000):
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / iters * 1e6
+
+    w = torch.randn(1024, 1024, device="cuda").to(torch.bfloat16)
+    x1 = torch.randn(1, 1024, device="cuda").to(torch.bfloat16)
+    buf = torch.empty(1, dtype=torch.int32, device="cuda")
+    p, _ = _weights(4096, 4096)
+    x = torch.randn(1, 4096, device="cuda").to(torch.bfloat16)
+    res = {}
+    for _ in range(2):
+        res["F.linear"] = per_call(lambda: F.linear(x1, w))
+        res["triton_nop"] = per_call(lambda: _nop[(1,)](buf, 1))
+        res["torch.empty"] = per_call(lambda: torch.empty(1, 4096, device="cuda", dtype=torch.bfloat16))
+        res["nybble_a16_m1"] = per_call(lambda: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128,
+                                                                 None))
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--jobs", type=int, default=14)
+    ap.add_argument("--ms", default=",".join(map(str, MS)))
+    args = ap.parse_args()
+    ms = [int(v) for v in args.ms.split(",")]
+    import torch
+    from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.kernels.triton import ops
+    from nybble.kernels import reference  # noqa: F401  (registers nybble::reference_a16w4)
+    from nybble.kernels.triton.configs import make_key, write_table
+    props = torch.cuda.get_device_properties(0)
+    sms, l2 = props.multi_processor_count, props.L2_cache_size
+    store = ops.store_for(torch.device("cuda", 0))
+
+    # M specialisations: 1, 2..8 (NB = 1), 16 (NB = 2, divisible by 16)
+    jobs = sorted({(c, m) for k, n in SHAPES for m in {1, 2, 16} & set(ms) for c in _cands(n, k, sms)},
+                  key=str)
+    t0 = time.time()
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
+    print(f"precompiled {len(jobs)} configs in {time.time() - t0:.0f} s, {len(errs)} failed", flush=True)
+    for e in errs[:10]:
+        print("  ", e)
+
+    rows, winners = [], {}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for k, n in SHAPES:
+            p, plain = _weights(n, k)
+            r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
+            cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+            for m in ms:
+                x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+                ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
+                key = make_key("a16w4", n, k, 128, m)
+                base = store.get(key)
+                cands = ([base] if base is not None else []) + _cands(n, k, sms)
+                best = None
+                for c in cands:
+                    try:
+                        y = _run(p, x, c)
+                        err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+                        us = graph_time_us([lambda q=q, c=c: _run(q, x, c) for q in cp], args.reps, torch)
+                    except Exception as exc:
+                        print(f"  skip {key} {c}: {type(exc).__name__}: {exc}", flush=True)
+                        continue
+                    tag = "table" if c is base else "mma"
+                    rows.append({"K": k, "N": n, "M": m, "kind": tag, "config": "x".join(map(str, c.to_json())),
+                                 "us": round(us, 2), "rel_err": f"{err:.2e}"})
+                    if err > 2 ** -7:
+                        print(f"  WRONG {key} {c}: rel err {err:.3g}", flush=True)
+                        continue
+                    if best is None or us < best[1]:
+                        best = (c, us)
+                base_us = next((rw["us"] for rw in rows if rw["kind"] == "table" and
+                                (rw["K"], rw["N"], rw["M"]) == (k, n, m)), float("nan"))
+                winners[key] = best[0]
+                store.put(key, best[0], persist=True)
+                print(f"a16w4 K={k:5d} N={n:5d} M={m:2d}: table {base_us:7.1f} us -> best {best[1]:7.1f} us "
+                      f"{'x'.join(map(str, best[0].to_json()))}", flush=True)
+            del cp, p
+            torch.cuda.empty_cache()
+        print("eager us/call:", {kk: round(v, 1) for kk, v in eager_probe(torch, ops).items()}, flush=True)
+    with open(args.out, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    write_table(__import__("pathlib").Path(args.table), props.name, winners)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
