@@ -27,6 +27,19 @@ namespace {  // internal linkage: see thread_pool.h
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// Software prefetch for the GEMV weight streams: the packed codes kPrefetch bytes ahead in each
+// stream, and the scales / zero points of the group 8 groups ahead (those are small
+// strided streams next to the codes; without it their demand misses stall each group's end).
+inline void prefetch_codes(const uint8_t* p, int64_t ahead) {
+  _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
+}
+inline void prefetch_group_params(const PackedView& w, int64_t si) {
+  const int64_t ahead = si + 16 * 8;  // 8 groups ahead (may point past the end: prefetches do not fault)
+  const int esz = w.scale_kind == kScaleF32 ? 4 : 2;
+  _mm_prefetch(static_cast<const char*>(w.scale) + ahead * esz, _MM_HINT_T0);
+  if (w.zp) _mm_prefetch(reinterpret_cast<const char*>(w.zp + ahead), _MM_HINT_T0);
+}
+
 template <class V>
 struct X86Kernels {
   using F = typename V::F;
@@ -36,7 +49,7 @@ struct X86Kernels {
   // A16 rows up to which decoding the weights in registers (per 4-row tile, blocks hot in cache)
   // beats dequantizing panels to fp32 for the GEMM microkernel
   static constexpr int64_t kA16DirectMaxM = 16;
-  static constexpr int64_t kPrefetch = 1024;  // bytes ahead in each weight stream (GEMV)
+  static constexpr int64_t kPrefetch = 2048;  // bytes ahead in each weight stream (GEMV)
   static constexpr int64_t kKC = 256;         // K rows of a dequantized A16 panel
   static constexpr int64_t kNCB = 8;          // 16-column blocks of a dequantized A16 panel
 
@@ -86,7 +99,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
-          V::prefetch(qp[j] + c * 64 + kPrefetch);
+          prefetch_codes(qp[j] + c * 64, kPrefetch);
           a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
@@ -100,6 +113,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
+        prefetch_group_params(w, si);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
 #pragma GCC unroll 4
@@ -349,7 +363,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
-          if (PF) V::prefetch(qp[j] + c * 64 + kPrefetch);
+          if (PF) prefetch_codes(qp[j] + c * 64, kPrefetch);
           const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
 #pragma GCC unroll 8
           for (int r = 0; r < MR; ++r) {
@@ -371,6 +385,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
+        if (PF) prefetch_group_params(w, si);
         const F sw = V::scale_load(w.scale, si, w.scale_kind);
         const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
         I wc = V::izero();
