@@ -90,12 +90,22 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
         assert float(r["gflops"]) == pytest.approx(2 * int(r["m"]) * 256 * 128 / us / 1e3, rel=1e-3)
         if r["mode"] == "torch_fp32":
             assert float(r["x_fp32"]) == pytest.approx(1.0)
+        # %BW: against the DRAM probe interleaved with this shape's timings
+        assert float(r["probe_gbps"]) > 0
+        assert float(r["pct_bw"]) == pytest.approx(100 * float(r["weight_gbps"]) / float(r["probe_gbps"]), rel=1e-3)
         if r["check_rel_err"]:
             assert float(r["check_rel_err"]) < 3e-2, r
     # int4 weight bytes: codes + bf16 scales + int8 zero points (group 128)
     a16 = next(r for r in rows if r["mode"] == "nybble_a16w4_bf16")
     assert int(a16["weight_bytes"]) == 128 * 256 // 2 + 128 * 2 * 3
     assert (out / "speedup.png").stat().st_size > 1000
+    probes = list(csv.DictReader((out / "bandwidth.csv").open()))
+    kinds = [p["kind"] for p in probes]
+    assert kinds.count("interleaved") == 2 and kinds.count("block") == 1 and kinds.count("run") == 1
+    assert {p["m"] for p in probes if p["kind"] == "interleaved"} == {"1", "5"}
+    block = next(p for p in probes if p["kind"] == "block")
+    assert float(block["median_gbps"]) == pytest.approx(float(rows[0]["probe_gbps"]), rel=1e-3)
+    assert int(block["copies"]) >= 2 and int(block["reps"]) >= 4
     md = (out / "RESULTS.md").read_text()
     assert "nybble bench cpu --shapes 256x128" in md and "DRAM read bandwidth" in md
     # --rerender rebuilds the report from the saved files alone (also without run.json)

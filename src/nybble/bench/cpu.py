@@ -17,9 +17,16 @@ Each mode rotates through enough independent copies of its weight (together > ``
 x the last-level cache) that every call reads its weight from DRAM. Each cell reports the median
 per-call time, the weight bytes streamed per second (``weight GB/s`` = bytes of the weight in the
 mode's own storage: int4 codes + scales (+ zero points) for the int4 modes, the dense matrix for
-F.linear), that rate as % of the DRAM read bandwidth measured in the same run (``torch.sum`` over a
-buffer >= 16 x L3, several times during the run; the best median is used), GFLOP/s-equivalent
-(2*M*N*K / t), and speedups against the three torch baselines of the same shape and M.
+F.linear), that rate as % of the DRAM read bandwidth measured alongside (``%BW``, see below),
+GFLOP/s-equivalent (2*M*N*K / t), and speedups against the three torch baselines of the same shape
+and M.
+
+The DRAM read probe (``dram_probe``) is timed as one more mode, interleaved with the kernels at
+every M: ``torch.sum`` over fp32 buffers of the int4 weight's size, rotated like the weights
+(copies totalling > ``--cache-factor`` x L3), with the same threads. ``%BW`` divides by the median
+of that shape's probe calls (all its M pooled: the "block" probe), so a kernel is compared with
+what DRAM delivered while it ran; ``%BWrun`` by the median over the whole run. Both probe series are
+in ``bandwidth.csv``; a probe over one large buffer at the start and the end is kept for reference.
 
 Outputs (under ``--out``): ``kernels.csv``, ``speedup.png`` (speedup vs torch bf16 linear and vs
 torch int4 against M), ``RESULTS.md`` and, with ``--e2e``, ``e2e.csv`` (see :mod:`nybble.bench.e2e_cpu`).
@@ -34,6 +41,7 @@ import re
 import shlex
 import math
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -184,6 +192,20 @@ def weight_bytes_estimate(mode: str, k: int, n: int, group: int) -> int:
     return n * k // 2 + n * (k // group) * per_group
 
 
+PROBE_MODE = "dram_probe"
+
+
+def build_probe(k: int, n: int, l3: int, args) -> Case:
+    """The DRAM read probe of shape K x N: ``torch.sum`` over fp32 buffers of the size of the int4
+    weight (``nybble_a16w4_bf16``'s bytes), as many copies as the weights rotate through (together >
+    ``args.cache_factor`` x L3), so that each call streams one buffer from DRAM like a kernel call
+    streams its weight. ``run(x, i)`` ignores ``x``."""
+    nbytes = max(4, weight_bytes_estimate("nybble_a16w4_bf16", k, n, args.group) // 4 * 4)
+    copies = C.copies_for(nbytes, l3, args.cache_factor)
+    bufs = [torch.ones(nbytes // 4) for _ in range(copies)]
+    return Case(PROBE_MODE, "torch.sum float32", torch.float32, nbytes, bufs, lambda x, b: b.sum())
+
+
 def build_case(mode: str, k: int, n: int, copies: int, args, gen: torch.Generator) -> Case:
     if mode.startswith("nybble_"):
         return build_nybble(mode, k, n, copies, args, gen)
@@ -198,9 +220,10 @@ def build_case(mode: str, k: int, n: int, copies: int, args, gen: torch.Generato
 
 
 def probe_bandwidth(buf: torch.Tensor, reps: int = 15) -> dict:
-    """DRAM read bandwidth (GB/s) of ``buf.sum()`` over a buffer much larger than the caches, with
-    the benchmark's thread count and with one thread (on a shared machine one thread is sometimes
-    faster); ``median_gbps`` is the better of the two medians."""
+    """DRAM read bandwidth (GB/s) of ``buf.sum()`` over one buffer much larger than the caches, with
+    the benchmark's thread count and with one thread; ``median_gbps`` is the better of the two
+    medians. Reference only (at the start and the end of the run): ``%BW`` uses the interleaved
+    per-shape probe (:func:`build_probe`)."""
     nbytes = buf.numel() * buf.element_size()
     threads = torch.get_num_threads()
     res = {"buffer_mib": nbytes / 2**20, "reps": reps, "time_utc": time.strftime("%H:%M:%S", time.gmtime())}
@@ -276,7 +299,8 @@ def _resolve(args) -> tuple[list[tuple[int, int]], list[int], list[str]]:
 
 
 def run_kernels(args, log=print) -> dict:
-    """Run the kernel table; returns ``{"rows", "probes", "skipped", "l3_bytes", "bandwidth_gbps"}``."""
+    """Run the kernel table; returns ``{"rows", "probes", "skipped", "l3_bytes", "bandwidth_gbps"}``
+    (``probes``: the rows of bandwidth.csv; ``bandwidth_gbps``: the run median of the interleaved probe)."""
     shapes, ms, modes = _resolve(args)
     if args.cache_factor is None:
         args.cache_factor = 1.0 if args.quick else 4.0
@@ -285,13 +309,16 @@ def run_kernels(args, log=print) -> dict:
         args.cell_seconds = min(args.cell_seconds, 0.1)
     l3 = C.cpu_cache_bytes()
     gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
     probe_buf = torch.rand(max(16 * l3, 256 * 2**20) // 4, generator=gen)
-    probes = [probe_bandwidth(probe_buf)]
+    probes = [dict(kind="whole_buffer", **probe_bandwidth(probe_buf))]
     p0 = probes[0]
-    log(f"DRAM read probe (torch.sum over {p0['buffer_mib']:.0f} MiB): median {p0['median_gbps_nthr']:.1f} GB/s "
-        f"with {torch.get_num_threads()} threads, {p0['median_gbps_1thr']:.1f} GB/s with 1; L3 {l3 / 2**20:.0f} MiB")
+    log(f"DRAM read probe (torch.sum over {p0['buffer_mib']:.0f} MiB, reference only): median "
+        f"{p0['median_gbps_nthr']:.1f} GB/s with {threads} threads, {p0['median_gbps_1thr']:.1f} GB/s with 1; "
+        f"L3 {l3 / 2**20:.0f} MiB")
     rows: list[dict] = []
     skipped: dict[str, str] = {}
+    run_samples_gbps: list[float] = []
     for k, n in shapes:
         cases: list[Case] = []
         for mode in progress(modes, desc=f"build {k}x{n}"):
@@ -306,10 +333,17 @@ def run_kernels(args, log=print) -> dict:
                 log(f"  WARNING {mode} ({case.kernel}) at {k}x{n}: relative error {case.check_err:.2e} "
                     f"against the reference exceeds {CHECK_TOL[case.dtype]:.0e}")
             cases.append(case)
-        shape_rows = []
+        probe = build_probe(k, n, l3, args)
+        shape_rows, block_us = [], []
         for m in progress(ms, desc=f"time {k}x{n}", unit="M"):
             xs = {dt: torch.randn(m, k, generator=gen).to(dt) for dt in (torch.float32, torch.bfloat16)}
-            timings = time_interleaved(cases, xs, args)
+            *timings, pt = time_interleaved(cases + [probe], xs, args)
+            block_us.extend(pt.samples_us)
+            probes.append({"kind": "interleaved", "shape": f"{k}x{n}", "m": m,
+                           "time_utc": time.strftime("%H:%M:%S", time.gmtime()), "reps": pt.n,
+                           "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
+                           "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, pt.median_us),
+                           "best_gbps": C.gbps(probe.weight_bytes, pt.min_us)})
             for case, t in zip(cases, timings):
                 us = t.median_us
                 shape_rows.append({
@@ -319,12 +353,25 @@ def run_kernels(args, log=print) -> dict:
                     "weight_gbps": C.gbps(case.weight_bytes, us), "gflops": C.gflops(m, n, k, us),
                     "check_rel_err": case.check_err,
                 })
-        del cases
+        block = {"kind": "block", "shape": f"{k}x{n}", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                 "reps": len(block_us), "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
+                 "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, statistics.median(block_us)),
+                 "best_gbps": C.gbps(probe.weight_bytes, min(block_us))}
+        probes.append(block)
+        run_samples_gbps.extend(C.gbps(probe.weight_bytes, us) for us in block_us)
+        log(f"  DRAM probe {k}x{n} (interleaved, {block['buffer_mib']:.1f} MiB x {block['copies']} buffers): "
+            f"median {block['median_gbps']:.1f} GB/s, best {block['best_gbps']:.1f}")
+        for r in shape_rows:
+            r["probe_gbps"], r["probe_best_gbps"] = block["median_gbps"], block["best_gbps"]
+        del cases, probe
         gc.collect()
-        probes.append(probe_bandwidth(probe_buf))
         rows.extend(shape_rows)
+    probes.append(dict(kind="whole_buffer", **probe_bandwidth(probe_buf)))
     del probe_buf
-    bw = max(p["median_gbps"] for p in probes)
+    bw = statistics.median(run_samples_gbps) if run_samples_gbps else probes[0]["median_gbps"]
+    probes.append({"kind": "run", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                   "reps": len(run_samples_gbps), "threads": threads, "median_gbps": bw,
+                   "best_gbps": max(run_samples_gbps) if run_samples_gbps else None})
     add_derived(rows, bw)
     return {"rows": rows, "probes": probes, "skipped": skipped, "l3_bytes": l3, "bandwidth_gbps": bw}
 
@@ -352,16 +399,23 @@ def time_interleaved(cases: list[Case], xs: dict, args) -> list[C.Timing]:
 
 
 def add_derived(rows: list[dict], bandwidth_gbps: float) -> None:
-    """Add ``pct_bw`` and the ``x_*`` speedups (baseline time / this time, same shape and M), from
-    the median times, and the same from the minimum times (``*_min``: the least disturbed calls,
-    worth reading on a shared machine)."""
+    """Add ``pct_bw`` (weight GB/s / the row's own shape-block probe median ``probe_gbps``; rows
+    without one, from runs before the interleaved probe, use ``bandwidth_gbps``), ``pct_bw_run``
+    (/ ``bandwidth_gbps``, the run's probe median) and the ``x_*`` speedups (baseline time / this
+    time, same shape and M), from the median times; and the same from the minimum times (``*_min``:
+    the least disturbed calls, worth reading on a shared machine; %BW then against the probe's
+    fastest call)."""
     for stat, suffix in (("median_us", ""), ("min_us", "_min")):
         base = {(r["shape"], r["m"], r["mode"]): r[stat] for r in rows}
         for r in rows:
-            r["pct_bw" + suffix] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / bandwidth_gbps
+            probe = r.get("probe_best_gbps" if suffix else "probe_gbps") or bandwidth_gbps
+            r["pct_bw" + suffix] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / probe
             for col, mode in BASELINES.items():
                 b = base.get((r["shape"], r["m"], mode))
                 r[col + suffix] = None if b is None else b / r[stat]
+        for r in rows:
+            if not suffix:
+                r["pct_bw_run"] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / bandwidth_gbps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,13 +426,16 @@ TABLE_COLUMNS = (
     C.Column("shape", "KxN"), C.Column("m", "M", "{:d}"), C.Column("mode", "mode"),
     C.Column("median_us", "median us", "{:,.1f}"), C.Column("min_us", "min us", "{:,.1f}"),
     C.Column("weight_gbps", "wGB/s", "{:.1f}"),
-    C.Column("pct_bw", "%BW", "{:.0f}%"), C.Column("gflops", "GFLOP/s", "{:.1f}"),
+    C.Column("pct_bw", "%BW", "{:.0f}%"), C.Column("pct_bw_run", "%BWrun", "{:.0f}%"),
+    C.Column("gflops", "GFLOP/s", "{:.1f}"),
     C.Column("x_fp32", "vs fp32", "{:.2f}x"), C.Column("x_bf16", "vs bf16", "{:.2f}x"),
     C.Column("x_int4", "vs int4", "{:.2f}x"), C.Column("reps", "reps", "{:d}"),
 )
 CSV_KEYS = ("shape", "k", "n", "m", "mode", "kernel", "median_us", "min_us", "p90_us", "reps", "copies",
             "weight_bytes", "weight_gbps", "pct_bw", "gflops", "x_fp32", "x_bf16", "x_int4", "check_rel_err",
-            "pct_bw_min", "x_fp32_min", "x_bf16_min", "x_int4_min")
+            "pct_bw_min", "x_fp32_min", "x_bf16_min", "x_int4_min", "probe_gbps", "probe_best_gbps", "pct_bw_run")
+PROBE_CSV_KEYS = ("kind", "shape", "m", "time_utc", "reps", "buffer_mib", "copies", "threads", "median_gbps",
+                  "best_gbps", "median_gbps_nthr", "best_gbps_nthr", "median_gbps_1thr", "best_gbps_1thr")
 
 
 def targets(rows: list[dict], e2e_rows: list[dict] | None = None) -> list[dict]:
@@ -444,6 +501,48 @@ def baseline_comparison(rows: list[dict]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _probe_keys(probes: list[dict]) -> list[str]:
+    """bandwidth.csv columns: the known ones first, then any other key seen (older runs)."""
+    keys = [k for k in PROBE_CSV_KEYS if any(k in p for p in probes)]
+    return keys + sorted({k for p in probes for k in p} - set(keys))
+
+
+def probe_summary(res: dict, markdown: bool = False) -> list[str]:
+    """Lines describing the DRAM probes of a run (text, or rows of the markdown facts table)."""
+    probes = res["probes"]
+    blocks = [p for p in probes if p.get("kind") == "block"]
+    whole = [p for p in probes if p.get("kind", "whole_buffer") == "whole_buffer"]
+    out = []
+    if blocks:
+        blk = ", ".join(f"{p['shape']}: {p['median_gbps']:.1f}" for p in blocks)
+        b0 = blocks[0]
+        what = (f"torch.sum over fp32 buffers of the int4 weight's size ({b0['buffer_mib']:.1f} MiB x "
+                f"{b0['copies']} for {b0['shape']}), rotated like the weights, {b0['threads']} threads, "
+                "timed as one more mode interleaved with the kernels at every M")
+        if markdown:
+            out.append(f"| DRAM read bandwidth (denominator of %BW) | per shape, the median of the probe "
+                       f"interleaved with that shape's timings: {blk} GB/s ({what}) |")
+            out.append(f"| DRAM read bandwidth, run median (denominator of %BWrun) | {res['bandwidth_gbps']:.1f} GB/s |")
+        else:
+            out.append(f"DRAM read bandwidth for %BW (interleaved probe, per shape): {blk} GB/s; "
+                       f"run median {res['bandwidth_gbps']:.1f} GB/s")
+    elif markdown:
+        out.append(f"| DRAM read bandwidth (used for %BW) | {res['bandwidth_gbps']:.1f} GB/s: the best median of "
+                   f"{len(whole)} probes over one large buffer |")
+    else:
+        out.append(f"DRAM read bandwidth used for %BW: {res['bandwidth_gbps']:.1f} GB/s")
+    if whole:
+        txt = ", ".join(f"{p.get('time_utc', '?')}: {p['median_gbps_nthr']:.1f} / {p['median_gbps_1thr']:.1f}"
+                        for p in whole if p.get("median_gbps_nthr") is not None)
+        mib = whole[0].get("buffer_mib") or 0
+        if markdown:
+            out.append(f"| whole-buffer probes (torch.sum over {mib:.0f} MiB; UTC: GB/s with N threads / 1 thread) "
+                       f"| {txt} |")
+        else:
+            out.append(f"whole-buffer probes (reference, UTC: N threads / 1 thread GB/s): {txt}")
+    return out
+
+
 def print_report(res: dict, log=print) -> None:
     rows = res["rows"]
     for shape in dict.fromkeys(r["shape"] for r in rows):
@@ -452,8 +551,8 @@ def print_report(res: dict, log=print) -> None:
     log("")
     kernels = sorted({(r["mode"], r["kernel"]) for r in rows})
     log("kernels: " + "; ".join(f"{m} = {k}" for m, k in kernels))
-    log(f"DRAM read bandwidth used for %BW: {res['bandwidth_gbps']:.1f} GB/s (best median of "
-        f"{len(res['probes'])} probes: " + ", ".join(f"{p['median_gbps']:.1f}" for p in res["probes"]) + ")")
+    for line in probe_summary(res):
+        log(line)
     over = [r for r in res["rows"] if r["pct_bw"] > 100 and r["m"] <= 16]
     if over:
         log(f"note: {len(over)} small-M cells exceed 100% of the probed bandwidth: the probe was slowed by "
@@ -467,7 +566,7 @@ def write_outputs(res: dict, e2e: dict | None, args, env: dict, command: str, ou
     rows = res["rows"] if res else []
     if rows:
         C.write_csv(rows, out / "kernels.csv", CSV_KEYS)
-        C.write_csv(res["probes"], out / "bandwidth.csv")
+        C.write_csv(res["probes"], out / "bandwidth.csv", _probe_keys(res["probes"]))
         if not args.no_plot:
             plot_rows = [r for r in rows if r["mode"].startswith("nybble_") or r["mode"] == "torch_int4"]
             if plot_rows:
@@ -504,13 +603,8 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
         lines.append(f"| {k} | {v} |")
     if res:
         lines.append(f"| L3 (last-level cache) | {res['l3_bytes'] / 2**20:.0f} MiB |")
-        nthr = env.get("torch_threads", "N")
-        lines.append(f"| DRAM read bandwidth (used for %BW) | {res['bandwidth_gbps']:.1f} GB/s: the best median of "
-                     f"{len(res['probes'])} probes (torch.sum over {res['probes'][0]['buffer_mib']:.0f} MiB, "
-                     f"{nthr} threads and 1 thread, before the first shape and after each) |")
-        lines.append("| probes (UTC: GB/s with " + nthr + " threads / 1 thread) | "
-                     + ", ".join(f"{p['time_utc']}: {p['median_gbps_nthr']:.1f} / {p['median_gbps_1thr']:.1f}"
-                                 for p in res["probes"]) + " |")
+        for line in probe_summary(res, markdown=True):
+            lines.append(line)
         lines.append(f"| weight rotation | copies totalling > {args.cache_factor:g} x L3 per mode |")
         lines.append(f"| int4 weights | group {args.group}, nybble zero point `{args.zero_point}` |")
     lines.append("")
@@ -550,14 +644,21 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
         lines += ["## Linear layers", "",
                   "Modes: " + "; ".join(f"`{m}` = {k}" for m, k in kernels) + ".", "",
                   "`wGB/s`: bytes of the weight as the mode stores it (int4 codes + scales + zero points for "
-                  "int4 modes, dense matrix for F.linear) / median time. `%BW`: that / the DRAM read "
-                  "bandwidth above. `GFLOP/s`: 2*M*N*K / time. `vs X`: time of torch X / time of this "
+                  "int4 modes, dense matrix for F.linear) / median time. `%BW`: that / the median of the DRAM "
+                  "probe interleaved with the same shape's timings; `%BWrun`: that / the run's probe median. "
+                  "`GFLOP/s`: 2*M*N*K / time. `vs X`: time of torch X / time of this "
                   "mode (same shape and M, same run). `min us`: the fastest call of the cell. `kernels.csv` "
                   "also has %BW and speedups computed from the fastest calls (`*_min`).", "",
                   "![speedup vs M](speedup.png)", ""]
         for shape in dict.fromkeys(r["shape"] for r in rows):
-            lines += [f"### K x N = {shape}", "", C.markdown_table([r for r in rows if r["shape"] == shape],
-                                                                   TABLE_COLUMNS), ""]
+            lines += [f"### K x N = {shape}", ""]
+            per_m = [p for p in res["probes"] if p.get("kind") == "interleaved" and p.get("shape") == shape]
+            if per_m:
+                blk = [r for r in rows if r["shape"] == shape]
+                lines += [f"DRAM probe interleaved with this block (the `%BW` denominator): median "
+                          f"{blk[0]['probe_gbps']:.1f} GB/s; per M: "
+                          + ", ".join(f"{p['m']}: {p['median_gbps']:.1f}" for p in per_m) + " GB/s.", ""]
+            lines += [C.markdown_table([r for r in rows if r["shape"] == shape], TABLE_COLUMNS), ""]
         over = [r for r in rows if r["pct_bw"] > 100 and r["m"] <= 16]
         if over:
             lines += [f"Note: {len(over)} small-M cells exceed 100% of the probed DRAM bandwidth "
@@ -667,7 +768,8 @@ def rerender(args, out: Path, log=print) -> int:
     if (out / "kernels.csv").exists():
         rows = _read_csv(out / "kernels.csv")
         probes = _read_csv(out / "bandwidth.csv")
-        bw = max(p["median_gbps"] for p in probes)
+        run = [p for p in probes if p.get("kind") == "run"]
+        bw = run[-1]["median_gbps"] if run else max(p["median_gbps"] for p in probes)
         add_derived(rows, bw)
         res = {"rows": rows, "probes": probes, "skipped": meta.get("skipped", {}),
                "l3_bytes": meta["l3_bytes"], "bandwidth_gbps": bw}
