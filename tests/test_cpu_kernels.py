@@ -17,6 +17,7 @@ G-term scale sum remains: ``|y - ref| <= 4 G eps_fp32 sa sum_g |acc_g sw| + eps_
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
@@ -98,24 +99,32 @@ def a8_tolerance(x, plain, y_ref, bias, asymmetric):
     return tol.reshape(y_ref.shape) + 1e-30
 
 
-def check(op, isa, dtype, domain, group, m, n, bias_on, layout="contig"):
+@functools.lru_cache(maxsize=None)
+def _case(op, dtype, domain, group, m, n, bias_on, layout):
+    """Random weight, activations, bias, the reference output and the tolerance of one setting,
+    made once and shared by every ISA path (each path is checked on the same random data)."""
     k = K_FOR_GROUP[group]
     plain = make_weight(n, k, group, domain, dtype)
     spec = LinearSpec.for_weight(plain, op, name=f"test.{op}")
-    kern = cpu.NybbleCpuKernel(spec)
     ref = ReferenceKernel(spec)
-    packed, rpacked = kern.prepack(plain), ref.prepack(plain)
     x = make_x((m, k), dtype, layout)
     bias = (torch.randn(n) * 0.5).to(dtype) if bias_on else None
-    with cpu.use_isa(isa):
-        y = kern.apply(x, packed, bias)
-    y_ref = ref.apply(x, rpacked, bias)
-    assert y.dtype == dtype and y.shape == y_ref.shape == (*x.shape[:-1], n)
-    assert torch.isfinite(y).all()
+    y_ref = ref.apply(x, ref.prepack(plain), bias)
     if op == "a16":
         tol = a16_tolerance(x, plain, y_ref)
     else:
         tol = a8_tolerance(x, plain, y_ref, bias, op == "a8_asym")
+    kern = cpu.NybbleCpuKernel(spec)
+    return kern, kern.prepack(plain), x, bias, y_ref, tol
+
+
+def check(op, isa, dtype, domain, group, m, n, bias_on, layout="contig"):
+    kern, packed, x, bias, y_ref, tol = _case(op, dtype, domain, group, m, n, bias_on, layout)
+    k = x.shape[-1]
+    with cpu.use_isa(isa):
+        y = kern.apply(x, packed, bias)
+    assert y.dtype == dtype and y.shape == y_ref.shape == (*x.shape[:-1], n)
+    assert torch.isfinite(y).all()
     err = (y.double() - y_ref.double()).abs()
     bad = err > tol
     assert not bad.any(), (f"{isa} {op} {dtype} {domain} g={group} M={m} N={n} K={k} bias={bias_on} {layout}: "
