@@ -7,7 +7,7 @@
 
 namespace nybble {
 
-// Paths from lowest to highest: "scalar", "avx2", "avx512", "avx512_vnni".
+// Paths from lowest to highest: "scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16".
 const std::vector<std::string>& isa_names();
 // The paths this CPU can run (CPUID + XGETBV), lowest first.
 std::vector<std::string> available_isas();

@@ -1,7 +1,8 @@
 """``nybble_cpu``: nybble's own x86 CPU kernels (C++ in ``csrc/``, module ``nybble._C``).
 
 A16W4 and A8W4 (dynamic per-token int8 activations) with a scalar path and AVX2 / AVX512 /
-AVX512-VNNI paths chosen from CPUID at run time. ``NYBBLE_CPU_ISA=scalar|avx2|avx512|avx512_vnni``
+AVX512-VNNI / AVX512-BF16 (VNNI + vdpbf16ps A16W4 for bf16 activations) paths chosen from CPUID at
+run time. ``NYBBLE_CPU_ISA=scalar|avx2|avx512|avx512_vnni|avx512_bf16``
 forces a lower path (an error names what this CPU has if it asks for a higher one);
 :func:`use_isa` / :func:`set_isa` override it within a process (tests).
 
@@ -29,7 +30,7 @@ except Exception as exc:  # the extension is missing or broken: the kernel refus
     _IMPORT_ERROR = f"nybble._C unavailable ({type(exc).__name__}: {exc})"
 
 #: every C++ path, lowest first
-ISA_NAMES: tuple[str, ...] = ("scalar", "avx2", "avx512", "avx512_vnni")
+ISA_NAMES: tuple[str, ...] = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16")
 _override: str | None = None
 
 
