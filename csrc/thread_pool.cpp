@@ -1,8 +1,14 @@
-// Persistent worker threads. A job is published by bumping an atomic generation; workers spin
+// The two backends of parallel_run_raw (see thread_pool.h): the process's OpenMP runtime, found at
+// run time (never linked), or our own persistent worker threads.
+//
+// Pool: a job is published by bumping an atomic generation; workers spin
 // for a short while (kSpinUs) after each job before sleeping on a condition variable, so that
 // back-to-back kernel calls (decode: one call per layer) do not pay a futex wake-up each.
 #include "thread_pool.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+#include <link.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -14,7 +20,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace nybble {
@@ -135,10 +144,203 @@ Pool& pool() {
   return *p;
 }
 
+// ---- the OpenMP backend ----------------------------------------------------------------------
+// GOMP_parallel(fn, data, num_threads, flags) is the entry point GCC emits for `#pragma omp parallel`;
+// libgomp exports it, and so do Intel's libiomp5 and LLVM's libomp (their GNU compatibility layer).
+// The team's thread 0 is the calling thread; the region ends with a join of the team.
+
+using GompParallelFn = void (*)(void (*)(void*), void*, unsigned, unsigned);
+using OmpIntFn = int (*)();
+
+struct OmpRuntime {
+  GompParallelFn parallel = nullptr;
+  OmpIntFn thread_num = nullptr, num_threads = nullptr;
+  std::string path;  // the loaded library's file name ("" when none was found)
+};
+
+// dl_iterate_phdr callback: a loaded object whose file name looks like an OpenMP runtime. A copy
+// under a ".../torch/lib/" directory (the one torch's ops run on) wins over any other.
+int find_omp_cb(struct dl_phdr_info* info, size_t, void* data) {
+  const char* name = info->dlpi_name;
+  if (!name || !*name) return 0;
+  const char* base = std::strrchr(name, '/');
+  base = base ? base + 1 : name;
+  const bool omp = std::strstr(base, "libgomp") || std::strstr(base, "libiomp") || !std::strncmp(base, "libomp", 6);
+  if (!omp) return 0;
+  auto* out = static_cast<std::string*>(data);
+  if (out->empty() || (std::strstr(name, "/torch/lib/") && !std::strstr(out->c_str(), "/torch/lib/"))) *out = name;
+  return 0;
+}
+
+OmpRuntime find_omp_runtime() {
+  OmpRuntime rt;
+  std::string path;
+  dl_iterate_phdr(find_omp_cb, &path);
+  if (path.empty()) return rt;
+  // RTLD_NOLOAD: a handle to the copy already mapped, never a second load. The handle is kept
+  // (never dlclose'd), so the runtime cannot be unloaded under us.
+  void* h = dlopen(path.c_str(), RTLD_NOLOAD | RTLD_LAZY | RTLD_LOCAL);
+  if (!h) return rt;
+  rt.parallel = reinterpret_cast<GompParallelFn>(dlsym(h, "GOMP_parallel"));
+  rt.thread_num = reinterpret_cast<OmpIntFn>(dlsym(h, "omp_get_thread_num"));
+  rt.num_threads = reinterpret_cast<OmpIntFn>(dlsym(h, "omp_get_num_threads"));
+  if (!rt.parallel || !rt.thread_num || !rt.num_threads) return OmpRuntime{};
+  rt.path = path;
+  return rt;
+}
+
+struct OmpJob {
+  TaskFn fn;
+  void* ctx;
+  OmpIntFn thread_num, num_threads;
+};
+
+void omp_trampoline(void* data) {
+  const OmpJob* j = static_cast<const OmpJob*>(data);
+  j->fn(j->ctx, j->thread_num(), j->num_threads());
+}
+
+// ---- backend choice ----------------------------------------------------------------------------
+enum Backend : int { kAuto = 0, kOpenMP = 1, kPool = 2 };
+
+std::mutex backend_mu;
+std::atomic<int> active_backend{-1};  // kOpenMP / kPool once resolved, -1 before
+int requested_backend = -1;           // kAuto / kOpenMP / kPool; -1: from NYBBLE_CPU_THREADS_BACKEND
+OmpRuntime omp_rt;                    // written under backend_mu before active_backend is published
+bool omp_searched = false;
+std::string backend_note;             // why the requested backend was not taken
+
+int parse_backend(const char* s) {
+  if (!s || !*s || !std::strcmp(s, "auto")) return kAuto;
+  if (!std::strcmp(s, "openmp")) return kOpenMP;
+  if (!std::strcmp(s, "pool")) return kPool;
+  return -1;
+}
+
+// The backend to use (call under backend_mu): the request, else the environment, else auto.
+int resolve_backend_locked() {
+  int want = requested_backend;
+  backend_note.clear();
+  if (want < 0) {
+    const char* env = std::getenv("NYBBLE_CPU_THREADS_BACKEND");
+    want = parse_backend(env);
+    if (want < 0) {
+      backend_note = std::string("NYBBLE_CPU_THREADS_BACKEND=") + env + " is not auto, openmp or pool; using auto";
+      want = kAuto;
+    }
+  }
+  if (want == kPool) return kPool;
+  if (!omp_searched) {
+    omp_rt = find_omp_runtime();
+    omp_searched = true;
+  }
+  if (omp_rt.parallel) return kOpenMP;
+  if (want == kOpenMP) backend_note = "no OpenMP runtime (libgomp/libiomp5/libomp exporting GOMP_parallel) is loaded; using pool";
+  return kPool;
+}
+
+int backend() {
+  int b = active_backend.load(std::memory_order_acquire);
+  if (b >= 0) return b;
+  std::lock_guard<std::mutex> lk(backend_mu);
+  b = active_backend.load(std::memory_order_relaxed);
+  if (b < 0) {
+    b = resolve_backend_locked();
+    active_backend.store(b, std::memory_order_release);
+  }
+  return b;
+}
+
 }  // namespace
 
 void parallel_run_raw(int nthreads, TaskFn fn, void* ctx, bool skippable) {
+  if (nthreads <= 1) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  if (backend() == kOpenMP) {
+    OmpJob job{fn, ctx, omp_rt.thread_num, omp_rt.num_threads};
+    omp_rt.parallel(omp_trampoline, &job, static_cast<unsigned>(nthreads), 0);
+    return;
+  }
   pool().run(nthreads, fn, ctx, skippable);
 }
 
 }  // namespace nybble
+
+// ---- C entry points for Python (ctypes on the extension's own file; see nybble.kernels.cpu) -----
+extern "C" {
+
+// The backend parallel regions use now ("openmp" or "pool"), resolving it if none is yet.
+__attribute__((visibility("default"))) const char* nybble_threads_backend() {
+  return nybble::backend() == nybble::kOpenMP ? "openmp" : "pool";
+}
+
+// The OpenMP runtime's file name ("" if none was found, or none was searched for yet).
+__attribute__((visibility("default"))) const char* nybble_threads_omp_library() {
+  std::lock_guard<std::mutex> lk(nybble::backend_mu);
+  return nybble::omp_rt.path.c_str();
+}
+
+// Why the requested backend was not taken ("" if it was).
+__attribute__((visibility("default"))) const char* nybble_threads_backend_note() {
+  std::lock_guard<std::mutex> lk(nybble::backend_mu);
+  return nybble::backend_note.c_str();
+}
+
+// Requests a backend: "auto", "openmp" or "pool"; NULL or "" goes back to NYBBLE_CPU_THREADS_BACKEND.
+// Returns 0, or -1 for an unknown name. Searches for the OpenMP runtime again (it may have been
+// loaded since). Not while a kernel runs on another thread.
+__attribute__((visibility("default"))) int nybble_threads_set_backend(const char* name) {
+  int want = -1;
+  if (name && *name) {
+    want = nybble::parse_backend(name);
+    if (want < 0) return -1;
+  }
+  std::lock_guard<std::mutex> lk(nybble::backend_mu);
+  nybble::requested_backend = want;
+  nybble::omp_searched = false;
+  nybble::active_backend.store(nybble::resolve_backend_locked(), std::memory_order_release);
+  return 0;
+}
+
+}  // extern "C"
+
+// For tests: runs one parallel region of `nthreads` (every tid runs, as static splits need) that
+// records who ran. *team: the thread count the calls saw; *distinct: how many different OS threads
+// made a call; *on_caller: 1 if tid 0 ran on the calling thread. Returns the number of calls.
+extern "C" __attribute__((visibility("default"))) int nybble_threads_probe(int nthreads, int* team, int* distinct,
+                                                                          int* on_caller) {
+  constexpr int kMax = 256;
+  struct Probe {
+    std::atomic<int> calls{0};
+    std::atomic<int> team{0};
+    pthread_t who[kMax];
+    int tid[kMax];
+  } p;
+  nybble::parallel_run_raw(
+      nthreads,
+      [](void* c, int tid, int n) {
+        auto* pr = static_cast<Probe*>(c);
+        const int i = pr->calls.fetch_add(1);
+        pr->team.store(n);
+        if (i < kMax) {
+          pr->who[i] = pthread_self();
+          pr->tid[i] = tid;
+        }
+      },
+      &p, false);
+  const int calls = p.calls.load();
+  const int stored = calls < kMax ? calls : kMax;
+  int d = 0, caller = 0;
+  for (int i = 0; i < stored; ++i) {
+    bool seen = false;
+    for (int j = 0; j < i; ++j) seen |= pthread_equal(p.who[i], p.who[j]) != 0;
+    d += !seen;
+    if (p.tid[i] == 0 && pthread_equal(p.who[i], pthread_self())) caller = 1;
+  }
+  *team = p.team.load();
+  *distinct = d;
+  *on_caller = caller;
+  return calls;
+}

@@ -1,4 +1,12 @@
-// A small persistent thread pool (std::thread, no OpenMP) shared by all CPU kernels.
+// Parallel regions of all CPU kernels, on one of two backends (picked once, at the first parallel call):
+//  * "openmp": the OpenMP runtime already loaded in the process (torch's libgomp / libiomp5 / libomp),
+//    found at run time (dl_iterate_phdr + dlsym of GOMP_parallel), neither linked nor included. The
+//    kernels then run on the very threads torch's own ops use, which are still spinning after torch's
+//    last op, so no second set of threads competes for the cores.
+//  * "pool": a small persistent std::thread pool (thread_pool.cpp), used when no OpenMP runtime is
+//    loaded or when NYBBLE_CPU_THREADS_BACKEND=pool.
+// NYBBLE_CPU_THREADS_BACKEND=auto|openmp|pool (default auto: openmp if found, else pool);
+// nybble_threads_set_backend() (extern "C", for Python through ctypes) overrides it at run time.
 #pragma once
 #include <type_traits>
 // Note: this header is included by the per-ISA translation units. Everything defined here has
@@ -10,9 +18,11 @@ namespace nybble {
 using TaskFn = void (*)(void* ctx, int tid, int nthreads);
 
 // Runs fn(ctx, tid, nthreads) for tid in [0, nthreads): tid 0 on the calling thread, the others on
-// persistent workers (created on first use, kept for later calls). Calls are serialized.
-// skippable: fn hands out its work dynamically (any one call may do all of it), so the calls of
-// workers that have not started when the caller's own call returns are skipped, not waited for.
+// the backend's workers. nthreads is the number the fn calls see (the OpenMP runtime may give fewer
+// than asked for, e.g. under OMP_THREAD_LIMIT; fn always gets the team's real size).
+// skippable: fn hands out its work dynamically (any one call may do all of it), so the pool backend
+// skips (does not wait for) the calls of workers that have not started when the caller's own call
+// returns; the OpenMP backend always joins its team.
 void parallel_run_raw(int nthreads, TaskFn fn, void* ctx, bool skippable);
 
 // parallel_run(n, lambda(tid, nthreads)): every tid runs (static splits may rely on that).

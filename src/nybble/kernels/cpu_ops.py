@@ -143,6 +143,78 @@ def eager_call_ok(x: torch.Tensor) -> bool:
             and _current_dispatch_mode() is None and not torch.jit.is_tracing())
 
 
+class EagerCall:
+    """One layer's direct calls of ``_C.a16w4`` / ``_C.a8w4``, with everything about the weight
+    checked and computed once (addresses, kinds, group length, the fp32 bias), so that a call only
+    looks at ``x``: the per-call cost of :func:`a16w4_impl` / :func:`a8w4_impl` without their
+    repeated weight checks, reshapes and bias conversion.
+
+    Built from the blocked tensors of :func:`cpu_prepack` (``qw`` uint8 (Nb, K/8, 64), ``scale``
+    (Nb, G, 16), ``zero_point`` int8 (Nb, G, 16) or None, ``wcomp`` int32 (Nb, G, 16) or None) and
+    ``bias`` (N,) or None. :meth:`matches` says whether it still describes the given tensors (same
+    objects, same storage, bias not modified in place); callers rebuild it when not.
+    ``__call__(x, isa)``: ``x`` (..., K) fp32/bf16/fp16 CPU tensor (any strides) -> (..., N) in
+    ``x.dtype``. Only for plain tensors outside tracing (see :func:`eager_call_ok`).
+    """
+
+    __slots__ = ("a8", "asym", "n", "k", "gl", "tensors", "key", "b32", "wargs")
+
+    def __init__(self, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                 wcomp: Optional[torch.Tensor], n: int, group_size: int, bias: Optional[torch.Tensor],
+                 a8: bool, asymmetric: bool):
+        probe = torch.empty(0, qw.shape[1] * 8, dtype=scale.dtype if scale.dtype in SCALE_KIND else torch.float32)
+        _, _, b32, k, gl = _prepare(probe, qw, scale, zero_point, n, group_size, bias)  # the same checks
+        if a8 and asymmetric and (wcomp is None or wcomp.dtype != torch.int32 or not wcomp.is_contiguous()):
+            raise ValueError("nybble cpu op: asymmetric activations need the int32 wcomp of prepack(with_wcomp=True)")
+        self.a8, self.asym, self.n, self.k, self.gl = a8, bool(a8 and asymmetric), n, k, gl
+        self.tensors = (qw, scale, zero_point, wcomp, bias)
+        self.key = self._key(qw, scale, zero_point, wcomp, bias)
+        self.b32 = b32  # kept alive: its address is passed on every call
+        if a8:
+            self.wargs = (qw.data_ptr(), scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point),
+                          _addr(wcomp) if self.asym else 0, n, k, gl, self.asym, _addr(b32))
+        else:
+            self.wargs = (qw.data_ptr(), scale.data_ptr(), SCALE_KIND[scale.dtype], _addr(zero_point), n, k, gl,
+                          _addr(b32))
+
+    @staticmethod
+    def _key(qw, scale, zero_point, wcomp, bias) -> tuple:
+        return (qw.data_ptr(), scale.data_ptr(), _addr(zero_point), _addr(wcomp), _addr(bias),
+                None if bias is None else bias._version)
+
+    def matches(self, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                wcomp: Optional[torch.Tensor], bias: Optional[torch.Tensor]) -> bool:
+        t = self.tensors
+        return (qw is t[0] and scale is t[1] and zero_point is t[2] and wcomp is t[3] and bias is t[4]
+                and self._key(qw, scale, zero_point, wcomp, bias) == self.key)
+
+    def __call__(self, x: torch.Tensor, isa: str) -> torch.Tensor:
+        kind = SCALE_KIND.get(x.dtype)
+        k = self.k
+        shape = x.shape
+        if kind is None or not x.is_cpu or not shape or shape[-1] != k:
+            raise ValueError(f"nybble cpu op: x must be a float32/bfloat16/float16 CPU tensor (..., {k}), got "
+                             f"{x.dtype} {tuple(x.shape)} on {x.device}")
+        y = torch.empty(*shape[:-1], self.n, dtype=x.dtype)  # varargs: ~1 us cheaper than a shape tuple
+        if x.is_contiguous():
+            ldx = k
+        else:
+            x = x.reshape(-1, k)
+            if x.stride(1) != 1:
+                x = x.contiguous()
+            ldx = x.stride(0)
+        m = x.numel() // k
+        if m:
+            w = self.wargs
+            if self.a8:
+                _C.a8w4(isa, x.data_ptr(), kind, m, ldx, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9],
+                        y.data_ptr(), kind, self.n, torch.get_num_threads())
+            else:
+                _C.a16w4(isa, x.data_ptr(), kind, m, ldx, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+                         y.data_ptr(), kind, self.n, torch.get_num_threads())
+        return y
+
+
 def quantize_activations(x: torch.Tensor, asymmetric: bool, group_size: int = -1, isa: str = "scalar"
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The C++ per-token quantization the A8W4 op runs (exposed for tests): ``x`` (M, K) ->
