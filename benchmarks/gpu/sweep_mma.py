@@ -17,21 +17,47 @@ import sys
 import time
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
-MS = (1, 2, 4, 8, 16)
+MS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def _cands(n, k, sms, evict=(0, 1)):
+def _cands(n, k, sms, m):
+    """mma_configs (evict-first loads, split-K summed in-kernel); at M = 1 also the finish-kernel
+    variant of each split config (flag bit 1) to measure the in-kernel reduction."""
     from nybble.kernels.triton.configs import TileConfig, mma_configs
     out = []
-    for c in mma_configs(n, k, sms, 128):
-        for e in evict:
-            out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, e))
+    for c in mma_configs(n, k, sms, 128, m):
+        out.append(c)
+        if m == 1 and c.split_k > 1:
+            out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | 2))
+    return out
+
+
+def _from_csv(path, top, flags):
+    """{(K, N, M): [configs]}: the ``top`` fastest mma configs of an earlier sweep per point, each
+    with every flag value in ``flags`` (bit 0 evict-first, bit 1 finish kernel, bits 2-3 L2 prefetch
+    distance)."""
+    from nybble.kernels.triton.configs import TileConfig
+    best = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r["kind"] != "mma":
+                continue
+            c = TileConfig(*map(int, r["config"].split("x")))
+            base = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, 0)
+            key = (int(r["K"]), int(r["N"]), int(r["M"]))
+            d = best.setdefault(key, {})
+            d[base] = min(d.get(base, 1e9), float(r["us"]))
+    out = {}
+    for key, d in best.items():
+        bases = sorted(d, key=d.get)[:top]
+        out[key] = [TileConfig(b.block_m, b.block_n, b.block_k, b.split_k, b.num_warps, fl) for b in bases
+                    for fl in flags if b.split_k > 1 or not fl & 2]
     return out
 
 
 def _run(p, x, cfg, g=128):
     from nybble.kernels.triton import ops
-    return ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], g, None, cfg)
+    return ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], g, None, cfg, p["locks"])
 
 
 def _weights(n, k):
@@ -90,8 +116,9 @@ def eager_probe(torch, ops):
         res["F.linear"] = per_call(lambda: F.linear(x1, w))
         res["triton_nop"] = per_call(lambda: _nop[(1,)](buf, 1))
         res["torch.empty"] = per_call(lambda: torch.empty(1, 4096, device="cuda", dtype=torch.bfloat16))
+        res["x.new_empty"] = per_call(lambda: x.new_empty(1, 4096))
         res["nybble_a16_m1"] = per_call(lambda: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128,
-                                                                 None))
+                                                                 None, None, p["locks"]))
     return res
 
 
@@ -102,6 +129,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=14)
     ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--from-csv", default=None, help="time only the --top best configs of this earlier sweep")
+    ap.add_argument("--top", type=int, default=4)
+    ap.add_argument("--flags", default="1,3,5,7,9,11")
     args = ap.parse_args()
     ms = [int(v) for v in args.ms.split(",")]
     import torch
@@ -113,9 +143,14 @@ def main() -> int:
     sms, l2 = props.multi_processor_count, props.L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
 
-    # M specialisations: 1, 2..8 (NB = 1), 16 (NB = 2, divisible by 16)
-    jobs = sorted({(c, m) for k, n in SHAPES for m in {1, 2, 16} & set(ms) for c in _cands(n, k, sms)},
-                  key=str)
+    if args.from_csv:
+        chosen = _from_csv(args.from_csv, args.top, [int(f) for f in args.flags.split(",")])
+        cands_of = lambda n, k, m: chosen.get((k, n, m), [])  # noqa: E731
+    else:
+        cands_of = lambda n, k, m: _cands(n, k, sms, m)  # noqa: E731
+    # M specialisations: 1, 2..8 (NB = 1), 16 / 32 / 64 (NB = 2, divisible by 16)
+    jobs = sorted({(c, j) for k, n in SHAPES for m in ms for c in cands_of(n, k, m)
+                   for j in ({1} if m == 1 else {2} if m <= 8 else {16})}, key=str)
     t0 = time.time()
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
@@ -135,7 +170,7 @@ def main() -> int:
                 ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
                 key = make_key("a16w4", n, k, 128, m)
                 base = store.get(key)
-                cands = ([base] if base is not None else []) + _cands(n, k, sms)
+                cands = ([base] if base is not None else []) + cands_of(n, k, m)
                 best = None
                 for c in cands:
                     try:

@@ -199,13 +199,14 @@ def test_registry_picks_triton_on_cuda():
     assert registry.choose(spec32).name == "reference"
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16])
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16, 17, 40, 64])
 @pytest.mark.parametrize("group,k", GROUP_K)
 @pytest.mark.parametrize("domain", ["none", "int"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
-    """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 16) for every mode: 1-2 row-blocks
-    per warp, K tiles of 128 / 256, split-K, evict-first loads; N = 200 (a partial row-block)."""
+    """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 64) for every mode: 1-2 row-blocks per
+    warp, K tiles of 128 / 256 / 512, split-K summed in-kernel (the layer's counters) or by the finish
+    kernel, evict-first loads; N = 200 (a partial row-block).  The counters are zero afterwards."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
     if torch.cuda.get_device_capability() < (9, 0):
@@ -218,9 +219,29 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
     ref = reference_out(x, plain, "a16", bias)
     zp = p.get("zero_point")
     for cfg in (TileConfig(2, 64, 128, 1, 4, 0), TileConfig(2, 128, 256, 2, 4, 1), TileConfig(2, 256, 256, 3, 8, 0),
-                TileConfig(2, 128, 128, 1, 8, 1)):
-        y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg)
+                TileConfig(2, 128, 512, 4, 8, 3), TileConfig(2, 64, 512, 2, 4, 0), TileConfig(2, 128, 128, 5, 4, 2)):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma {dtype} {domain} g{group} M={m} {cfg}")
+    assert not p["locks"].any(), "split-K counters not back at zero"
+
+
+def test_mma_gemv_split_k_repeated_calls_agree():
+    """The in-kernel split-K reduction gives the same bits on every call (no stale counters)."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(1000, 4096, 128, "int", torch.bfloat16)
+    kern = _kernel(plain, "a16")
+    p = kern.prepack(plain)
+    x = torch.randn(3, 4096, device="cuda").to(torch.bfloat16)
+    cfg = TileConfig(2, 64, 256, 8, 4, 1)
+    first = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128, None, cfg, p["locks"])
+    for _ in range(50):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 128, None, cfg, p["locks"])
+        assert torch.equal(y, first)
+    assert_close_to_reference(first, reference_out(x, plain, "a16", None), "mma split 8")
+    assert not p["locks"].any()
 
 
 def test_mma_gemv_strided_and_offset_x():
@@ -234,5 +255,6 @@ def test_mma_gemv_strided_and_offset_x():
     p = kern.prepack(plain)
     big = torch.randn(5, 515, device="cuda").to(torch.bfloat16)
     for x in (big[:, 1:513], big[:, :512]):
-        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 64, None, TileConfig(2, 128, 256, 2, 4, 0))
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 64, None, TileConfig(2, 128, 256, 2, 4, 0),
+                             p["locks"])
         assert_close_to_reference(y, reference_out(x.contiguous(), plain, "a16", None), "mma strided x")

@@ -34,8 +34,10 @@ class TileConfig:
     ``block_m``/``block_n``/``block_k``: tile sizes along M (activation rows), N (outputs), K;
     ``split_k``: programs sharing one output tile along K (fp32 partials summed by a small kernel);
     ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
-    ``block_m == 2`` marks the A16W4 mma.sync GEMV of ``mma.py`` (M <= 16; ``block_n`` rows per
-    program, ``block_k`` K values per tile, ``num_stages`` bit 0: evict-first weight loads);
+    ``block_m == 2`` marks the A16W4 mma.sync GEMV of ``mma.py`` (M <= 64; ``block_n`` rows per
+    program, ``block_k`` K values per tile, ``num_stages`` bit 0: evict-first weight loads, bit 1:
+    split-K partials summed by the finish kernel instead of in-kernel, bits 2-3: L2 prefetch distance
+    in K tiles);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
@@ -168,8 +170,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
                                             c.num_stages) for c in out))
     if mb == 1:
         out += gemv_configs(n, k, num_sms, group_size)
-    if op == "a16w4" and mb <= 16:
-        out += mma_configs(n, k, num_sms, group_size)
+    if op == "a16w4" and mb <= 64:
+        out += mma_configs(n, k, num_sms, group_size, mb)
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
@@ -181,32 +183,31 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
 
 
 def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132) -> TileConfig:
-    """The A16W4 mma.sync GEMV (``block_m == 2``): 4 warps x 2 row-blocks (128 rows) per program,
-    256 K values per lane tile (128 for group 32), split-K until there are ~4 programs per SM."""
-    bk = 256 if group_size == -1 or group_size >= 64 else 128
-    tiles, k_tiles = -(-n // 128), -(-k // bk)
+    """The A16W4 mma.sync GEMV (``block_m == 2``): 4 warps x 1 row-block (64 rows) per program,
+    K tiles of 256, split-K until there are ~6 programs per SM (partials summed in-kernel)."""
+    tiles, k_tiles = -(-n // 64), -(-k // 256)
     split = 1
-    while tiles * split < 4 * num_sms and split < 16 and k_tiles >= 4 * split:
+    while tiles * split < 6 * num_sms and split < 16 and k_tiles >= 4 * split:
         split *= 2
-    return TileConfig(2, 128, bk, split, 4, 0)
+    return TileConfig(2, 64, 256, split, 4, 1)
 
 
-def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
-    """A16W4 mma.sync GEMV candidates (``block_m == 2``, M <= 16): rows per program 64 / 128 / 256
-    (warps x row-blocks of 16 x 1-2), K tile 128 / 256, split-K around 2-8 programs per SM."""
+def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: int = 1) -> list[TileConfig]:
+    """A16W4 mma.sync GEMV candidates (``block_m == 2``, M <= 64): rows per program 64 / 128 / 256
+    (warps x row-blocks of 16 x 1-2), K tiles of 128 / 256 / 512, split-K around 2-12 programs per
+    SM (counting the ceil(M / 16) programs per weight tile), evict-first weight loads."""
     out = []
-    for warps, rb in ((4, 1), (4, 2), (8, 2)):
+    mblocks = -(-mb // 16)
+    for warps, rb in ((4, 1), (4, 2), (8, 1)):
         bn = 16 * warps * rb
-        for bk in (128, 256):
-            if group_size != -1 and bk > 4 * group_size:
-                continue
-            tiles, k_tiles = -(-n // bn), -(-k // bk)
+        for bk in (128, 256, 512):
+            tiles, k_tiles = -(-n // bn) * mblocks, -(-k // bk)
             for split in (1, 2, 4, 8, 16):
                 if split > 1 and k_tiles < 2 * split:
                     continue
                 if not (num_sms <= tiles * split <= 12 * num_sms) and split != 1:
                     continue
-                out.append(TileConfig(2, bn, bk, split, warps, 0))
+                out.append(TileConfig(2, bn, bk, split, warps, 1))
     return list(dict.fromkeys(out))
 
 

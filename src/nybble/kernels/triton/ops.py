@@ -121,8 +121,10 @@ def _time_configs(run: Callable[[TileConfig], torch.Tensor], cands: list[TileCon
 # -- A16W4 ------------------------------------------------------------------------------------
 
 def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
-                 group_size: int, bias: torch.Tensor | None, cfg: TileConfig | None = None) -> torch.Tensor:
-    """x (M, K) bf16/fp16 (K contiguous) -> (M, N) in x's dtype.  See :func:`jit.a16w4_kernel`."""
+                 group_size: int, bias: torch.Tensor | None, cfg: TileConfig | None = None,
+                 locks: torch.Tensor | None = None) -> torch.Tensor:
+    """x (M, K) bf16/fp16 (K contiguous) -> (M, N) in x's dtype.  See :func:`jit.a16w4_kernel` and
+    :func:`mma.mma_gemv_kernel` (``locks``: the layer's :func:`mma_locks`, or None)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(1) != 1:
@@ -132,10 +134,10 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
     if cfg is None:
         cfg = get_config("a16w4", m, n, k, group_size, x.device,
                          lambda cs: _time_configs(
-                             lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c), cs))
-    if cfg.block_m == 2:  # mma.sync GEMV (M <= 16, blocked layout, sm_90)
-        if m <= 16 and mma_ok(x, qweight):
-            return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg)
+                             lambda c: launch_a16w4(x, qweight, scale, zero, group_size, bias, c, locks), cs))
+    if cfg.block_m == 2:  # mma.sync GEMV (M <= 64, blocked layout, sm_90)
+        if m <= 64 and mma_ok(x, qweight):
+            return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg, locks)
         cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
     if cfg.block_m == 0:
         return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
@@ -175,32 +177,42 @@ def mma_ok(x: torch.Tensor, qweight: torch.Tensor) -> bool:
     return cap and qweight.dim() == 4 and qweight.shape[2] == 16 and qweight.shape[3] == 32
 
 
-def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
-    """A16W4 at M <= 16 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
+def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=None) -> torch.Tensor:
+    """A16W4 at M <= 64 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
     ``cfg.block_n`` = rows per program (``num_warps * 16 * RB``, RB = 1 or 2), ``cfg.block_k`` = K
-    values per lane-tile x 4 (128 or 256; capped so one lane's values stay in one group), bit 0 of
-    ``cfg.num_stages``: evict-first weight loads."""
+    values per tile (128 / 256 / 512), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
+    split-K partials with the finish kernel instead of in the last program of each tile (which needs
+    ``locks``, int32 zeros, one per program of the grid's first axis; see :func:`mma_locks`), bits
+    2-3: L2 prefetch distance in K tiles (0: none)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
         x = x.clone(memory_format=torch.contiguous_format)
     nw = cfg.num_warps
-    rb = max(1, min(2, cfg.block_n // (16 * nw)))
-    kw = 8 if cfg.block_k >= 256 else 4
-    if group_size != -1:
-        kw = min(kw, group_size // 8)
-    atomic = cfg.split_k > 1
+    rb = 2 if cfg.block_n >= 32 * nw else 1
+    nv = max(1, min(4, cfg.block_k // 128))
+    split = cfg.split_k
+    mb = triton.cdiv(m, 16)
+    tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
+    serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
     out = x.new_empty(m, n)
-    ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32, device=x.device) if atomic else out
-    grid = (triton.cdiv(triton.cdiv(n, 16), nw * rb), cfg.split_k)
-    _MMA(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, ws,
-                m, n, k, x.stride(0), n, qweight.stride(0), cfg.split_k),
+    ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
+    _MMA((tiles, split),
+         (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
+          locks if serial else ws, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
-              IS_BF16=x.dtype == torch.bfloat16, ATOMIC=atomic, EVICT=bool(cfg.num_stages & 1),
-              NB=1 if m <= 8 else 2, RB=rb, KW=kw, NW=nw), nw, 1)
-    if atomic:
+              IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
+              PREFETCH=(cfg.num_stages >> 2) & 3, NB=1 if m <= 8 else 2, RB=rb, NV=nv, NW=nw), nw, 1)
+    if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
+
+
+def mma_locks(n: int, device) -> torch.Tensor:
+    """Zeroed int32 split-K counters for :func:`_mma_gemv` on a layer of ``n`` outputs (enough for
+    every config at M <= 64: >= 64 rows per program, <= 4 blocks of 16 activation rows).  Each launch
+    leaves them at zero again.  A layer must not run concurrently on two streams with them."""
+    return torch.zeros(4 * triton.cdiv(n, 64), dtype=torch.int32, device=device)
 
 
 def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
@@ -423,14 +435,15 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
 
 @torch.library.custom_op("nybble::triton_a16w4", mutates_args=())
 def triton_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
-                 group_size: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
+                 group_size: int, bias: Optional[torch.Tensor], locks: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x (M, K) bf16/fp16; qweight int32 (N, K/8); scale (G, N); zero_point int8 (G, N) or None;
-    bias (N,) or None -> (M, N) in x's dtype."""
-    return launch_a16w4(x, qweight, scale, zero_point, group_size, bias)
+    bias (N,) or None -> (M, N) in x's dtype.  ``locks``: the layer's split-K counters (int32 zeros,
+    back at zero after every call, so the op does not change them)."""
+    return launch_a16w4(x, qweight, scale, zero_point, group_size, bias, None, locks)
 
 
 @triton_a16w4.register_fake
-def _(x, qweight, scale, zero_point, group_size, bias):
+def _(x, qweight, scale, zero_point, group_size, bias, locks=None):
     return x.new_empty(x.shape[0], scale.shape[1])
 
 
