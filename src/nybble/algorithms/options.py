@@ -20,9 +20,9 @@ from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
 _GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128),
-         "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, False),
-         "asym_damp": (float, 0.01)}
-_AWQ = {"awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
+         "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
+         "asym_damp": (float, 0.1)}
+_AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 
 ALLOWED = {

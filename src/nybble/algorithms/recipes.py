@@ -176,7 +176,9 @@ class AWQRecipe:
         self.config, self.opts, self.install, self.summary = config, opts, install, summary
         self.then_gptq, self.fold_only = then_gptq, fold_only
         self.gptq = GPTQRecipe(config, opts, install, summary) if then_gptq else None
-        self.float_stream = bool(self.gptq.float_stream) if self.gptq is not None else False
+        # asymmetric calibration: awq+gptq leaves it to GPTQ (after the scales); awq alone searches
+        # scales and clipping for the asymmetric target W' (see .gptq.asymmetric_target)
+        self.float_stream = bool(opts.get("asymmetric", False))
         self.report = {"folded_groups": 0, "input_scaled_layers": 0, "unchanged_groups": 0}
 
     def __call__(self, ctx) -> None:
@@ -235,6 +237,9 @@ class AWQRecipe:
             if self.then_gptq:
                 self.gptq.quantize(ctx, input_scales)
                 return
+            if self.float_stream and isinstance(ctx, BlockContext) and ctx.has_float_stream:
+                self._round_asymmetric(ctx, groups, input_scales, layer_x)
+                return
             for name in ctx.names:
                 w = ctx.linear(name).weight.detach()
                 if o["awq_clip"] and o["awq_clip_grid"] > 0 and act.is_a8:
@@ -250,6 +255,41 @@ class AWQRecipe:
             for scaler, handle in scalers.values():
                 handle.remove()
                 scaler.clear()
+
+    def _round_asymmetric(self, ctx, groups, input_scales, layer_x) -> None:
+        """Clip and round the (scaled) linears group by group, each for the asymmetric target
+        (:func:`.gptq.asymmetric_target`) on inputs gathered with the earlier groups already
+        quantized (so a layer corrects only the error its inputs still carry)."""
+        cfg, o, act = self.config, self.opts, ctx.act_mode
+        # the block with the scales folded / applied (float): the float stream's function
+        fblock = ctx.float_module = copy.deepcopy(ctx.module)
+        clip = o["awq_clip"] and o["awq_clip_grid"] > 0
+        for grp in groups:
+            hq: dict[str, HessianAccumulator] = {}
+            cq: dict[str, CrossAccumulator] = {}
+
+            def add(n, x, xf):
+                if n not in hq:
+                    hq[n], cq[n] = HessianAccumulator(x.shape[-1], x.device), CrossAccumulator(x.shape[-1], x.device)
+                xq = fake_quantize_activations(x, act)
+                hq[n].add(xq)
+                cq[n].add(xq, xf)
+
+            ctx.run_pair(fblock, grp.names, add, dedupe=True)
+            for name in grp.names:
+                key = ctx.input_owner.get(name, name)
+                lin = ctx.linear(name)
+                h = hq[key].hessian()
+                w = asymmetric_target(lin.weight.detach(), h, cq[key].cross(), damp=o["asym_damp"], name=name)
+                if clip and act.is_a8:
+                    w = search_clip(layer_x[name][:o["awq_clip_tokens"]], w, cfg.group_size, cfg.domain, act,
+                                    grid=o["awq_clip_grid"], max_shrink=o["awq_max_shrink"],
+                                    scale_dtype=lin.weight.dtype)
+                elif clip:
+                    w = search_clip_h(h, w, cfg.group_size, cfg.domain, grid=o["awq_clip_grid"],
+                                      max_shrink=o["awq_max_shrink"], scale_dtype=lin.weight.dtype)
+                plain = PlainInt4Weight.from_float(w, cfg.group_size, cfg.domain, lin.weight.dtype)
+                self.install(name, plain, input_scale=input_scales.get(name))
 
 
 def make_recipe(config, opts: dict, install, summary) -> object:
