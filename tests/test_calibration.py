@@ -2,6 +2,7 @@
 masked), and bounded memory."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -183,3 +184,70 @@ def test_memory_stays_bounded(algorithm, tmp_path):
     limit = 32  # MiB above the model
     assert r["full_activations_mib"] > 2 * limit
     assert r["peak"] - r["base"] < limit, r
+
+
+def test_padding_excluded_hessian_equals_unpadded(minilm):
+    """The GPTQ Hessian of a padded batch equals the one of the same sentences run one by one (no
+    padding at all): padded positions never reach the statistics."""
+    from nybble.algorithms.gptq import HessianAccumulator
+    model, tok = minilm
+    texts = ["short one", "a noticeably longer sentence that forces padding onto the other one here"]
+    name = "encoder.layer.1.attention.self.query"
+
+    def hessian(batches):
+        acc = HessianAccumulator(384)
+
+        def proc(ctx):
+            if isinstance(ctx, BlockContext) and name in ctx.names:
+                with ctx.hook_inputs([name], lambda n, x: acc.add(x)):
+                    ctx.run()
+        run_blockwise(model, linear_names(model), batches, proc, nybble.ActMode.A16, QuantizationSummary(),
+                      show_progress=False)
+        return acc.hessian(), acc.count
+
+    padded = prepare_batches(TextCalibration(texts, tok, nsamples=2, batch_size=2), model, {})
+    assert int(padded[0]["attention_mask"].sum()) < padded[0]["attention_mask"].numel()
+    single = prepare_batches(TextCalibration(texts, tok, nsamples=2, batch_size=1), model, {})
+    assert all(int(b["attention_mask"].sum()) == b["attention_mask"].numel() for b in single)
+    h1, n1 = hessian(padded)
+    h2, n2 = hessian(single)
+    assert n1 == n2
+    torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-4)
+
+
+class _Perturber:
+    """Uses the float stream: records both streams' block inputs, then scales every selected linear's
+    weight by 1.05 (a stand-in for quantization) after handing the engine a float copy."""
+
+    float_stream = True
+
+    def __init__(self):
+        self.quant, self.float = [], []
+
+    def __call__(self, ctx):
+        if not isinstance(ctx, BlockContext):
+            return
+        self.quant.append(torch.cat([st.hidden() for st in ctx._states]))
+        self.float.append(torch.cat(ctx.float_hidden))
+        pairs = []
+        ctx.float_module = copy.deepcopy(ctx.module)
+        for n in ctx.names:
+            ctx.linear(n).weight.data.mul_(1.05)
+        ctx.run_pair(ctx.float_module, ctx.names[:1], lambda n, xq, xf: pairs.append((xq, xf)))
+        assert pairs and all(a.shape == b.shape for a, b in pairs)
+
+
+def test_float_stream_follows_the_float_model():
+    """The engine's float stream holds the float model's block inputs while the quantized stream
+    carries the perturbed blocks' outputs."""
+    model = tiny_llama()
+    ref_model = copy.deepcopy(model)
+    ids = torch.randint(0, 101, (4, 12), generator=torch.Generator().manual_seed(1))
+    rec = _Perturber()
+    run_blockwise(model, linear_names(model)[:-1], prepare_batches(ids, model, {"batch_size": 2}), rec,
+                  nybble.ActMode.A16, QuantizationSummary(), show_progress=False)
+    with torch.no_grad():
+        hs = ref_model(input_ids=ids, output_hidden_states=True).hidden_states
+    for i in range(3):
+        torch.testing.assert_close(rec.float[i], hs[i], rtol=1e-5, atol=1e-5)
+    assert float((rec.quant[2].detach() - hs[2]).abs().max()) > 1e-3  # the quantized stream did diverge

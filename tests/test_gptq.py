@@ -200,3 +200,42 @@ def test_unknown_option_is_a_clear_error():
     cfg = nybble.Int4WeightOnlyConfig(group_size=32, algorithm="gptq", algorithm_options={"dampening": 0.1})
     with pytest.raises(ValueError, match="unknown algorithm_options.*dampening"):
         nybble.quantize(model, cfg, calibration=[{"x": torch.randn(4, 64)}], show_progress=False)
+
+
+def test_asymmetric_gptq_reduces_error_against_float_inputs():
+    """With float inputs X and perturbed (quantized-model) inputs Xq, GPTQ of the asymmetric target
+    W' lowers ||X W^T - Xq Q^T|| compared with plain GPTQ of W on Xq's Hessian."""
+    from nybble.algorithms.gptq import CrossAccumulator, asymmetric_target
+    x = correlated_inputs(2048, 128, seed=3)
+    g = torch.Generator().manual_seed(4)
+    xq = x + 0.2 * x.std() * torch.randn(x.shape, generator=g) @ (torch.eye(128) + 0.1 * torch.randn(128, 128, generator=g))
+    w = torch.randn(64, 128, generator=g) * 0.05
+    h = hessian_of(xq)
+    acc = CrossAccumulator(128)
+    for a, b in zip(xq.split(300), x.split(300)):
+        acc.add(a, b)
+    torch.testing.assert_close(acc.cross(), xq.t() @ x / x.shape[0], rtol=1e-4, atol=1e-5)
+
+    def err(res):
+        q = P.dequantize(res.codes, res.scale, res.zero_point, 32, torch.float32)
+        return float((x @ w.t() - xq @ q.t()).pow(2).sum())
+
+    target = asymmetric_target(w, h, acc.cross(), damp=0.01)
+    plain = gptq_quantize(w, h, 32, "int", act_order=True, scale_dtype=torch.float32)
+    asym = gptq_quantize(target, h, 32, "int", act_order=True, scale_dtype=torch.float32)
+    assert err(asym) < 0.8 * err(plain), (err(asym), err(plain))
+
+
+def test_asymmetric_target_limits():
+    """W' = W when the inputs agree (Xq = X), and W' -> W as the ridge dampening grows."""
+    from nybble.algorithms.gptq import asymmetric_target
+    x = correlated_inputs(512, 64, seed=5)
+    w = torch.randn(16, 64)
+    h = x.t() @ x / 512
+    torch.testing.assert_close(asymmetric_target(w, h, h, damp=0.01), w, rtol=1e-4, atol=1e-4)
+    c = (x + 0.3 * torch.randn_like(x)).t() @ x / 512  # some other cross moment
+    far = asymmetric_target(w, h, c, damp=0.01)
+    near = asymmetric_target(w, h, c, damp=1e4)
+    assert float((near - w).norm()) < 0.01 * float((far - w).norm())
+    with pytest.raises(ValueError, match="do not match"):
+        asymmetric_target(w, h[:32, :32], c)

@@ -7,6 +7,9 @@ Two different sources, so evaluation never sees calibration text:
 
 Each output file holds one sentence per line (6..40 words, mostly letters, deduplicated), sampled with
 a fixed seed. Run: ``python benchmarks/quality/build_data.py``.
+
+Dev text (for choosing options; ``--dev`` rebuilds only it): prose of the GNU info manuals
+(``/usr/share/info``), a third source, written to ``benchmarks/quality/dev_gnu_info.txt``.
 """
 from __future__ import annotations
 
@@ -49,7 +52,33 @@ def vim_manual_sentences() -> list[str]:
     return _clean_sentences("\n\n".join(Path(f).read_text(errors="replace") for f in files))
 
 
+def gnu_info_sentences() -> list[str]:
+    """Prose of the GNU info manuals (coreutils, find, diffutils, ...): the dev text, a third source."""
+    import gzip
+    files = sorted(glob.glob("/usr/share/info/*.info*.gz"))
+    if not files:
+        raise FileNotFoundError("no GNU info manuals (/usr/share/info/*.info*.gz) are installed")
+    return _clean_sentences("\n\n".join(gzip.open(f, "rt", errors="replace").read() for f in files))
+
+
+def build_dev() -> None:
+    """``benchmarks/quality/dev_gnu_info.txt``: 300 sentences of the GNU info manuals, for choosing
+    recipe options (never used for calibration nor for the reported evaluation)."""
+    rng = random.Random(1)
+    taken = set((DATA / "calib_python_reference.txt").read_text().splitlines())
+    taken |= set((DATA / "eval_vim_manual.txt").read_text().splitlines())
+    dev = [s for s in gnu_info_sentences() if s not in taken]
+    rng.shuffle(dev)
+    out = Path(__file__).resolve().parent / "dev_gnu_info.txt"
+    out.write_text("\n".join(dev[:300]) + "\n")
+    print(f"dev: {min(300, len(dev))} of {len(dev)} sentences -> {out}")
+
+
 def main() -> None:
+    import sys
+    if "--dev" in sys.argv[1:]:
+        build_dev()
+        return
     rng = random.Random(0)
     calib = python_reference_sentences()
     evals = vim_manual_sentences()

@@ -14,6 +14,7 @@ import argparse
 import ast
 import copy
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,8 @@ from nybble import evaluate as E
 from nybble.algorithms.calibration import (DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_SENTENCES_FILE,
                                            load_calibration_file)
 
+#: the third text (GNU info manuals), for choosing options: see build_data.py --dev
+GNU_DEV_FILE = Path(__file__).resolve().parent / "dev_gnu_info.txt"
 #: the calibration file's sentences from this index on are the dev split (never calibrated on)
 DEV_START = 256
 DEFAULT_RUNS = ["rtn:128", "gptq:128", "awq:128", "awq+gptq:128", "rtn:32", "gptq:32"]
@@ -42,10 +45,11 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--runs", nargs="*", default=DEFAULT_RUNS)
-    ap.add_argument("--eval", choices=("test", "dev"), default="test",
+    ap.add_argument("--eval", choices=("test", "dev", "gnu"), default="test",
                     help="test: the evaluation file (Vim manual); dev: the held-out second half of the "
                          "calibration file (sentences 257-512, never used for calibration when "
-                         "--nsamples <= 256), for choosing options without looking at the test text")
+                         "--nsamples <= 256); gnu: dev_gnu_info.txt (GNU info manuals, a third text). "
+                         "dev and gnu are for choosing options without looking at the test text")
     args = ap.parse_args()
     if args.nsamples > DEV_START:
         raise SystemExit(f"--nsamples must be <= {DEV_START} (the rest of the calibration file is the dev split)")
@@ -58,6 +62,8 @@ def main() -> None:
     calib_lines = E.read_lines(DEFAULT_CALIBRATION_FILE)
     if args.eval == "test":
         sents, eval_name = E.read_lines(DEFAULT_EVAL_SENTENCES_FILE), DEFAULT_EVAL_SENTENCES_FILE.name
+    elif args.eval == "gnu":
+        sents, eval_name = E.read_lines(GNU_DEV_FILE), GNU_DEV_FILE.name
     else:
         sents, eval_name = calib_lines[DEV_START:], f"{DEFAULT_CALIBRATION_FILE.name}[{DEV_START}:] (dev)"
     assert not set(sents) & set(calib_lines[:args.nsamples]), "evaluation sentences overlap the calibration set"

@@ -517,6 +517,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@torch.no_grad()
 def run_blockwise(model: nn.Module, names: list[str], batches: list[dict], process: Callable[[_Context], None],
                   act_mode: ActMode, summary, desc: str = "calibrate", show_progress: bool = True) -> None:
     """Run ``process(ctx)`` on each block of ``model`` that holds some of ``names`` (in order), then
