@@ -30,6 +30,12 @@ if [[ $what == mma ]]; then
   echo "tests took $(( $(date +%s) - t0 )) s"
   timeout ${SWEEP_TIMEOUT:-300} python3 benchmarks/gpu/sweep_mma.py --out "$OUT/sweep_mma.csv" --table "$OUT/tuned_mma.json" \
       ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep_mma.log" | grep -v "^  skip" | tail -n 40
+  if [[ -n ${PROFILE:-} ]]; then  # Nsight Compute on the small-M kernels of 8192x28672
+    timeout ${PROFILE_TIMEOUT:-120} ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section LaunchStats --section Occupancy -k regex:"mma_gemv|gemv_kernel" -c 6 \
+        python3 benchmarks/gpu/profile_m1.py > "$OUT/ncu_small_m.txt" 2>&1
+    grep -E "mma_gemv|gemv_kernel|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Duration|Stall Long|Issued Ipc|No Eligible|One or More" "$OUT/ncu_small_m.txt" | head -n 60
+  fi
 fi
 if [[ $what == tests || $what == all ]]; then
   t0=$(date +%s)

@@ -21,21 +21,20 @@ MS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _cands(n, k, sms, m):
-    """mma_configs (evict-first loads, split-K summed in-kernel); at M = 1 also the finish-kernel
-    variant of each split config (flag bit 1) to measure the in-kernel reduction."""
+    """mma_configs (evict-first loads, split-K summed in-kernel), each also with the per-group fp32
+    zero point / scale (flag bit 4)."""
     from nybble.kernels.triton.configs import TileConfig, mma_configs
     out = []
     for c in mma_configs(n, k, sms, 128, m):
         out.append(c)
-        if m == 1 and c.split_k > 1:
-            out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | 2))
+        out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | 16))
     return out
 
 
 def _from_csv(path, top, flags):
     """{(K, N, M): [configs]}: the ``top`` fastest mma configs of an earlier sweep per point, each
-    with every flag value in ``flags`` (bit 0 evict-first, bit 1 finish kernel, bits 2-3 L2 prefetch
-    distance)."""
+    with every flag value in ``flags`` (bit 0 evict-first, bit 1 finish kernel, bit 4 fp32 per-group
+    zero point / scale) and its own x-rows bits (2-3)."""
     from nybble.kernels.triton.configs import TileConfig
     best = {}
     with open(path) as f:
@@ -43,15 +42,15 @@ def _from_csv(path, top, flags):
             if r["kind"] != "mma":
                 continue
             c = TileConfig(*map(int, r["config"].split("x")))
-            base = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, 0)
+            base = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages & 12)
             key = (int(r["K"]), int(r["N"]), int(r["M"]))
             d = best.setdefault(key, {})
             d[base] = min(d.get(base, 1e9), float(r["us"]))
     out = {}
     for key, d in best.items():
         bases = sorted(d, key=d.get)[:top]
-        out[key] = [TileConfig(b.block_m, b.block_n, b.block_k, b.split_k, b.num_warps, fl) for b in bases
-                    for fl in flags if b.split_k > 1 or not fl & 2]
+        out[key] = [TileConfig(b.block_m, b.block_n, b.block_k, b.split_k, b.num_warps, fl | b.num_stages)
+                    for b in bases for fl in flags if b.split_k > 1 or not fl & 2]
     return out
 
 
@@ -131,7 +130,8 @@ def main() -> int:
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--from-csv", default=None, help="time only the --top best configs of this earlier sweep")
     ap.add_argument("--top", type=int, default=4)
-    ap.add_argument("--flags", default="1,3,5,7,9,11")
+    ap.add_argument("--flags", default="1,3")
+    ap.add_argument("--full-ms", default="", help="M values that get every mma_configs candidate even with --from-csv")
     args = ap.parse_args()
     ms = [int(v) for v in args.ms.split(",")]
     import torch
@@ -145,12 +145,13 @@ def main() -> int:
 
     if args.from_csv:
         chosen = _from_csv(args.from_csv, args.top, [int(f) for f in args.flags.split(",")])
-        cands_of = lambda n, k, m: chosen.get((k, n, m), [])  # noqa: E731
+        full = {int(v) for v in args.full_ms.split(",") if v}
+        cands_of = lambda n, k, m: _cands(n, k, sms, m) if m in full else chosen.get((k, n, m), [])  # noqa: E731
     else:
         cands_of = lambda n, k, m: _cands(n, k, sms, m)  # noqa: E731
     # M specialisations: 1, 2..8 (NB = 1), 16 / 32 / 64 (NB = 2, divisible by 16)
     jobs = sorted({(c, j) for k, n in SHAPES for m in ms for c in cands_of(n, k, m)
-                   for j in ({1} if m == 1 else {2} if m <= 8 else {16})}, key=str)
+                   for j in ({1} if m == 1 else {2} if m <= 8 else {m})}, key=str)
     t0 = time.time()
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]

@@ -204,9 +204,11 @@ def test_registry_picks_triton_on_cuda():
 @pytest.mark.parametrize("domain", ["none", "int"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
-    """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 64) for every mode: 1-2 row-blocks per
-    warp, K tiles of 128 / 256 / 512, split-K summed in-kernel (the layer's counters) or by the finish
-    kernel, evict-first loads; N = 200 (a partial row-block).  The counters are zero afterwards."""
+    """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 64) for every mode: 1, 2 or 4 row-blocks
+    per warp, K tiles of 128 / 256 / 512, 8 to 64 rows of x per program, split-K summed in-kernel
+    (the layer's counters) or by the finish kernel, evict-first loads, zero point / scale per weight
+    (16-bit, exact) or per group (fp32, ``FOLD``, groups >= 128); N = 200 (a partial row-block).
+    The counters are zero afterwards."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
     if torch.cuda.get_device_capability() < (9, 0):
@@ -219,7 +221,10 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
     ref = reference_out(x, plain, "a16", bias)
     zp = p.get("zero_point")
     for cfg in (TileConfig(2, 64, 128, 1, 4, 0), TileConfig(2, 128, 256, 2, 4, 1), TileConfig(2, 256, 256, 3, 8, 0),
-                TileConfig(2, 128, 512, 4, 8, 3), TileConfig(2, 64, 512, 2, 4, 0), TileConfig(2, 128, 128, 5, 4, 2)):
+                TileConfig(2, 128, 512, 4, 8, 3), TileConfig(2, 64, 512, 2, 4, 0), TileConfig(2, 128, 128, 5, 4, 2),
+                TileConfig(2, 256, 128, 2, 4, 1 | 4), TileConfig(2, 64, 128, 3, 4, 1 | 8), TileConfig(2, 64, 256, 1, 4, 8),
+                TileConfig(2, 64, 256, 2, 4, 17), TileConfig(2, 128, 512, 1, 4, 16), TileConfig(2, 128, 128, 3, 4, 16 | 4),
+                TileConfig(2, 64, 128, 2, 8, 16 | 8 | 2)):
         y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma {dtype} {domain} g{group} M={m} {cfg}")
     assert not p["locks"].any(), "split-K counters not back at zero"

@@ -36,8 +36,9 @@ class TileConfig:
     ``block_m == 1`` marks the M = 1 CUDA-core GEMV kernel;
     ``block_m == 2`` marks the A16W4 mma.sync GEMV of ``mma.py`` (M <= 64; ``block_n`` rows per
     program, ``block_k`` K values per tile, ``num_stages`` bit 0: evict-first weight loads, bit 1:
-    split-K partials summed by the finish kernel instead of in-kernel, bits 2-3: L2 prefetch distance
-    in K tiles);
+    split-K partials summed by the finish kernel instead of in-kernel, bits 2-3: at most 2 / 4 / 8
+    blocks of 8 x rows per program (0 / 1 / 2; larger M is split over programs), bit 4: zero point
+    and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel));
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
@@ -104,8 +105,8 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
     swap-AB small tiles with split-K for small M so the grid fills the GPU; square tensor-core tiles
     for large M."""
     mb = m_bucket(m)
-    if op == "a16w4" and mb <= 16 and mma:
-        return mma_heuristic(n, k, group_size, num_sms)
+    if op == "a16w4" and mb <= 32 and mma:
+        return mma_heuristic(n, k, group_size, num_sms, mb)
     if op == "a8w4" and mb <= 4:
         # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
         # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
@@ -182,32 +183,46 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     return out
 
 
-def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132) -> TileConfig:
-    """The A16W4 mma.sync GEMV (``block_m == 2``): 4 warps x 1 row-block (64 rows) per program,
-    K tiles of 256, split-K until there are ~6 programs per SM (partials summed in-kernel)."""
-    tiles, k_tiles = -(-n // 64), -(-k // 256)
+def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132, mb: int = 1) -> TileConfig:
+    """The A16W4 mma.sync GEMV (``block_m == 2``) for M <= 32: 4 warps x 1 row-block (64 rows) per
+    program at M <= 8, x 2 (128 rows) from M = 16 on; K tiles of 256; split-K until there are ~6
+    programs per SM (partials summed in-kernel); evict-first weight loads (what won most H100 points
+    of ``benchmarks/gpu/sweeps``)."""
+    bn = 64 if mb <= 8 else 128
+    mblocks = -(-mb // 16)
+    tiles, k_tiles = -(-n // bn) * mblocks, -(-k // 256)
     split = 1
     while tiles * split < 6 * num_sms and split < 16 and k_tiles >= 4 * split:
         split *= 2
-    return TileConfig(2, 64, 256, split, 4, 1)
+    return TileConfig(2, bn, 256, split, 4, 1)
 
 
 def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: int = 1) -> list[TileConfig]:
     """A16W4 mma.sync GEMV candidates (``block_m == 2``, M <= 64): rows per program 64 / 128 / 256
-    (warps x row-blocks of 16 x 1-2), K tiles of 128 / 256 / 512, split-K around 2-12 programs per
-    SM (counting the ceil(M / 16) programs per weight tile), evict-first weight loads."""
+    (warps x row-blocks of 16 x 1, 2 or 4), K tiles of 128 / 256 / 512, split-K around 1-12 programs
+    per SM (counting the programs per weight tile), evict-first weight loads, and from M = 32 on up
+    to 16 / 32 / 64 rows of x per program (flags bits 2-3)."""
     out = []
-    mblocks = -(-mb // 16)
-    for warps, rb in ((4, 1), (4, 2), (8, 1)):
-        bn = 16 * warps * rb
-        for bk in (128, 256, 512):
-            tiles, k_tiles = -(-n // bn) * mblocks, -(-k // bk)
-            for split in (1, 2, 4, 8, 16):
-                if split > 1 and k_tiles < 2 * split:
+    nbs = {1: (0,), 2: (0,), 4: (0,), 8: (0,), 16: (0,), 32: (0, 1), 64: (0, 1, 2)}.get(mb, (0,))
+    for nbf in nbs:
+        rows_x = 16 << nbf
+        mblocks = -(-mb // rows_x)
+        for warps, rb in ((4, 1), (4, 2), (8, 1), (4, 4)):
+            if rb == 4 and (mb < 16 or nbf):
+                continue  # register pressure
+            if nbf == 2 and rb > 1:
+                continue
+            bn = 16 * warps * rb
+            for bk in (128, 256, 512):
+                if (rb == 4 or nbf) and bk > 256:
                     continue
-                if not (num_sms <= tiles * split <= 12 * num_sms) and split != 1:
-                    continue
-                out.append(TileConfig(2, bn, bk, split, warps, 1))
+                tiles, k_tiles = -(-n // bn) * mblocks, -(-k // bk)
+                for split in (1, 2, 4, 8, 16):
+                    if split > 1 and k_tiles < 2 * split:
+                        continue
+                    if not (num_sms <= tiles * split <= 12 * num_sms) and split != 1:
+                        continue
+                    out.append(TileConfig(2, bn, bk, split, warps, 1 | (nbf << 2)))
     return list(dict.fromkeys(out))
 
 

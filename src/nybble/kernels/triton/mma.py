@@ -38,37 +38,54 @@ import triton
 import triton.language as tl
 
 
-def _mma2_asm(bf16: bool) -> tl.constexpr:
+def _deq_asm(bf16: bool) -> tl.constexpr:
+    """Two words (rows g and g + 8, 8 codes each) -> the A fragments of their two MMAs."""
     t = "bf16" if bf16 else "f16"
-    lines = ["{", ".reg .b32 a0, a1, a2, a3;"]
-
-    def deq(reg, src, shift, zz, ss):
-        # (w >> shift) & 0x000F000F | magic: one shift and one lop3 (the magic comes in a register,
-        # $18, since a SASS LOP3 takes one immediate)
+    lines = ["{", ".reg .b32 t0, t1, t2, t3, t4, t5, t6, t7;"]
+    # operands: $0-$3 A of MMA 1 (K pairs (0,1) / (2,3)), $4-$7 A of MMA 2 (K pairs (4,5) / (6,7));
+    #           $8 word of row g, $9 word of row g + 8, $10 / $11 packed OFF + z, $12 / $13 packed s,
+    #           $14 the magic (0x4300 / 0x6400 twice: a SASS LOP3 takes one immediate)
+    for i, (src, shift, zz, ss) in enumerate((("$8", 0, "$10", "$12"), ("$9", 0, "$11", "$13"),
+                                              ("$8", 4, "$10", "$12"), ("$9", 4, "$11", "$13"),
+                                              ("$8", 8, "$10", "$12"), ("$9", 8, "$11", "$13"),
+                                              ("$8", 12, "$10", "$12"), ("$9", 12, "$11", "$13"))):
+        r = f"t{i}"
+        # (w >> shift) & 0x000F000F | magic: two codes as the 16-bit floats OFF + q
         if shift:
-            lines.append(f"shr.u32 {reg}, {src}, {shift};")
-            lines.append(f"lop3.b32 {reg}, {reg}, 0x000F000F, $18, 0xEA;")
+            lines.append(f"shr.u32 {r}, {src}, {shift};")
+            lines.append(f"lop3.b32 {r}, {r}, 0x000F000F, $14, 0xEA;")
         else:
-            lines.append(f"lop3.b32 {reg}, {src}, 0x000F000F, $18, 0xEA;")
-        lines.append(f"sub.rn.{t}x2 {reg}, {reg}, {zz};")
-        lines.append(f"mul.rn.{t}x2 {reg}, {reg}, {ss};")
-
-    # operands: $0-$3 out acc, $4 wg, $5 wg8, $6 zzg, $7 zzg8, $8 ssg, $9 ssg8,
-    #           $10-$13 x pairs (0,1), (2,3), (4,5), (6,7), $14-$17 in acc, $18 the magic 0x4300/0x6400 twice
-    for first, (s0, s1, b0, b1) in ((True, (0, 4, "$10", "$11")), (False, (8, 12, "$12", "$13"))):
-        deq("a0", "$4", s0, "$6", "$8")      # row g,     K pair (lo)
-        deq("a1", "$5", s0, "$7", "$9")      # row g + 8, K pair (lo)
-        deq("a2", "$4", s1, "$6", "$8")      # row g,     K pair (hi)
-        deq("a3", "$5", s1, "$7", "$9")      # row g + 8, K pair (hi)
-        c = "{$14, $15, $16, $17}" if first else "{$0, $1, $2, $3}"
-        lines.append(f"mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32 {{$0, $1, $2, $3}}, "
-                     f"{{a0, a1, a2, a3}}, {{{b0}, {b1}}}, {c};")
+            lines.append(f"lop3.b32 {r}, {src}, 0x000F000F, $14, 0xEA;")
+        lines.append(f"sub.rn.{t}x2 {r}, {r}, {zz};")   # exact: q - z
+        lines.append(f"mul.rn.{t}x2 {r}, {r}, {ss};")   # one rounding: round((q - z) * s)
+    for i in range(8):
+        lines.append(f"mov.b32 ${i}, t{i};")
     lines.append("}")
     return tl.constexpr(" ".join(lines))
 
 
-_MMA2_BF16 = _mma2_asm(True)
-_MMA2_F16 = _mma2_asm(False)
+def _raw_asm() -> tl.constexpr:
+    """Two words (rows g, g + 8) -> the A fragments of their two MMAs as ``OFF + q`` (no zero point,
+    no scale: those are applied per group in fp32, see ``FOLD``)."""
+    lines = ["{"]
+    for i, (src, shift) in enumerate((("$8", 0), ("$9", 0), ("$8", 4), ("$9", 4), ("$8", 8), ("$9", 8),
+                                      ("$8", 12), ("$9", 12))):
+        if shift:
+            lines.append(f"shr.u32 ${i}, {src}, {shift};")
+            lines.append(f"lop3.b32 ${i}, ${i}, 0x000F000F, $10, 0xEA;")
+        else:
+            lines.append(f"lop3.b32 ${i}, {src}, 0x000F000F, $10, 0xEA;")
+    lines.append("}")
+    return tl.constexpr(" ".join(lines))
+
+
+_RAW = _raw_asm()
+_DEQ_BF16 = _deq_asm(True)
+_DEQ_F16 = _deq_asm(False)
+_MMA_BF16 = tl.constexpr("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, "
+                         "{$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
+_MMA_F16 = tl.constexpr("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {$0, $1, $2, $3}, "
+                        "{$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
 _LD4P = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
                      "mov.b32 $3, 0; @p ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4]; }")
 _LD4 = tl.constexpr("ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];")
@@ -98,28 +115,39 @@ def _ld4(ptr, EVICT: tl.constexpr):
 
 
 @triton.jit
-def _prefetch_l2(ptr, lane, SIZE: tl.constexpr):
-    """Lane 0: ``cp.async.bulk.prefetch.L2`` of ``SIZE`` bytes at ``ptr`` (16-byte aligned)."""
-    if SIZE == 2048:
-        asm: tl.constexpr = ("{ .reg .pred p; setp.eq.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], 2048; "
-                             "mov.u32 $0, 0; }")
+def _deq(wg, wg8, zzg, zzg8, ssg, ssg8, magic, IS_BF16: tl.constexpr):
+    """The 8 A-fragment registers (two MMAs) of one word of rows g and g + 8."""
+    if IS_BF16:
+        r = tl.inline_asm_elementwise(_DEQ_BF16, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r",
+                                      [wg, wg8, zzg, zzg8, ssg, ssg8, magic], dtype=(tl.int32,) * 8,
+                                      is_pure=True, pack=1)
     else:
-        asm: tl.constexpr = ("{ .reg .pred p; setp.eq.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], 4096; "
-                             "mov.u32 $0, 0; }")
-    return tl.inline_asm_elementwise(asm, "=r,l,r", [ptr, lane], dtype=tl.int32, is_pure=False, pack=1)
+        r = tl.inline_asm_elementwise(_DEQ_F16, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r",
+                                      [wg, wg8, zzg, zzg8, ssg, ssg8, magic], dtype=(tl.int32,) * 8,
+                                      is_pure=True, pack=1)
+    return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
 
 
 @triton.jit
-def _mma2(wg, wg8, zzg, zzg8, ssg, ssg8, x01, x23, x45, x67, d0, d1, d2, d3, magic, IS_BF16: tl.constexpr):
-    """Dequantize one word of rows g / g+8 each and accumulate their two MMAs into (d0..d3)."""
+def _raw(wg, wg8, magic):
+    """The 8 A-fragment registers of one word of rows g and g + 8 as packed ``OFF + q``."""
+    r = tl.inline_asm_elementwise(_RAW, "=&r,=&r,=&r,=&r,=&r,=&r,=&r,=&r,r,r,r", [wg, wg8, magic],
+                                  dtype=(tl.int32,) * 8, is_pure=True, pack=1)
+    return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+
+
+@triton.jit
+def _mma(a0, a1, a2, a3, b0, b1, d0, d1, d2, d3, IS_BF16: tl.constexpr):
+    """One ``mma.sync.m16n8k16`` (fp32 accumulators d0..d3)."""
     if IS_BF16:
-        return tl.inline_asm_elementwise(_MMA2_BF16, "=f,=f,=f,=f,r,r,r,r,r,r,r,r,r,r,f,f,f,f,r",
-                                         [wg, wg8, zzg, zzg8, ssg, ssg8, x01, x23, x45, x67, d0, d1, d2, d3, magic],
-                                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+        r = tl.inline_asm_elementwise(_MMA_BF16, "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f",
+                                      [a0, a1, a2, a3, b0, b1, d0, d1, d2, d3], dtype=(tl.float32,) * 4,
+                                      is_pure=True, pack=1)
     else:
-        return tl.inline_asm_elementwise(_MMA2_F16, "=f,=f,=f,=f,r,r,r,r,r,r,r,r,r,r,f,f,f,f,r",
-                                         [wg, wg8, zzg, zzg8, ssg, ssg8, x01, x23, x45, x67, d0, d1, d2, d3, magic],
-                                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+        r = tl.inline_asm_elementwise(_MMA_F16, "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f",
+                                      [a0, a1, a2, a3, b0, b1, d0, d1, d2, d3], dtype=(tl.float32,) * 4,
+                                      is_pure=True, pack=1)
+    return r[0], r[1], r[2], r[3]
 
 
 @triton.jit
@@ -146,88 +174,141 @@ def _sz(s_ptr, z_ptr, gi, row, N, live, HAS_ZERO: tl.constexpr, IS_BF16: tl.cons
 
 
 @triton.jit
-def _load_w(qa, qb, it, c, K8P, EVICT: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr):
+def _szf(s_ptr, z_ptr, gi, row, N, live, HAS_ZERO: tl.constexpr, IS_BF16: tl.constexpr):
+    """fp32 ``OFF + z`` and ``s`` of weight row ``row`` in group ``gi`` (0 where not live)."""
+    ok = live & (row < N)
+    s = tl.load(s_ptr + gi * N + row, mask=ok, other=0.0).to(tl.float32)
+    if HAS_ZERO:
+        z = tl.load(z_ptr + gi * N + row, mask=ok, other=0).to(tl.float32)
+    else:
+        z = tl.full(row.shape, 8.0, tl.float32)
+    if IS_BF16:
+        return z + 128.0, s
+    else:
+        return z + 1024.0, s
+
+
+@triton.jit
+def _load_w(QP, it, c, K8P, EVICT: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr):
     """The weight words of K tile ``it`` for this lane: a tuple, entry ``((v * RB + r) * 2 + h) * 4 + j``
-    = word j of v-block v, row-block r, row g (h = 0) or g + 8 (h = 1).  ``qa``/``qb``: row g of
-    row-blocks 0 / 1 (in bounds); word columns past the padded row are clamped (x is 0 there)."""
+    = word j of v-block v, row-block r, row g (h = 0) or g + 8 (h = 1).  ``QP``: row g of each of the
+    RB row-blocks (in bounds); word columns past the padded row are clamped (x is 0 there)."""
     out = ()
     for v in tl.static_range(NV):
         w = tl.minimum(it * (NV * 16) + v * 16 + c * 4, K8P - 4)
         off = (w // 32) * 512 + w % 32
-        out = out + _ld4(qa + off, EVICT) + _ld4(qa + off + 256, EVICT)
-        if RB == 2:
-            out = out + _ld4(qb + off, EVICT) + _ld4(qb + off + 256, EVICT)
+        for r in tl.static_range(RB):
+            out = out + _ld4(QP[r] + off, EVICT) + _ld4(QP[r] + off + 256, EVICT)
     return out
 
 
 @triton.jit
-def _load_x(xa, xb, it, c, K, ma_ok, mb_ok, NB: tl.constexpr, NV: tl.constexpr):
-    """x of K tile ``it`` for this lane: a tuple, entry ``((v * 4 + j) * NB + nb) * 4 + i`` = register i
-    (the bf16 / fp16 pair 2i, 2i + 1) of word j of v-block v for activation row g (nb = 0) or 8 + g."""
-    out = ()
-    for v in tl.static_range(NV):
-        kl = it * (NV * 128) + v * 128 + c * 32
-        for j in tl.static_range(4):
-            kk = kl + 8 * j
-            out = out + _ld4_pred(xa + kk, (kk < K) & ma_ok)
-            if NB == 2:
-                out = out + _ld4_pred(xb + kk, (kk < K) & mb_ok)
-    return out
-
-
-@triton.jit
-def _load_s(s_ptr, z_ptr, it, c, row0, row1, N, K, HAS_ZERO: tl.constexpr, IS_BF16: tl.constexpr,
-            GROUP: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr):
-    """Packed scales / zero points of K tile ``it``: a tuple, entry ``(v * 2 + r) * 4 + {0: zz(g),
-    1: zz(g + 8), 2: ss(g), 3: ss(g + 8)}`` (loaded where a group starts, else repeated)."""
+def _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO: tl.constexpr, IS_BF16: tl.constexpr,
+            GROUP: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, FOLD: tl.constexpr):
+    """Scales / zero points of K tile ``it``: a tuple, entry ``(v * RB + r) * 4 + {0: zz(g),
+    1: zz(g + 8), 2: ss(g), 3: ss(g + 8)}`` (loaded where a group starts, else repeated); packed
+    16-bit pairs, or (``FOLD``) fp32 ``OFF + z`` and ``s``."""
     out = ()
     for v in tl.static_range(NV):
         if (v * 128) % GROUP == 0:
             kl = it * (NV * 128) + v * 128 + c * 32
             gi = kl // GROUP
             klive = kl < K
-            zza, ssa = _sz(s_ptr, z_ptr, gi, row0, N, klive, HAS_ZERO, IS_BF16)
-            zza8, ssa8 = _sz(s_ptr, z_ptr, gi, row0 + 8, N, klive, HAS_ZERO, IS_BF16)
-            if RB == 2:
-                zzb, ssb = _sz(s_ptr, z_ptr, gi, row1, N, klive, HAS_ZERO, IS_BF16)
-                zzb8, ssb8 = _sz(s_ptr, z_ptr, gi, row1 + 8, N, klive, HAS_ZERO, IS_BF16)
-            else:
-                zzb = zza
-                zzb8 = zza8
-                ssb = ssa
-                ssb8 = ssa8
-        out = out + (zza, zza8, ssa, ssa8, zzb, zzb8, ssb, ssb8)
+            cur = ()
+            for r in tl.static_range(RB):
+                if FOLD:
+                    zz, ss = _szf(s_ptr, z_ptr, gi, ROWS[r], N, klive, HAS_ZERO, IS_BF16)
+                    zz8, ss8 = _szf(s_ptr, z_ptr, gi, ROWS[r] + 8, N, klive, HAS_ZERO, IS_BF16)
+                else:
+                    zz, ss = _sz(s_ptr, z_ptr, gi, ROWS[r], N, klive, HAS_ZERO, IS_BF16)
+                    zz8, ss8 = _sz(s_ptr, z_ptr, gi, ROWS[r] + 8, N, klive, HAS_ZERO, IS_BF16)
+                cur = cur + (zz, zz8, ss, ss8)
+        out = out + cur
     return out
 
 
 @triton.jit
-def _compute(W, X, S, a00, a01, a02, a03, a10, a11, a12, a13, b00, b01, b02, b03, b10, b11, b12, b13, magic,
-             IS_BF16: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr):
-    """All MMAs of one K tile (tuples from :func:`_load_w`, :func:`_load_x`, :func:`_load_s`; the
-    indices are written inline so that they stay compile-time constants)."""
+def _tile(W, S, acc, XP, kt, c, K, magic, IS_BF16: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr,
+          NV: tl.constexpr, EVEN_K: tl.constexpr):
+    """All MMAs of one K tile: per word, the x fragments of the NB 8-row blocks (one 16-byte load
+    each from ``XP``, their row pointers; rows past M repeat row M - 1, whose outputs are never
+    stored), the words of every row-block dequantized once (exactly as the reference), then
+    RB x NB x 2 MMAs.  ``acc``: tuple, entry ``(nb * RB + r) * 4 + i``."""
     for v in tl.static_range(NV):
         for j in tl.static_range(4):
-            a00, a01, a02, a03 = _mma2(
-                W[v * RB * 8 + j], W[v * RB * 8 + 4 + j], S[v * 8], S[v * 8 + 1], S[v * 8 + 2], S[v * 8 + 3],
-                X[(v * 4 + j) * NB * 4], X[(v * 4 + j) * NB * 4 + 1], X[(v * 4 + j) * NB * 4 + 2],
-                X[(v * 4 + j) * NB * 4 + 3], a00, a01, a02, a03, magic, IS_BF16)
-            if NB == 2:
-                a10, a11, a12, a13 = _mma2(
-                    W[v * RB * 8 + j], W[v * RB * 8 + 4 + j], S[v * 8], S[v * 8 + 1], S[v * 8 + 2], S[v * 8 + 3],
-                    X[(v * 4 + j) * NB * 4 + 4], X[(v * 4 + j) * NB * 4 + 5], X[(v * 4 + j) * NB * 4 + 6],
-                    X[(v * 4 + j) * NB * 4 + 7], a10, a11, a12, a13, magic, IS_BF16)
-            if RB == 2:
-                b00, b01, b02, b03 = _mma2(
-                    W[v * RB * 8 + 8 + j], W[v * RB * 8 + 12 + j], S[v * 8 + 4], S[v * 8 + 5], S[v * 8 + 6],
-                    S[v * 8 + 7], X[(v * 4 + j) * NB * 4], X[(v * 4 + j) * NB * 4 + 1],
-                    X[(v * 4 + j) * NB * 4 + 2], X[(v * 4 + j) * NB * 4 + 3], b00, b01, b02, b03, magic, IS_BF16)
-                if NB == 2:
-                    b10, b11, b12, b13 = _mma2(
-                        W[v * RB * 8 + 8 + j], W[v * RB * 8 + 12 + j], S[v * 8 + 4], S[v * 8 + 5], S[v * 8 + 6],
-                        S[v * 8 + 7], X[(v * 4 + j) * NB * 4 + 4], X[(v * 4 + j) * NB * 4 + 5],
-                        X[(v * 4 + j) * NB * 4 + 6], X[(v * 4 + j) * NB * 4 + 7], b10, b11, b12, b13, magic,
-                        IS_BF16)
-    return a00, a01, a02, a03, a10, a11, a12, a13, b00, b01, b02, b03, b10, b11, b12, b13
+            kk = kt + v * 128 + c * 32 + 8 * j
+            X = ()
+            for nb in tl.static_range(NB):
+                if EVEN_K:
+                    X = X + _ld4(XP[nb] + kk, False)
+                else:
+                    X = X + _ld4_pred(XP[nb] + kk, kk < K)
+            D = ()
+            for r in tl.static_range(RB):
+                D = D + _deq(W[(v * RB + r) * 8 + j], W[(v * RB + r) * 8 + 4 + j], S[(v * RB + r) * 4],
+                             S[(v * RB + r) * 4 + 1], S[(v * RB + r) * 4 + 2], S[(v * RB + r) * 4 + 3], magic,
+                             IS_BF16)
+            new = ()
+            for nb in tl.static_range(NB):
+                for r in tl.static_range(RB):
+                    d0, d1, d2, d3 = _mma(D[r * 8], D[r * 8 + 1], D[r * 8 + 2], D[r * 8 + 3], X[nb * 4],
+                                          X[nb * 4 + 1], acc[(nb * RB + r) * 4], acc[(nb * RB + r) * 4 + 1],
+                                          acc[(nb * RB + r) * 4 + 2], acc[(nb * RB + r) * 4 + 3], IS_BF16)
+                    new = new + _mma(D[r * 8 + 4], D[r * 8 + 5], D[r * 8 + 6], D[r * 8 + 7], X[nb * 4 + 2],
+                                     X[nb * 4 + 3], d0, d1, d2, d3, IS_BF16)
+            acc = new
+    return acc
+
+
+@triton.jit
+def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr, NB: tl.constexpr,
+               RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr):
+    """``FOLD`` variant of :func:`_tile` (a v-block of 128 K values lies in one group: GROUP >= 128
+    or per-channel): the MMAs multiply ``OFF + q`` (exact 16-bit values) by x into fresh fp32
+    accumulators ``t``; MMAs of the all-ones matrix by x give the v-block's sums of x, ``xs``; then
+    ``acc += s * (t - (OFF + z) * xs)`` in fp32 per row.  No packed sub/mul per weight (the weights
+    are not rounded to 16 bits as the reference does; the products and sums are fp32)."""
+    for v in tl.static_range(NV):
+        t = ()
+        for i in tl.static_range(NB * RB * 4):
+            t = t + (zero,)
+        xs = ()
+        for i in tl.static_range(NB * 4):
+            xs = xs + (zero,)
+        for j in tl.static_range(4):
+            kk = kt + v * 128 + c * 32 + 8 * j
+            X = ()
+            for nb in tl.static_range(NB):
+                if EVEN_K:
+                    X = X + _ld4(XP[nb] + kk, False)
+                else:
+                    X = X + _ld4_pred(XP[nb] + kk, kk < K)
+            D = ()
+            for r in tl.static_range(RB):
+                D = D + _raw(W[(v * RB + r) * 8 + j], W[(v * RB + r) * 8 + 4 + j], magic)
+            nxs = ()
+            for nb in tl.static_range(NB):
+                e0, e1, e2, e3 = _mma(ones, ones, ones, ones, X[nb * 4], X[nb * 4 + 1], xs[nb * 4], xs[nb * 4 + 1],
+                                      xs[nb * 4 + 2], xs[nb * 4 + 3], IS_BF16)
+                nxs = nxs + _mma(ones, ones, ones, ones, X[nb * 4 + 2], X[nb * 4 + 3], e0, e1, e2, e3, IS_BF16)
+            xs = nxs
+            new = ()
+            for nb in tl.static_range(NB):
+                for r in tl.static_range(RB):
+                    d0, d1, d2, d3 = _mma(D[r * 8], D[r * 8 + 1], D[r * 8 + 2], D[r * 8 + 3], X[nb * 4],
+                                          X[nb * 4 + 1], t[(nb * RB + r) * 4], t[(nb * RB + r) * 4 + 1],
+                                          t[(nb * RB + r) * 4 + 2], t[(nb * RB + r) * 4 + 3], IS_BF16)
+                    new = new + _mma(D[r * 8 + 4], D[r * 8 + 5], D[r * 8 + 6], D[r * 8 + 7], X[nb * 4 + 2],
+                                     X[nb * 4 + 3], d0, d1, d2, d3, IS_BF16)
+            t = new
+        new = ()
+        for nb in tl.static_range(NB):
+            for r in tl.static_range(RB):
+                for i in tl.static_range(4):
+                    new = new + (acc[(nb * RB + r) * 4 + i] + S[(v * RB + r) * 4 + 2 + i // 2] *
+                                 (t[(nb * RB + r) * 4 + i] - S[(v * RB + r) * 4 + i // 2] * xs[nb * 4 + i]),)
+        acc = new
+    return acc
 
 
 @triton.jit
@@ -294,24 +375,24 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     stride_qn, SPLIT_K, MB,
                     GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                     HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, SPLIT: tl.constexpr, SERIAL: tl.constexpr,
-                    EVICT: tl.constexpr, PREFETCH: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr,
-                    NV: tl.constexpr, NW: tl.constexpr):
-    """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes 16 rows of x (``MB`` =
-    ceil(M / 16) programs share a weight tile and run next to each other: program id = tile * MB +
-    m-block), ``NB`` = 1 when M <= 8 (one MMA per weight fragment), else 2.
+                    EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, NB: tl.constexpr,
+                    RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr):
+    """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
+    2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
+    run next to each other: program id = tile * MB + m-block).
 
     x: bf16/fp16 (M, K), row stride ``stride_xm`` (a multiple of 8 elements, 16-byte aligned base),
     K % 8 == 0.  qw: int32 blocked (N/16, K8/32, 16, 32) layout in the paired nibble order,
     ``stride_qn`` its row-block stride in words (N and K8 zero padded to the block).  s: (G, N) in
     x's dtype; z: int8 (G, N) or unused.  out: (M, N) row stride ``stride_om``.  A program covers
-    ``NW * RB * 16`` output rows (``RB`` = 1 or 2 row-blocks per warp) and ``1/SPLIT_K`` of the K
+    ``NW * RB * 16`` output rows (``RB`` = 1, 2 or 4 row-blocks per warp) and ``1/SPLIT_K`` of the K
     tiles of ``128 * NV`` values; per tile, lane c of a warp reads words ``16 v + 4 c .. + 3`` of its
     two rows for v < NV (64 contiguous bytes per row and load instruction).
     ``SPLIT`` (SPLIT_K > 1): fp32 partials go to slice ``pid_k`` of ws (SPLIT_K, M, N); with
     ``SERIAL`` the last program of a tile to finish (int32 counter ``lock_ptr[tile]``, zero before
     and after the launch) sums the slices into out, else ``jit.finish_kernel`` does.
-    ``PREFETCH`` > 0: lane 0 of each warp asks for the weight blocks of tile ``it + PREFETCH`` to be
-    brought into L2 (``cp.async.bulk.prefetch``) while tile ``it`` is computed.
+    ``FOLD`` (GROUP >= 128 or per-channel): zero point and scale in fp32 per group (:func:`_tile_fold`)
+    instead of per weight in packed 16-bit math.  ``EVEN_K``: K % (128 NV) == 0 (no K masks).
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -331,73 +412,53 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
     t1 = tl.minimum(t0 + per_split, k_tiles)
-    row0 = rb0 * 16 + g
-    row1 = row0 + 16
+    # per row-block r: its row g (output rows ROWS[r], ROWS[r] + 8) and the pointer to its words;
     # row-blocks past the (padded) weight read the last one: always in bounds, their outputs are masked
-    qa = qw_ptr + tl.minimum(rb0, NRB - 1).to(tl.int64) * stride_qn + g * 32
-    qb = qw_ptr + tl.minimum(rb0 + 1, NRB - 1).to(tl.int64) * stride_qn + g * 32
-    mrow = pid_m * 16 + g
-    ma_ok = mrow < M
-    mb_ok = mrow + 8 < M
-    xa = x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm
-    xb = x_ptr + tl.minimum(mrow + 8, M - 1).to(tl.int64) * stride_xm
-    zero = tl.zeros([NW * 32], dtype=tl.float32)
+    ROWS = ()
+    QP = ()
+    for r in tl.static_range(RB):
+        ROWS = ROWS + (rb0 * 16 + r * 16 + g,)
+        QP = QP + (qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + g * 32,)
+    # per 8-row block nb of x: row 8 nb + g of this program's rows (its B fragment column)
+    XP = ()
+    for nb in tl.static_range(NB):
+        mrow = pid_m * (8 * NB) + nb * 8 + g
+        XP = XP + (x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm,)
     if IS_BF16:
         magic = tl.full([NW * 32], 0x43004300, tl.int32)
+        ones = tl.full([NW * 32], 0x3F803F80, tl.int32)
     else:
         magic = tl.full([NW * 32], 0x64006400, tl.int32)
-    a00 = zero
-    a01 = zero
-    a02 = zero
-    a03 = zero
-    a10 = zero
-    a11 = zero
-    a12 = zero
-    a13 = zero
-    b00 = zero
-    b01 = zero
-    b02 = zero
-    b03 = zero
-    b10 = zero
-    b11 = zero
-    b12 = zero
-    b13 = zero
+        ones = tl.full([NW * 32], 0x3C003C00, tl.int32)
+    zero = tl.zeros([NW * 32], dtype=tl.float32)
+    acc = ()
+    for i in tl.static_range(NB * RB * 4):
+        acc = acc + (zero,)
     if PER_CHANNEL:
-        allk = ma_ok | True
-        zza, ssa = _sz(s_ptr, z_ptr, 0, row0, N, allk, HAS_ZERO, IS_BF16)
-        zza8, ssa8 = _sz(s_ptr, z_ptr, 0, row0 + 8, N, allk, HAS_ZERO, IS_BF16)
-        zzb, ssb = _sz(s_ptr, z_ptr, 0, row1, N, allk, HAS_ZERO, IS_BF16)
-        zzb8, ssb8 = _sz(s_ptr, z_ptr, 0, row1 + 8, N, allk, HAS_ZERO, IS_BF16)
         S = ()
         for v in tl.static_range(NV):
-            S = S + (zza, zza8, ssa, ssa8, zzb, zzb8, ssb, ssb8)
-    pa = qw_ptr + tl.minimum(rb0, NRB - 1).to(tl.int64) * stride_qn
-    pb = qw_ptr + tl.minimum(rb0 + 1, NRB - 1).to(tl.int64) * stride_qn
+            for r in tl.static_range(RB):
+                if FOLD:
+                    zz, ss = _szf(s_ptr, z_ptr, 0, ROWS[r], N, g >= 0, HAS_ZERO, IS_BF16)
+                    zz8, ss8 = _szf(s_ptr, z_ptr, 0, ROWS[r] + 8, N, g >= 0, HAS_ZERO, IS_BF16)
+                else:
+                    zz, ss = _sz(s_ptr, z_ptr, 0, ROWS[r], N, g >= 0, HAS_ZERO, IS_BF16)
+                    zz8, ss8 = _sz(s_ptr, z_ptr, 0, ROWS[r] + 8, N, g >= 0, HAS_ZERO, IS_BF16)
+                S = S + (zz, zz8, ss, ss8)
     for it in range(t0, t1):
-        if PREFETCH > 0:  # L2 prefetch of the 2 KiB blocks that tile it + PREFETCH reads
-            PB: tl.constexpr = 2 if NV == 4 else 1      # blocks per tile (NV = 1: half a block)
-            bcol = tl.minimum(((it + PREFETCH) * (NV * 16)) // 32, K8P // 32 - PB)
-            _prefetch_l2(pa + bcol * 512, lane, PB * 2048)
-            if RB == 2:
-                _prefetch_l2(pb + bcol * 512, lane, PB * 2048)
-        W = _load_w(qa, qb, it, c, K8P, EVICT, RB, NV)
-        X = _load_x(xa, xb, it, c, K, ma_ok, mb_ok, NB, NV)
+        W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
         if not PER_CHANNEL:
-            S = _load_s(s_ptr, z_ptr, it, c, row0, row1, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV)
-        (a00, a01, a02, a03, a10, a11, a12, a13,
-         b00, b01, b02, b03, b10, b11, b12, b13) = _compute(
-            W, X, S, a00, a01, a02, a03, a10, a11, a12, a13, b00, b01, b02, b03, b10, b11, b12, b13, magic,
-            IS_BF16, NB, RB, NV)
-    m0 = pid_m * 16 + 2 * c
+            S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
+        if FOLD:
+            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
+        else:
+            acc = _tile(W, S, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
     if SPLIT:
         wsl = ws_ptr + pid_k.to(tl.int64) * M * N
-        _store_ws(wsl, a00, a01, a02, a03, m0, row0, M, N)
-        if NB == 2:
-            _store_ws(wsl, a10, a11, a12, a13, m0 + 8, row0, M, N)
-        if RB == 2:
-            _store_ws(wsl, b00, b01, b02, b03, m0, row1, M, N)
-            if NB == 2:
-                _store_ws(wsl, b10, b11, b12, b13, m0 + 8, row1, M, N)
+        for nb in tl.static_range(NB):
+            for r in tl.static_range(RB):
+                _store_ws(wsl, acc[(nb * RB + r) * 4], acc[(nb * RB + r) * 4 + 1], acc[(nb * RB + r) * 4 + 2],
+                          acc[(nb * RB + r) * 4 + 3], pid_m * (8 * NB) + nb * 8 + 2 * c, ROWS[r], M, N)
         if SERIAL:
             # every thread's partial stores, then (one thread, gpu scope) release + count; the last
             # program of the tile acquires and sums the slices from L2
@@ -405,19 +466,13 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             prev = tl.atomic_add(lock_ptr + pid0, 1, sem="acq_rel", scope="gpu")
             if prev == SPLIT_K - 1:   # every other split of this tile has stored its partial
                 tl.atomic_xchg(lock_ptr + pid0, 0, sem="relaxed", scope="gpu")
-                _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row0, M, N, stride_om, SPLIT_K, HAS_BIAS, IS_BF16)
-                if NB == 2:
-                    _reduce_out(ws_ptr, out_ptr, b_ptr, m0 + 8, row0, M, N, stride_om, SPLIT_K, HAS_BIAS, IS_BF16)
-                if RB == 2:
-                    _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row1, M, N, stride_om, SPLIT_K, HAS_BIAS, IS_BF16)
-                    if NB == 2:
-                        _reduce_out(ws_ptr, out_ptr, b_ptr, m0 + 8, row1, M, N, stride_om, SPLIT_K, HAS_BIAS,
-                                    IS_BF16)
+                for nb in tl.static_range(NB):
+                    for r in tl.static_range(RB):
+                        _reduce_out(ws_ptr, out_ptr, b_ptr, pid_m * (8 * NB) + nb * 8 + 2 * c, ROWS[r], M, N,
+                                    stride_om, SPLIT_K, HAS_BIAS, IS_BF16)
     else:
-        _store_out(out_ptr, b_ptr, a00, a01, a02, a03, m0, row0, M, N, stride_om, HAS_BIAS, IS_BF16)
-        if NB == 2:
-            _store_out(out_ptr, b_ptr, a10, a11, a12, a13, m0 + 8, row0, M, N, stride_om, HAS_BIAS, IS_BF16)
-        if RB == 2:
-            _store_out(out_ptr, b_ptr, b00, b01, b02, b03, m0, row1, M, N, stride_om, HAS_BIAS, IS_BF16)
-            if NB == 2:
-                _store_out(out_ptr, b_ptr, b10, b11, b12, b13, m0 + 8, row1, M, N, stride_om, HAS_BIAS, IS_BF16)
+        for nb in tl.static_range(NB):
+            for r in tl.static_range(RB):
+                _store_out(out_ptr, b_ptr, acc[(nb * RB + r) * 4], acc[(nb * RB + r) * 4 + 1],
+                           acc[(nb * RB + r) * 4 + 2], acc[(nb * RB + r) * 4 + 3], pid_m * (8 * NB) + nb * 8 + 2 * c,
+                           ROWS[r], M, N, stride_om, HAS_BIAS, IS_BF16)

@@ -183,16 +183,21 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     values per tile (128 / 256 / 512), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
     split-K partials with the finish kernel instead of in the last program of each tile (which needs
     ``locks``, int32 zeros, one per program of the grid's first axis; see :func:`mma_locks`), bits
-    2-3: L2 prefetch distance in K tiles (0: none)."""
+    2-3: the largest number of 8-row x blocks per program (2, 4, 8; more rows take several programs),
+    bit 4: zero point and scale applied per group in fp32 (``FOLD``; group >= 128 or per-channel)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
         x = x.clone(memory_format=torch.contiguous_format)
     nw = cfg.num_warps
-    rb = 2 if cfg.block_n >= 32 * nw else 1
+    rb = max(1, min(4, cfg.block_n // (16 * nw)))
     nv = max(1, min(4, cfg.block_k // 128))
+    nb_max = 2 << ((cfg.num_stages >> 2) & 3)       # flags bits 2-3: up to 2 / 4 / 8 / 16 -> 8
+    nb = 1
+    while nb < min(nb_max, 8) and 8 * nb < m:
+        nb *= 2
     split = cfg.split_k
-    mb = triton.cdiv(m, 16)
+    mb = triton.cdiv(m, 8 * nb)
     tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
     serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
     out = x.new_empty(m, n)
@@ -202,7 +207,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
           locks if serial else ws, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
-              PREFETCH=(cfg.num_stages >> 2) & 3, NB=1 if m <= 8 else 2, RB=rb, NV=nv, NW=nw), nw, 1)
+              FOLD=bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
+              EVEN_K=k % (128 * nv) == 0, NB=nb, RB=rb, NV=nv, NW=nw), nw, 1)
     if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
@@ -210,9 +216,9 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
 
 def mma_locks(n: int, device) -> torch.Tensor:
     """Zeroed int32 split-K counters for :func:`_mma_gemv` on a layer of ``n`` outputs (enough for
-    every config at M <= 64: >= 64 rows per program, <= 4 blocks of 16 activation rows).  Each launch
+    every config at M <= 64: >= 64 rows per program, <= 8 blocks of 8 activation rows).  Each launch
     leaves them at zero again.  A layer must not run concurrently on two streams with them."""
-    return torch.zeros(4 * triton.cdiv(n, 64), dtype=torch.int32, device=device)
+    return torch.zeros(8 * triton.cdiv(n, 64), dtype=torch.int32, device=device)
 
 
 def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
