@@ -23,6 +23,15 @@ Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
   steps / total time of the steps.
 * memory: RSS after the model is built, quantized and freed garbage returned to the OS
   (``malloc_trim``), and peak RSS during the prefill + decode (VmHWM reset before them).
+* layer profile (``--profile-steps``, after the timed decode, not part of its figures): more decode
+  steps with a timer around every linear layer's forward (``nn.Linear`` or ``Int4Linear``), grouped
+  by shape K x N: calls per step, median / min microseconds per call, milliseconds per step; and the
+  rest of the step (attention, norms, rotary, sampling, Python) as ``other``. Written to
+  ``e2e_layers.csv``. The timers add well under 1 us per call.
+
+nybble's kernels run their threads on torch's OpenMP runtime by default (``threads_backend`` in
+the CSV; ``NYBBLE_CPU_THREADS_BACKEND=pool`` selects nybble's own pool, see
+:mod:`nybble.kernels.cpu`).
 """
 from __future__ import annotations
 
@@ -55,6 +64,7 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
     "vocab": (int, 32000, "vocabulary size"),
     "prompt-tokens": (int, 512, "prefill prompt length"),
     "decode-tokens": (int, 32, "decode steps timed"),
+    "profile-steps": (int, 8, "decode steps of the per-layer profile after the timed decode (0: none)"),
     "timeout": (int, 1200, "seconds allowed per variant subprocess"),
 }
 
@@ -69,7 +79,13 @@ TABLE_COLUMNS = (
 CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
             "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
-            "threads", "error")
+            "threads", "threads_backend", "linear_ms_per_step", "other_ms_per_step", "error")
+LAYER_KEYS = ("variant", "shape", "k", "n", "calls_per_step", "median_us", "min_us", "ms_per_step")
+LAYER_COLUMNS = (
+    C.Column("variant", "variant"), C.Column("shape", "K x N"), C.Column("calls_per_step", "calls/step", "{:.0f}"),
+    C.Column("median_us", "median us", "{:.1f}"), C.Column("min_us", "min us", "{:.1f}"),
+    C.Column("ms_per_step", "ms/step", "{:.2f}"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -121,6 +137,57 @@ def build_model(layers: int, hidden: int, intermediate: int, heads: int, kv_head
         for name, buf in fresh.named_buffers():
             getattr(model.model.rotary_emb, name).copy_(buf)
     return model.eval()
+
+
+def _linear_shape(mod) -> tuple[int, int] | None:
+    from torch import nn
+    from nybble.tensor import Int4Linear
+    if isinstance(mod, (nn.Linear, Int4Linear)):
+        return mod.in_features, mod.out_features
+    return None
+
+
+def profile_layers(model, step, steps: int) -> tuple[list[dict], float, float]:
+    """Runs ``step()`` (one decode step) ``steps`` times with a timer around every linear layer's
+    forward; returns (per-shape rows, linear ms per step, other ms per step)."""
+    times: dict[tuple[int, int], list[float]] = {}
+    patched = []
+    clock = time.perf_counter
+    for mod in model.modules():
+        shape = _linear_shape(mod)
+        if shape is None:
+            continue
+        store = times.setdefault(shape, [])
+        inner = mod.forward
+
+        def timed(*args, _inner=inner, _store=store, **kwargs):
+            t = clock()
+            y = _inner(*args, **kwargs)
+            _store.append(clock() - t)
+            return y
+        mod.forward = timed  # instance attribute: nn.Module.__call__ finds it first
+        patched.append(mod)
+    try:
+        step()  # warm-up of the wrappers
+        for v in times.values():
+            v.clear()
+        t0 = clock()
+        for _ in range(steps):
+            step()
+        total = clock() - t0
+    finally:
+        for mod in patched:
+            del mod.forward
+    rows = []
+    linear = 0.0
+    for (k, n), ts in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+        if not ts:
+            continue
+        linear += sum(ts)
+        rows.append({"shape": f"{k}x{n}", "k": k, "n": n, "calls_per_step": len(ts) / steps,
+                     "median_us": statistics.median(ts) * 1e6, "min_us": min(ts) * 1e6,
+                     "ms_per_step": sum(ts) / steps * 1e3})
+    return rows, linear / steps * 1e3, (total - linear) / steps * 1e3
 
 
 def _trim() -> None:
@@ -195,7 +262,20 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         row["decode_tokens"] = len(steps)
         row["decode_tok_s"] = len(steps) / sum(steps)
         row["decode_ms_median"] = statistics.median(steps) * 1e3
-    row["peak_rss_mib"] = C.rss_bytes()[1] / 2**20
+        row["peak_rss_mib"] = C.rss_bytes()[1] / 2**20
+        if opts.get("profile_steps", 0) > 0:
+            state = {"out": out}
+
+            def one_step():
+                o = state["out"]
+                state["out"] = model(input_ids=o.logits[:, -1:].argmax(-1), past_key_values=o.past_key_values,
+                                     use_cache=True)
+            layers, lin, other = profile_layers(model, one_step, opts["profile_steps"])
+            row["layer_profile"] = layers
+            row["linear_ms_per_step"], row["other_ms_per_step"] = lin, other
+    if variant.startswith("nybble"):
+        from nybble.kernels.cpu import threads_backend
+        row["threads_backend"] = threads_backend()
     return row
 
 
@@ -249,6 +329,17 @@ def run_all(args, prefix: str = "", log=print) -> dict:
     return {"rows": rows, "opts": opts, "threads": threads}
 
 
+def layer_rows(rows: list[dict]) -> list[dict]:
+    """The per-layer profiles of all variants as flat rows (plus one ``other`` row per variant)."""
+    out = []
+    for r in rows:
+        for lr in r.get("layer_profile") or ():
+            out.append({"variant": r["variant"], **lr})
+        if r.get("other_ms_per_step") is not None:
+            out.append({"variant": r["variant"], "shape": "other (not linear)", "ms_per_step": r["other_ms_per_step"]})
+    return out
+
+
 def describe(res: dict) -> str:
     """One paragraph stating the model and method, for RESULTS.md."""
     o = res["opts"]
@@ -288,9 +379,14 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"e2e_cpu: error: {exc}", file=sys.stderr)
         return 1
     print(C.text_table(res["rows"], TABLE_COLUMNS))
+    layers = layer_rows(res["rows"])
+    if layers:
+        print(C.text_table(layers, LAYER_COLUMNS))
     if args.out:
         path = C.write_csv(res["rows"], Path(args.out) / "e2e.csv", CSV_KEYS)
         print(f"wrote {path}")
+        if layers:
+            print(f"wrote {C.write_csv(layers, Path(args.out) / 'e2e_layers.csv', LAYER_KEYS)}")
     return 0 if all(not r.get("error") for r in res["rows"]) else 1
 
 
