@@ -38,7 +38,15 @@ def cpu_isa_line() -> str:
         return f"CPU ISA path: unavailable ({exc})"
     forced = os.environ.get("NYBBLE_CPU_ISA")
     how = f"forced by NYBBLE_CPU_ISA={forced}" if forced else "auto (highest this CPU runs)"
-    return f"CPU ISA path: {isa} [{how}]; available: {', '.join(available_isas())}"
+    line = f"CPU ISA path: {isa} [{how}]; available: {', '.join(available_isas())}"
+    try:  # where the kernels' threads run: torch's OpenMP runtime or nybble's own pool
+        from ..kernels.cpu import threads_info
+        t = threads_info()
+        lib = os.path.basename(t["omp_library"]) if t["backend"] == "openmp" else "nybble pool"
+        line += f"; threads: {t['backend']} ({lib})" + (f" [{t['note']}]" if t["note"] else "")
+    except Exception:  # an older extension without the threads entry points
+        pass
+    return line
 
 
 def machine_lines() -> list[str]:
