@@ -190,12 +190,15 @@ CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79, 0.76, 0.73, 0.7)
 
 
 def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.dtype,
-                   hdiag: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   hdiag: torch.Tensor | None = None, grid2d: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Parameters of one group from its ``(N, g)`` weights: scale ``(N, 1)``, zero ``(N, 1)`` int8.
 
     With ``hdiag`` (``(g,)``, the Hessian diagonal of these columns), the group's range is shrunk by
     the factor in :data:`CLIP_RATIOS` minimizing ``sum_k hdiag[k] (w[:, k] - deq[:, k])^2`` per row
-    (an input-weighted clipping search); otherwise plain min/max (abs-max) parameters."""
+    (an input-weighted clipping search); otherwise plain min/max (abs-max) parameters. ``grid2d``
+    (``int`` domain): shrink the minimum and the maximum by independent factors of the grid
+    (``len(CLIP_RATIOS)^2`` candidates)."""
     s, z = P.choose_qparams(w, -1, domain, scale_dtype)
     if hdiag is None:
         return s, z
@@ -207,8 +210,14 @@ def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.
         return ((wf - deq) ** 2 * hd).sum(dim=1)
 
     best = err(s, z)
-    for r in CLIP_RATIOS[1:]:
-        s2, z2 = P.choose_qparams(wf * r, -1, domain, scale_dtype)
+    if grid2d and domain is ZeroPointDomain.INT:
+        # shrink the two ends of the range independently: (N, 2) stand-ins [lo * r_lo, hi * r_hi]
+        lo, hi = wf.amin(dim=1).clamp(max=0.0), wf.amax(dim=1).clamp(min=0.0)
+        cands = [torch.stack([lo * a, hi * b], dim=1) for a in CLIP_RATIOS for b in CLIP_RATIOS][1:]
+    else:
+        cands = [wf * r for r in CLIP_RATIOS[1:]]
+    for c in cands:
+        s2, z2 = P.choose_qparams(c, -1, domain, scale_dtype)
         e = err(s2, z2)
         better = e < best
         best = torch.where(better, e, best)
@@ -219,18 +228,72 @@ def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
-                  domain: ZeroPointDomain | str, **kw) -> GPTQResult:
+                  domain: ZeroPointDomain | str, refit_scales: int = 0, **kw) -> GPTQResult:
     """GPTQ-round ``weight`` given the Hessian of its inputs (see :func:`_gptq` for the arguments).
-    On CPU this runs on one thread (small sequential ops; see :class:`_few_threads`)."""
+    On CPU this runs on one thread (small sequential ops; see :class:`_few_threads`).
+
+    ``refit_scales=n``: afterwards, re-fit the scales for the chosen codes (:func:`refit_group_scales`),
+    ``n`` times; with ``act_order`` each re-fit but the last is followed by a GPTQ pass that keeps the
+    re-fitted scales (and zero points) as its static group parameters."""
     with _few_threads(weight.device):
-        return _gptq(weight, hessian, group_size, domain, **kw)
+        res = _gptq(weight, hessian, group_size, domain, **kw)
+        for it in range(int(refit_scales)):
+            scale = refit_group_scales(weight, hessian, res.codes, res.scale, res.zero_point, group_size,
+                                       damp=kw.get("damp", 0.01))
+            if it + 1 < int(refit_scales) and kw.get("act_order"):
+                res = _gptq(weight, hessian, group_size, domain, **kw, fixed_params=(scale, res.zero_point))
+            else:
+                res.scale = scale
+    return res
+
+
+@torch.no_grad()
+def refit_group_scales(weight: torch.Tensor, hessian: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
+                       zero_point: torch.Tensor | None, group_size: int, damp: float = 0.01) -> torch.Tensor:
+    """Least-squares scales for fixed codes: per output row ``n``, the scales ``s_n`` (``(G,)``)
+    minimizing ``(w_n - d_n)^T (H + dI) (w_n - d_n)`` with ``d_n[k] = s_n[g(k)] (q_nk - z_ng(k))``
+    (zero points unchanged), i.e. the output error on the calibration inputs. Rows whose solution
+    has a non-positive or non-finite scale, or does not lower the error, keep their old scales.
+
+    Args: ``weight`` ``(N, K)`` (the target GPTQ rounded), ``hessian`` ``(K, K)`` fp32, ``codes`` ``(N, K)``
+    uint8, ``scale`` ``(N, G)``, ``zero_point`` ``(N, G)`` int8 or None (symmetric: 8). Returns the new
+    ``(N, G)`` scale in ``scale.dtype``.
+    """
+    n, k = weight.shape
+    g = P.group_len(group_size, k)
+    ng = k // g
+    h = hessian.double().clone()
+    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    z = 8.0 if zero_point is None else zero_point.double().repeat_interleave(g, dim=1)
+    u = codes.double() - z                                   # (N, K): d = s_g * u
+    w = weight.double()
+    hw = w @ h                                               # (N, K)
+    b = (u * hw).reshape(n, ng, g).sum(-1)                   # (N, G)
+    a = torch.empty(n, ng, ng, dtype=torch.float64, device=w.device)
+    for j in range(ng):
+        uh = u[:, j * g:(j + 1) * g] @ h[j * g:(j + 1) * g]  # (N, K)
+        a[:, j] = (uh * u).reshape(n, ng, g).sum(-1)
+    a.diagonal(dim1=1, dim2=2).add_(1e-12)
+    s_new = torch.linalg.solve(a, b.unsqueeze(-1)).squeeze(-1)  # (N, G)
+    s_old = scale.double()
+
+    def err(s):
+        d = w - s.repeat_interleave(g, dim=1) * u
+        return ((d @ h) * d).sum(1)
+
+    s_new = s_new.to(scale.dtype).double()  # what will be stored
+    ok = torch.isfinite(s_new).all(1) & (s_new > 0).all(1)
+    s_new = torch.where(ok[:, None], s_new, s_old)
+    ok &= err(s_new) < err(s_old)
+    return torch.where(ok[:, None], s_new, s_old).to(scale.dtype)
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                   domain: ZeroPointDomain | str, *, damp: float = 0.01, block_size: int = 128,
                   act_order: bool = False, scale_dtype: torch.dtype | None = None,
                   name: str = "<linear>", compute_dtype: torch.dtype = torch.float32,
-                  clip_search: bool = False) -> GPTQResult:
+                  clip_search: bool = False, clip_grid2d: bool = False,
+                  fixed_params: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> GPTQResult:
     """GPTQ-round ``weight`` given the Hessian of its inputs.
 
     Args:
@@ -247,6 +310,9 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
         compute_dtype: dtype of the update arithmetic (float32; float64 for exactness tests).
         clip_search: choose each group's range by an input-weighted clipping search
             (:func:`_column_params`) instead of plain min/max.
+        clip_grid2d: with ``clip_search``, search the two ends of each group's range independently.
+        fixed_params: ``(scale (N, G), zero_point (N, G) or None)`` to use as static group parameters
+            (needs ``act_order=True``) instead of choosing them.
     Returns:
         :class:`GPTQResult` in the plain convention.
     """
@@ -277,14 +343,21 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
 
     def set_group(j: int, wg: torch.Tensor) -> None:
         hd = None if hdiag is None else hdiag[j * g:(j + 1) * g]
-        s, z = _column_params(wg, domain, scale_dtype, hd)
+        s, z = _column_params(wg, domain, scale_dtype, hd, grid2d=clip_grid2d)
         scale[:, j] = s[:, 0]
         if zero is not None:
             zero[:, j] = z[:, 0]
 
+    if fixed_params is not None and not act_order:
+        raise ValueError(f"{name}: fixed group parameters need act_order=True (static groups)")
     if act_order:
-        for j in range(ngroups):  # static groups: parameters from the original weights
-            set_group(j, w[:, j * g:(j + 1) * g])
+        if fixed_params is not None:
+            scale.copy_(fixed_params[0])
+            if zero is not None:
+                zero.copy_(fixed_params[1])
+        else:
+            for j in range(ngroups):  # static groups: parameters from the original weights
+                set_group(j, w[:, j * g:(j + 1) * g])
         perm = torch.argsort(torch.diagonal(h), descending=True)
         w = w[:, perm]
         h = h[perm][:, perm]

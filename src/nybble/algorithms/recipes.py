@@ -18,7 +18,8 @@ from ..plain import PlainInt4Weight
 from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
 from .awq import search_clip, search_clip_h, search_scale, search_scale_h
 from .calibration import BlockContext, fake_quantize_activations
-from .gptq import CrossAccumulator, HessianAccumulator, asymmetric_target, gptq_quantize
+from .gptq import (CrossAccumulator, HessianAccumulator, asymmetric_target, gptq_quantize,
+                   refit_group_scales)
 from ..primitives import dequantize, quantize_rtn
 
 
@@ -116,7 +117,7 @@ class GPTQRecipe:
                 target = asymmetric_target(w, h, cross[key].cross(), damp=o["asym_damp"], name=name)
             res = gptq_quantize(target, h, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
-                                name=name, clip_search=o["clip_search"])
+                                name=name, clip_search=o["clip_search"], refit_scales=o["refit_scales"], clip_grid2d=o["clip_grid2d"])
             plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
             if o["layer_errors"]:
                 wf = w.float()
@@ -280,15 +281,19 @@ class AWQRecipe:
                 key = ctx.input_owner.get(name, name)
                 lin = ctx.linear(name)
                 h = hq[key].hessian()
-                w = asymmetric_target(lin.weight.detach(), h, cq[key].cross(), damp=o["asym_damp"], name=name)
+                w = target = asymmetric_target(lin.weight.detach(), h, cq[key].cross(), damp=o["asym_damp"],
+                                               name=name)
                 if clip and act.is_a8:
-                    w = search_clip(layer_x[name][:o["awq_clip_tokens"]], w, cfg.group_size, cfg.domain, act,
+                    w = search_clip(layer_x[name][:o["awq_clip_tokens"]], target, cfg.group_size, cfg.domain, act,
                                     grid=o["awq_clip_grid"], max_shrink=o["awq_max_shrink"],
                                     scale_dtype=lin.weight.dtype)
                 elif clip:
-                    w = search_clip_h(h, w, cfg.group_size, cfg.domain, grid=o["awq_clip_grid"],
+                    w = search_clip_h(h, target, cfg.group_size, cfg.domain, grid=o["awq_clip_grid"],
                                       max_shrink=o["awq_max_shrink"], scale_dtype=lin.weight.dtype)
-                plain = PlainInt4Weight.from_float(w, cfg.group_size, cfg.domain, lin.weight.dtype)
+                codes, scale, zero = quantize_rtn(w, cfg.group_size, cfg.domain, lin.weight.dtype)
+                if o["refit_scales"]:
+                    scale = refit_group_scales(target, h, codes, scale, zero, cfg.group_size, damp=o["asym_damp"])
+                plain = PlainInt4Weight.from_codes(codes, scale, zero, cfg.group_size)
                 self.install(name, plain, input_scale=input_scales.get(name))
 
 
