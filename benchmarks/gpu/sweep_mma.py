@@ -121,6 +121,51 @@ def eager_probe(torch, ops):
     return res
 
 
+def sweep_a8(torch, store, sms, l2, reps, rows, winners):
+    """A8W4 (symmetric) at M = 1: the table config (dp4a GEMV + quantization kernel) against the mma
+    GEMV configs with the quantization fused in (one launch)."""
+    from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.kernels import reference  # noqa: F401
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import make_key, mma_configs
+    from nybble.kernels.triton.kernel import TritonKernel
+    from nybble.plain import PlainInt4Weight
+    for k, n in SHAPES:
+        w = torch.randn(n, k, device="cuda") * 0.02
+        plain = PlainInt4Weight.from_float(w, 128, "int", torch.bfloat16)
+        p = TritonKernel(LinearSpec.for_weight(plain, "a8_sym")).prepack(plain)
+        r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
+        cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+        x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+        ref = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, False, None)
+        key = make_key("a8w4", n, k, 128, 1)
+        base = store.get(key)
+        best = None
+        for c in ([base] if base is not None else []) + mma_configs(n, k, sms, 128, 1):
+            def run(q, c=c):
+                return ops.launch_a8w4(x, q["qweight"], q["scale"], q["zero_point"], q["wsum"], 128, False, None, c,
+                                       q["locks"])
+            try:
+                err = ((run(p).float() - ref.float()).norm() / ref.float().norm()).item()
+                us = graph_time_us([lambda q=q: run(q) for q in cp], reps, torch)
+            except Exception as exc:
+                print(f"  skip {key} {c}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            rows.append({"K": k, "N": n, "M": 1, "kind": "a8-table" if c is base else "a8-mma",
+                         "config": "x".join(map(str, c.to_json())), "us": round(us, 2), "rel_err": f"{err:.2e}"})
+            if err <= 2 ** -7 and (best is None or us < best[1]):
+                best = (c, us)
+        base_us = next((rw["us"] for rw in rows if rw["kind"] == "a8-table" and (rw["K"], rw["N"]) == (k, n)),
+                       float("nan"))
+        winners[key] = best[0]
+        store.put(key, best[0], persist=True)
+        print(f"a8w4  K={k:5d} N={n:5d} M= 1: table {base_us:7.1f} us -> best {best[1]:7.1f} us "
+              f"{'x'.join(map(str, best[0].to_json()))}", flush=True)
+        del cp, p
+        torch.cuda.empty_cache()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -130,6 +175,7 @@ def main() -> int:
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--from-csv", default=None, help="time only the --top best configs of this earlier sweep")
     ap.add_argument("--top", type=int, default=4)
+    ap.add_argument("--a8", action="store_true", help="also A8W4 at M = 1: table config vs the mma GEMV with fused quantization")
     ap.add_argument("--flags", default="1,3")
     ap.add_argument("--full-ms", default="", help="M values that get every mma_configs candidate even with --from-csv")
     args = ap.parse_args()
@@ -197,6 +243,8 @@ def main() -> int:
                       f"{'x'.join(map(str, best[0].to_json()))}", flush=True)
             del cp, p
             torch.cuda.empty_cache()
+        if args.a8:
+            sweep_a8(torch, store, sms, l2, args.reps, rows, winners)
         print("eager us/call:", {kk: round(v, 1) for kk, v in eager_probe(torch, ops).items()}, flush=True)
     with open(args.out, "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -263,3 +263,35 @@ def test_mma_gemv_strided_and_offset_x():
         y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], 64, None, TileConfig(2, 128, 256, 2, 4, 0),
                              p["locks"])
         assert_close_to_reference(y, reference_out(x.contiguous(), plain, "a16", None), "mma strided x")
+
+
+@pytest.mark.parametrize("group,k", [(128, 640), (256, 768), (-1, 296), (128, 4096)])
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
+def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
+    """A8W4 at M = 1 on the mma GEMV with the activation quantization fused in (``block_m == 2``
+    a8w4 configs; bf16, groups >= 128 / per-channel): against the reference, the same bits on every
+    call, split-K in-kernel and via the finish kernel; other calls fall back to the dp4a path."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(N, k, group, domain, torch.bfloat16)
+    kern = _kernel(plain, act)
+    p = kern.prepack(plain)
+    asym = act == "a8_asym"
+    x = torch.randn(1, k, device="cuda").to(torch.bfloat16) * 3
+    bias = torch.randn(N, device="cuda").to(torch.bfloat16) if domain == "int" else None
+    ref = reference_out(x, plain, act, bias)
+    zp = p.get("zero_point")
+    for cfg in (TileConfig(2, 64, 256, 1, 4, 1), TileConfig(2, 64, 128, 3, 4, 1), TileConfig(2, 128, 512, 2, 4, 3),
+                TileConfig(2, 128, 256, 2, 8, 1)):
+        y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg, p["locks"])
+        assert_close_to_reference(y, ref, f"mma a8 {act} {domain} g{group} {cfg}")
+        assert torch.equal(y, ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg,
+                                              p["locks"]))
+    assert not p["locks"].any()
+    x2 = torch.randn(3, k, device="cuda").to(torch.bfloat16)  # M > 1: the same config falls back
+    y2 = ops.launch_a8w4(x2, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, TileConfig(2, 64, 256, 2, 4, 1),
+                         p["locks"])
+    assert_close_to_reference(y2, reference_out(x2, plain, act, bias), "mma a8 fallback M=3")

@@ -15,7 +15,7 @@ Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
   the plain 2-D ``(N, K/8)`` words instead (for comparisons);
 * ``scale`` ``(G, N)`` activation dtype; ``zero_point`` int8 ``(G, N)`` (``int`` domain only);
 * A8W4 only: ``wsum`` int32 ``(G, N)``, the per-group sum of ``q - z`` (asymmetric activations);
-* A16W4 only: ``locks`` int32 zeros, the split-K counters of the mma.sync GEMV (``ops.mma_locks``).
+* ``locks`` int32 zeros, the split-K counters of the mma.sync GEMV (``ops.mma_locks``).
 
 ``unpack`` transposes scale/zero back: exact.
 """
@@ -55,8 +55,7 @@ class TritonKernel(LinearKernel):
             packed["zero_point"] = plain.zero_point.t().contiguous()
         if self.spec.act_mode.is_a8:
             packed["wsum"] = group_weight_sums(plain)
-        else:
-            packed["locks"] = ops.mma_locks(self.spec.n, plain.qdata.device)
+        packed["locks"] = ops.mma_locks(self.spec.n, plain.qdata.device)
         return packed
 
     def unpack(self, packed: PackedWeight) -> PlainInt4Weight:
@@ -76,10 +75,10 @@ class TritonKernel(LinearKernel):
             asym = s.act_mode is ActMode.A8_ASYM
             if _use_op():
                 y = torch.ops.nybble.triton_a8w4(x2, packed["qweight"], packed["scale"], zp, packed["wsum"],
-                                                 s.group_size, asym, bias)
+                                                 s.group_size, asym, bias, packed.get("locks"))
             else:
                 y = ops.launch_a8w4(x2, packed["qweight"], packed["scale"], zp, packed["wsum"], s.group_size,
-                                    asym, bias)
+                                    asym, bias, None, packed.get("locks"))
         elif _use_op():
             y = torch.ops.nybble.triton_a16w4(x2, packed["qweight"], packed["scale"], zp, s.group_size, bias,
                                               packed.get("locks"))

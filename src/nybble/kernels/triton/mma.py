@@ -37,6 +37,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .jit import _rint
+
 
 def _deq_asm(bf16: bool) -> tl.constexpr:
     """Two words (rows g and g + 8, 8 codes each) -> the A fragments of their two MMAs."""
@@ -97,6 +99,18 @@ def _ld4_pred(ptr, pred):
     """16 bytes at ``ptr`` (16-byte aligned) as 4 int32 per thread; zeros where ``pred`` is false."""
     r0, r1, r2, r3 = tl.inline_asm_elementwise(_LD4P, "=r,=r,=r,=r,l,r", [ptr, pred.to(tl.int32)],
                                                dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False, pack=1)
+    return r0, r1, r2, r3
+
+
+_LD4C = tl.constexpr("ld.global.v4.b32 {$0, $1, $2, $3}, [$4];")
+
+
+@triton.jit
+def _ld4c(ptr):
+    """16 bytes at ``ptr`` through the coherent path (data this program wrote before a barrier)."""
+    r0, r1, r2, r3 = tl.inline_asm_elementwise(_LD4C, "=r,=r,=r,=r,l", [ptr],
+                                               dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False,
+                                               pack=1)
     return r0, r1, r2, r3
 
 
@@ -262,7 +276,7 @@ def _tile(W, S, acc, XP, kt, c, K, magic, IS_BF16: tl.constexpr, NB: tl.constexp
 
 @triton.jit
 def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr, NB: tl.constexpr,
-               RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr):
+               RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr):
     """``FOLD`` variant of :func:`_tile` (a v-block of 128 K values lies in one group: GROUP >= 128
     or per-channel): the MMAs multiply ``OFF + q`` (exact 16-bit values) by x into fresh fp32
     accumulators ``t``; MMAs of the all-ones matrix by x give the v-block's sums of x, ``xs``; then
@@ -279,7 +293,9 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
             kk = kt + v * 128 + c * 32 + 8 * j
             X = ()
             for nb in tl.static_range(NB):
-                if EVEN_K:
+                if A8:
+                    X = X + _ld4c(XP[nb] + kk)  # codes this program wrote (K tail: zeros written too)
+                elif EVEN_K:
                     X = X + _ld4(XP[nb] + kk, False)
                 else:
                     X = X + _ld4_pred(XP[nb] + kk, kk < K)
@@ -309,6 +325,51 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
                                  (t[(nb * RB + r) * 4 + i] - S[(v * RB + r) * 4 + i // 2] * xs[nb * 4 + i]),)
         acc = new
     return acc
+
+
+@triton.jit
+def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr):
+    """Per-token int8 quantization of x row 0 (K,) bit for bit as ``primitives.quantize_activations``
+    (IEEE divisions, rint); writes the codes ``q - za`` of K range [kbeg, kend) (and zeros up to
+    ``kpad``, the end of this program's last K tile) as bf16 into ``qx_ptr`` at the position the MMA fragments
+    read them (8 j + 2 i <- K 8 j + i, 8 j + 2 i + 1 <- K 8 j + i + 4), then a barrier.  Programs with
+    the same K range write the same values.  Returns the activation scale (fp32 scalar)."""
+    NT: tl.constexpr = NW * 32
+    if ASYM:
+        lo = tl.zeros([NT], dtype=tl.float32)
+        hi = tl.zeros([NT], dtype=tl.float32)
+        for k0 in range(0, K, NT):
+            v = tl.load(x_ptr + k0 + tid, mask=k0 + tid < K, other=0.0).to(tl.float32)
+            lo = tl.minimum(lo, v)
+            hi = tl.maximum(hi, v)
+        lo_r = tl.min(lo, axis=0)
+        hi_r = tl.max(hi, axis=0)
+        sa = tl.math.div_rn(hi_r - lo_r, 255.0)
+        sa = tl.where(sa == 0.0, 1.0, sa)
+        za = _rint(tl.math.div_rn(-lo_r, sa))
+        za = tl.minimum(tl.maximum(za, 0.0), 255.0)
+    else:
+        amax = tl.zeros([NT], dtype=tl.float32)
+        for k0 in range(0, K, NT):
+            v = tl.load(x_ptr + k0 + tid, mask=k0 + tid < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(v))
+        sa = tl.math.div_rn(tl.max(amax, axis=0), 127.0)
+        sa = tl.where(sa == 0.0, 1.0, sa)
+    for k0 in range(kbeg, kpad, NT):
+        kk = k0 + tid
+        live = kk < kend
+        v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
+        r = _rint(tl.math.div_rn(v, sa))
+        if ASYM:
+            q = tl.minimum(tl.maximum(r + za, 0.0), 255.0) - za
+        else:
+            q = tl.minimum(tl.maximum(r, -127.0), 127.0)
+        q = tl.where(live, q, 0.0)
+        o = kk % 8
+        pos = kk - o + tl.where(o < 4, 2 * o, 2 * o - 7)
+        tl.store(qx_ptr + pos, q.to(tl.bfloat16), mask=kk < kpad)
+    tl.debug_barrier()
+    return sa
 
 
 @triton.jit
@@ -371,12 +432,12 @@ def _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row, M, N, stride_om, SPLIT_K, HAS_B
 
 
 @triton.jit
-def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, stride_xm, stride_om,
-                    stride_qn, SPLIT_K, MB,
+def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr, qx_ptr, M, N, K, stride_xm,
+                    stride_om, stride_qn, SPLIT_K, MB,
                     GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
                     HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, SPLIT: tl.constexpr, SERIAL: tl.constexpr,
-                    EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, NB: tl.constexpr,
-                    RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr):
+                    EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
+                    ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -393,6 +454,11 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     and after the launch) sums the slices into out, else ``jit.finish_kernel`` does.
     ``FOLD`` (GROUP >= 128 or per-channel): zero point and scale in fp32 per group (:func:`_tile_fold`)
     instead of per weight in packed 16-bit math.  ``EVEN_K``: K % (128 NV) == 0 (no K masks).
+    ``A8`` (M = 1, bf16, FOLD; the weights in the plain nibble order of the A8W4 layout): A8W4 with the
+    per-token activation quantization fused in (:func:`_quantize_row`): the codes ``q - za`` are
+    exact bf16 integers, every product and every v-block sum (< 2**24) is an exact integer in fp32, so
+    ``s_w * (t - (128 + z) xs)`` is the reference's ``float(int32 group sum) * s_w``; the result is
+    multiplied by the activation scale.  ``qx_ptr``: bf16 scratch (K,) for the codes.
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -445,14 +511,22 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     zz, ss = _sz(s_ptr, z_ptr, 0, ROWS[r], N, g >= 0, HAS_ZERO, IS_BF16)
                     zz8, ss8 = _sz(s_ptr, z_ptr, 0, ROWS[r] + 8, N, g >= 0, HAS_ZERO, IS_BF16)
                 S = S + (zz, zz8, ss, ss8)
+    if A8:
+        sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW)
+        XP = (qx_ptr,)
     for it in range(t0, t1):
         W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
         if not PER_CHANNEL:
             S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
         if FOLD:
-            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
+            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K, A8)
         else:
             acc = _tile(W, S, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
+    if A8:
+        scaled = ()
+        for i in tl.static_range(NB * RB * 4):
+            scaled = scaled + (acc[i] * sa,)
+        acc = scaled
     if SPLIT:
         wsl = ws_ptr + pid_k.to(tl.int64) * M * N
         for nb in tl.static_range(NB):

@@ -177,7 +177,7 @@ def mma_ok(x: torch.Tensor, qweight: torch.Tensor) -> bool:
     return cap and qweight.dim() == 4 and qweight.shape[2] == 16 and qweight.shape[3] == 32
 
 
-def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=None) -> torch.Tensor:
+def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=None, a8_asym=None) -> torch.Tensor:
     """A16W4 at M <= 64 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
     ``cfg.block_n`` = rows per program (``num_warps * 16 * RB``, RB = 1 or 2), ``cfg.block_k`` = K
     values per tile (128 / 256 / 512), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
@@ -200,18 +200,27 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     mb = triton.cdiv(m, 8 * nb)
     tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
     serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
+    a8 = a8_asym is not None
     out = x.new_empty(m, n)
     ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
+    qx = torch.empty(triton.cdiv(k, 512) * 512, dtype=torch.bfloat16, device=x.device) if a8 else out
     _MMA((tiles, split),
          (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
-          locks if serial else ws, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
+          locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
-              FOLD=bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
-              EVEN_K=k % (128 * nv) == 0, NB=nb, RB=rb, NV=nv, NW=nw), nw, 1)
+              FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
+              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw), nw, 1)
     if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
+
+
+def mma_a8_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
+    """Can the mma GEMV serve this A8W4 call with its fused activation quantization: M = 1, bf16
+    (every sum stays an exact fp32 integer), groups of >= 128 or per-channel, sm_90."""
+    return (x.shape[0] == 1 and x.dtype == torch.bfloat16 and (group_size == -1 or group_size >= 128)
+            and mma_ok(x, qweight))
 
 
 def mma_locks(n: int, device) -> torch.Tensor:
@@ -396,8 +405,9 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
                                                       asymmetric, bias, out_dtype, c), cs))
-    if (cfg.block_m < 0 and m > -cfg.block_m) or (cfg.block_m == 1 and m > 1):
-        cfg = heuristic("a8w4", n, k, group_size, m)  # a GEMV config given for fewer rows than M
+    if (cfg.block_m < 0 and m > -cfg.block_m) or (cfg.block_m == 1 and m > 1) or cfg.block_m == 2:
+        # a GEMV config given for fewer rows than M, or the mma GEMV (it quantizes x itself)
+        cfg = heuristic("a8w4", n, k, group_size, m)
     if cfg.block_m < 0:
         return _gemv_dp4a(dp4a_layout(qa), sa, za, m, qweight, scale, zero, group_size, asymmetric, bias,
                           out_dtype, cfg)
@@ -419,10 +429,13 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     return out
 
 
-def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None):
+def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
     """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul (or,
-    for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout)."""
+    for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout; for a
+    ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch)."""
     m, k = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
     if cfg is None and 0 < m <= 8:
         # the config decides the layout the quantization kernel writes: look it up first (a cached
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
@@ -430,6 +443,10 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
         if cfg is None and not (autotune_enabled() and _can_tune()):
             cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
+    if cfg is not None and cfg.block_m == 2:
+        if mma_a8_ok(x, qweight, group_size):
+            return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg, locks, bool(asymmetric))
+        cfg = heuristic("a8w4", scale.shape[1], k, group_size, m)
     if cfg is not None and cfg.block_m < 0 and m <= -cfg.block_m:
         qa, sa, za = launch_quantize_act(x, asymmetric, deint=True)
         return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
@@ -469,14 +486,14 @@ def _(x, asymmetric):
 @torch.library.custom_op("nybble::triton_a8w4", mutates_args=())
 def triton_a8w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
                 wsum: torch.Tensor, group_size: int, asymmetric: bool,
-                bias: Optional[torch.Tensor]) -> torch.Tensor:
+                bias: Optional[torch.Tensor], locks: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x (M, K) bf16/fp16 -> (M, N): per-token int8 activations, int4 weights, int32 group sums.
     wsum int32 (G, N) = per-group sum of (q - z); other tensors as :func:`triton_a16w4`."""
-    return launch_a8w4(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias)
+    return launch_a8w4(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias, None, locks)
 
 
 @triton_a8w4.register_fake
-def _(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias):
+def _(x, qweight, scale, zero_point, wsum, group_size, asymmetric, bias, locks=None):
     return x.new_empty(x.shape[0], scale.shape[1])
 
 
