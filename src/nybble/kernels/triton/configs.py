@@ -91,7 +91,7 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
     group sum to fp32 after each tile); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
-    if group_size == -1 or cfg.block_m <= 1:
+    if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
         return cfg.block_k == g
