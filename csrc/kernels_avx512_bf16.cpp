@@ -73,7 +73,7 @@ struct A16Bf16 {
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = _mm512_loadu_si512(qp[j] + c * 64);
-          prefetch_codes(qp[j] + c * 64, kPrefetch);
+          prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
           const I w0 = _mm512_permutexvar_epi16(raw, table);
           const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
           const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
@@ -91,7 +91,7 @@ struct A16Bf16 {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
-        prefetch_group_params(w, si);
+        prefetch_group_params(w, b0 + j, g, NB);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
 #pragma GCC unroll 4

@@ -27,14 +27,21 @@ namespace {  // internal linkage: see thread_pool.h
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// Software prefetch for the GEMV weight streams: the packed codes kPrefetch bytes ahead in each
-// stream, and the scales / zero points of the group 8 groups ahead (those are small
-// strided streams next to the codes; without it their demand misses stall each group's end).
-inline void prefetch_codes(const uint8_t* p, int64_t ahead) {
-  _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
+// Software prefetch for the GEMV weight streams of a tile of NB adjacent 16-column blocks: the
+// packed codes `ahead` bytes ahead in each block's stream, and the scales / zero points 8 groups
+// ahead (small strided streams next to the codes; without it their demand misses stall each
+// group's end). Near the end of the blocks the targets move on to the next tile (blocks b0 + NB ..
+// b0 + 2 NB - 1, adjacent in memory), so that its streams start warm instead of with a full DRAM
+// latency each (prefetches past the end of the arrays do not fault).
+inline void prefetch_codes(const uint8_t* block, int64_t off, int64_t ahead, int64_t block_bytes, int nb) {
+  int64_t t = off + ahead;
+  if (t >= block_bytes) t += (nb - 1) * block_bytes;
+  _mm_prefetch(reinterpret_cast<const char*>(block + t), _MM_HINT_T0);
 }
-inline void prefetch_group_params(const PackedView& w, int64_t si) {
-  const int64_t ahead = si + 16 * 8;  // 8 groups ahead (may point past the end: prefetches do not fault)
+inline void prefetch_group_params(const PackedView& w, int64_t b, int64_t g, int nb) {
+  const int64_t G = w.groups();
+  int64_t ahead = (b * G + g + 8) * 16;
+  if (g + 8 >= G) ahead += (nb - 1) * G * 16;
   const int esz = w.scale_kind == kScaleF32 ? 4 : 2;
   _mm_prefetch(static_cast<const char*>(w.scale) + ahead * esz, _MM_HINT_T0);
   if (w.zp) _mm_prefetch(reinterpret_cast<const char*>(w.zp + ahead), _MM_HINT_T0);
@@ -99,7 +106,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
-          prefetch_codes(qp[j] + c * 64, kPrefetch);
+          prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
           a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
@@ -113,7 +120,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
-        prefetch_group_params(w, si);
+        prefetch_group_params(w, b0 + j, g, NB);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
 #pragma GCC unroll 4
@@ -363,7 +370,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
           const I raw = V::iload(qp[j] + c * 64);
-          if (PF) prefetch_codes(qp[j] + c * 64, kPrefetch);
+          if (PF) prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
           const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
 #pragma GCC unroll 8
           for (int r = 0; r < MR; ++r) {
@@ -385,7 +392,7 @@ struct X86Kernels {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int64_t si = ((b0 + j) * G + g) * 16;
-        if (PF) prefetch_group_params(w, si);
+        if (PF) prefetch_group_params(w, b0 + j, g, NB);
         const F sw = V::scale_load(w.scale, si, w.scale_kind);
         const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
         I wc = V::izero();
