@@ -90,7 +90,7 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
         assert float(r["gflops"]) == pytest.approx(2 * int(r["m"]) * 256 * 128 / us / 1e3, rel=1e-3)
         if r["mode"] == "torch_fp32":
             assert float(r["x_fp32"]) == pytest.approx(1.0)
-        # %BW: against the DRAM probe interleaved with this shape's timings
+        # %BW: against the DRAM probe interleaved with the same shape and M
         assert float(r["probe_gbps"]) > 0
         assert float(r["pct_bw"]) == pytest.approx(100 * float(r["weight_gbps"]) / float(r["probe_gbps"]), rel=1e-3)
         if r["check_rel_err"]:
@@ -103,8 +103,9 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
     kinds = [p["kind"] for p in probes]
     assert kinds.count("interleaved") == 2 and kinds.count("block") == 1 and kinds.count("run") == 1
     assert {p["m"] for p in probes if p["kind"] == "interleaved"} == {"1", "5"}
+    per_m = {p["m"]: float(p["median_gbps"]) for p in probes if p["kind"] == "interleaved"}
+    assert all(float(r["probe_gbps"]) == pytest.approx(per_m[r["m"]], rel=1e-3) for r in rows)
     block = next(p for p in probes if p["kind"] == "block")
-    assert float(block["median_gbps"]) == pytest.approx(float(rows[0]["probe_gbps"]), rel=1e-3)
     assert int(block["copies"]) >= 2 and int(block["reps"]) >= 4
     md = (out / "RESULTS.md").read_text()
     assert "nybble bench cpu --shapes 256x128" in md and "DRAM read bandwidth" in md

@@ -24,9 +24,10 @@ and M.
 The DRAM read probe (``dram_probe``) is timed as one more mode, interleaved with the kernels at
 every M: ``torch.sum`` over fp32 buffers of the int4 weight's size, rotated like the weights
 (copies totalling > ``--cache-factor`` x L3), with the same threads. ``%BW`` divides by the median
-of that shape's probe calls (all its M pooled: the "block" probe), so a kernel is compared with
-what DRAM delivered while it ran; ``%BWrun`` by the median over the whole run. Both probe series are
-in ``bandwidth.csv``; a probe over one large buffer at the start and the end is kept for reference.
+of the probe calls of the same shape and M (timed in the same interleaved rounds as the cell), so
+a kernel is compared with what DRAM delivered while it ran; ``%BWrun`` by the median over the whole
+run. ``bandwidth.csv`` has the per-(shape, M) probe, each shape's pooled median ("block"), the run
+median, and a probe over one large buffer at the start and the end (reference only).
 
 Outputs (under ``--out``): ``kernels.csv``, ``speedup.png`` (speedup vs torch bf16 linear and vs
 torch int4 against M), ``RESULTS.md`` and, with ``--e2e``, ``e2e.csv`` (see :mod:`nybble.bench.e2e_cpu`).
@@ -339,11 +340,12 @@ def run_kernels(args, log=print) -> dict:
             xs = {dt: torch.randn(m, k, generator=gen).to(dt) for dt in (torch.float32, torch.bfloat16)}
             *timings, pt = time_interleaved(cases + [probe], xs, args)
             block_us.extend(pt.samples_us)
-            probes.append({"kind": "interleaved", "shape": f"{k}x{n}", "m": m,
-                           "time_utc": time.strftime("%H:%M:%S", time.gmtime()), "reps": pt.n,
-                           "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
-                           "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, pt.median_us),
-                           "best_gbps": C.gbps(probe.weight_bytes, pt.min_us)})
+            pm = {"kind": "interleaved", "shape": f"{k}x{n}", "m": m,
+                  "time_utc": time.strftime("%H:%M:%S", time.gmtime()), "reps": pt.n,
+                  "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
+                  "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, pt.median_us),
+                  "best_gbps": C.gbps(probe.weight_bytes, pt.min_us)}
+            probes.append(pm)
             for case, t in zip(cases, timings):
                 us = t.median_us
                 shape_rows.append({
@@ -352,6 +354,7 @@ def run_kernels(args, log=print) -> dict:
                     "copies": len(case.copies), "weight_bytes": case.weight_bytes,
                     "weight_gbps": C.gbps(case.weight_bytes, us), "gflops": C.gflops(m, n, k, us),
                     "check_rel_err": case.check_err,
+                    "probe_gbps": pm["median_gbps"], "probe_best_gbps": pm["best_gbps"],
                 })
         block = {"kind": "block", "shape": f"{k}x{n}", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
                  "reps": len(block_us), "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
@@ -361,8 +364,6 @@ def run_kernels(args, log=print) -> dict:
         run_samples_gbps.extend(C.gbps(probe.weight_bytes, us) for us in block_us)
         log(f"  DRAM probe {k}x{n} (interleaved, {block['buffer_mib']:.1f} MiB x {block['copies']} buffers): "
             f"median {block['median_gbps']:.1f} GB/s, best {block['best_gbps']:.1f}")
-        for r in shape_rows:
-            r["probe_gbps"], r["probe_best_gbps"] = block["median_gbps"], block["best_gbps"]
         del cases, probe
         gc.collect()
         rows.extend(shape_rows)
@@ -399,8 +400,9 @@ def time_interleaved(cases: list[Case], xs: dict, args) -> list[C.Timing]:
 
 
 def add_derived(rows: list[dict], bandwidth_gbps: float) -> None:
-    """Add ``pct_bw`` (weight GB/s / the row's own shape-block probe median ``probe_gbps``; rows
-    without one, from runs before the interleaved probe, use ``bandwidth_gbps``), ``pct_bw_run``
+    """Add ``pct_bw`` (weight GB/s / the row's own probe median ``probe_gbps``, timed interleaved
+    with the same shape and M; rows without one, from runs before the interleaved probe, use
+    ``bandwidth_gbps``), ``pct_bw_run``
     (/ ``bandwidth_gbps``, the run's probe median) and the ``x_*`` speedups (baseline time / this
     time, same shape and M), from the median times; and the same from the minimum times (``*_min``:
     the least disturbed calls, worth reading on a shared machine; %BW then against the probe's
@@ -520,12 +522,13 @@ def probe_summary(res: dict, markdown: bool = False) -> list[str]:
                 f"{b0['copies']} for {b0['shape']}), rotated like the weights, {b0['threads']} threads, "
                 "timed as one more mode interleaved with the kernels at every M")
         if markdown:
-            out.append(f"| DRAM read bandwidth (denominator of %BW) | per shape, the median of the probe "
-                       f"interleaved with that shape's timings: {blk} GB/s ({what}) |")
+            out.append(f"| DRAM read bandwidth (denominator of %BW) | the median of the probe interleaved with the "
+                       f"same shape and M (per M in each shape's section below; pooled per shape: {blk} GB/s) "
+                       f"({what}) |")
             out.append(f"| DRAM read bandwidth, run median (denominator of %BWrun) | {res['bandwidth_gbps']:.1f} GB/s |")
         else:
-            out.append(f"DRAM read bandwidth for %BW (interleaved probe, per shape): {blk} GB/s; "
-                       f"run median {res['bandwidth_gbps']:.1f} GB/s")
+            out.append(f"DRAM read bandwidth for %BW: the interleaved probe of the same shape and M "
+                       f"(pooled per shape: {blk} GB/s); run median {res['bandwidth_gbps']:.1f} GB/s")
     elif markdown:
         out.append(f"| DRAM read bandwidth (used for %BW) | {res['bandwidth_gbps']:.1f} GB/s: the best median of "
                    f"{len(whole)} probes over one large buffer |")
@@ -645,7 +648,7 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
                   "Modes: " + "; ".join(f"`{m}` = {k}" for m, k in kernels) + ".", "",
                   "`wGB/s`: bytes of the weight as the mode stores it (int4 codes + scales + zero points for "
                   "int4 modes, dense matrix for F.linear) / median time. `%BW`: that / the median of the DRAM "
-                  "probe interleaved with the same shape's timings; `%BWrun`: that / the run's probe median. "
+                  "probe interleaved with the same shape and M; `%BWrun`: that / the run's probe median. "
                   "`GFLOP/s`: 2*M*N*K / time. `vs X`: time of torch X / time of this "
                   "mode (same shape and M, same run). `min us`: the fastest call of the cell. `kernels.csv` "
                   "also has %BW and speedups computed from the fastest calls (`*_min`).", "",
@@ -654,10 +657,10 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
             lines += [f"### K x N = {shape}", ""]
             per_m = [p for p in res["probes"] if p.get("kind") == "interleaved" and p.get("shape") == shape]
             if per_m:
-                blk = [r for r in rows if r["shape"] == shape]
-                lines += [f"DRAM probe interleaved with this block (the `%BW` denominator): median "
-                          f"{blk[0]['probe_gbps']:.1f} GB/s; per M: "
-                          + ", ".join(f"{p['m']}: {p['median_gbps']:.1f}" for p in per_m) + " GB/s.", ""]
+                blk = [p for p in res["probes"] if p.get("kind") == "block" and p.get("shape") == shape]
+                lines += [f"DRAM probe interleaved with this shape's timings (the `%BW` denominator of each M): "
+                          + ", ".join(f"M={p['m']}: {p['median_gbps']:.1f}" for p in per_m) + " GB/s"
+                          + (f"; pooled median {blk[0]['median_gbps']:.1f} GB/s." if blk else "."), ""]
             lines += [C.markdown_table([r for r in rows if r["shape"] == shape], TABLE_COLUMNS), ""]
         over = [r for r in rows if r["pct_bw"] > 100 and r["m"] <= 16]
         if over:
