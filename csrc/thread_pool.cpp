@@ -207,6 +207,11 @@ std::mutex backend_mu;
 std::atomic<int> active_backend{-1};  // kOpenMP / kPool once resolved, -1 before
 int requested_backend = -1;           // kAuto / kOpenMP / kPool; -1: from NYBBLE_CPU_THREADS_BACKEND
 OmpRuntime omp_rt;                    // written under backend_mu before active_backend is published
+// Set in the child of every fork() after this library was loaded (pthread_atfork), never reset.
+std::atomic<bool> forked_child{false};
+struct AtFork {
+  AtFork() { pthread_atfork(nullptr, nullptr, [] { forked_child.store(true); }); }
+} at_fork;
 bool omp_searched = false;
 std::string backend_note;             // why the requested backend was not taken
 
@@ -258,7 +263,9 @@ void parallel_run_raw(int nthreads, TaskFn fn, void* ctx, bool skippable) {
     fn(ctx, 0, 1);
     return;
   }
-  if (backend() == kOpenMP) {
+  // In a forked child the OpenMP runtime's team threads of the parent do not exist (GNU libgomp
+  // waits for them forever): the child uses the pool, which starts its own workers there.
+  if (backend() == kOpenMP && !forked_child.load(std::memory_order_relaxed)) {
     OmpJob job{fn, ctx, omp_rt.thread_num, omp_rt.num_threads};
     omp_rt.parallel(omp_trampoline, &job, static_cast<unsigned>(nthreads), 0);
     return;
@@ -273,7 +280,7 @@ extern "C" {
 
 // The backend parallel regions use now ("openmp" or "pool"), resolving it if none is yet.
 __attribute__((visibility("default"))) const char* nybble_threads_backend() {
-  return nybble::backend() == nybble::kOpenMP ? "openmp" : "pool";
+  return nybble::backend() == nybble::kOpenMP && !nybble::forked_child.load() ? "openmp" : "pool";
 }
 
 // The OpenMP runtime's file name ("" if none was found, or none was searched for yet).

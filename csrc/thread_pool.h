@@ -4,7 +4,8 @@
 //    kernels then run on the very threads torch's own ops use, which are still spinning after torch's
 //    last op, so no second set of threads competes for the cores.
 //  * "pool": a small persistent std::thread pool (thread_pool.cpp), used when no OpenMP runtime is
-//    loaded or when NYBBLE_CPU_THREADS_BACKEND=pool.
+//    loaded, when NYBBLE_CPU_THREADS_BACKEND=pool, and in the child of a fork() made after this
+//    library was loaded (the parent's OpenMP team threads do not exist there).
 // NYBBLE_CPU_THREADS_BACKEND=auto|openmp|pool (default auto: openmp if found, else pool);
 // nybble_threads_set_backend() (extern "C", for Python through ctypes) overrides it at run time.
 #pragma once

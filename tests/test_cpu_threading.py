@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -195,21 +196,55 @@ def test_fallback_to_pool_without_openmp_runtime():
     assert "no OpenMP runtime" in note
 
 
-def test_env_var_forces_pool():
-    code = ("import torch; from nybble.kernels import cpu; torch.set_num_threads(2); "
-            "print(cpu.threads_backend(), cpu.threads_probe(2)['distinct'])")
-    env = dict(os.environ, NYBBLE_CPU_THREADS_BACKEND="pool")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["pool", "2"]
-
-
-def test_bad_backend_names():
+def test_env_var_forces_pool_and_bad_names():
+    """NYBBLE_CPU_THREADS_BACKEND is read when the backend is resolved (set_threads_backend(None))."""
+    old = os.environ.get("NYBBLE_CPU_THREADS_BACKEND")
+    try:
+        os.environ["NYBBLE_CPU_THREADS_BACKEND"] = "pool"
+        assert cpu.set_threads_backend(None) == "pool"
+        assert cpu.threads_probe(2)["distinct"] == 2
+        os.environ["NYBBLE_CPU_THREADS_BACKEND"] = "tbb"
+        active = cpu.set_threads_backend(None)
+        info = cpu.threads_info()
+        assert active == info["backend"] == ("openmp" if TORCH_HAS_OPENMP else "pool")
+        assert "tbb" in info["note"] and "auto" in info["note"]
+    finally:
+        if old is None:
+            os.environ.pop("NYBBLE_CPU_THREADS_BACKEND", None)
+        else:
+            os.environ["NYBBLE_CPU_THREADS_BACKEND"] = old
+        cpu.set_threads_backend(None)
     with pytest.raises(ValueError, match="auto, openmp, pool"):
         cpu.set_threads_backend("tbb")
-    code = "import torch; from nybble.kernels import cpu; i = cpu.threads_info(); print(i['backend']); print(i['note'])"
-    env = dict(os.environ, NYBBLE_CPU_THREADS_BACKEND="tbb")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    backend, note = out.stdout.splitlines()[:2]
-    assert backend in ("openmp", "pool") and "tbb" in note
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_runs_on_the_pool(threads2):
+    """After fork() the parent's OpenMP team threads do not exist in the child (GNU libgomp would wait
+    for them forever): the child's kernels run on nybble's pool and give the same result."""
+    plain = _weight(512, 2048, 128, False, torch.float32, 11)
+    kern, packed = _kernel(plain, "a16")
+    x = torch.randn(4, 2048, generator=torch.Generator().manual_seed(4))
+    want = kern.apply(x, packed, None)
+    parent = cpu.threads_backend()
+    pid = os.fork()
+    if pid == 0:  # the child: always leaves through os._exit
+        code = 3
+        try:
+            ok = torch.equal(kern.apply(x, packed, None), want) and cpu.threads_backend() == "pool"
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a kernel call")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent == ("openmp" if TORCH_HAS_OPENMP else "pool")
+    assert cpu.threads_backend() == parent  # the parent is unaffected
