@@ -4,20 +4,20 @@ Calibration (every recipe): ``nsamples`` (128) and ``seqlen`` (512) for text/ten
 data, ``batch_size`` (8) calibration samples per forward, ``layer_errors`` (False): record each
 layer's relative output error on its calibration inputs (GPTQ and RTN) in ``summary.details``.
 
-GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.01, fraction of the mean Hessian diagonal),
+GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.03, fraction of the mean Hessian diagonal),
 ``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128),
 ``true_sequential`` (True: inside a known block, quantize q/k/v, then o, then gate/up, then down, each
 stage calibrated on the outputs of the already-quantized stages; False: one pass per block),
 ``clip_search`` (True: each group's range is shrunk by the factor minimizing its Hessian-diagonal
 weighted rounding error, see :func:`.gptq._column_params`), ``clip_grid2d`` (False: that search
-shrinks the two ends of the range independently), ``refit_scales`` (0: rounds of least-squares
+shrinks the two ends of the range independently), ``refit_scales`` (2 for GPTQ, 1 for AWQ: rounds of least-squares
 scale re-fitting for the chosen codes, each followed by a GPTQ pass with the re-fitted static
 scales, see :func:`.gptq.refit_group_scales`; for ``awq`` one re-fit of the RTN scales).
 
 Asymmetric calibration (every recipe): ``asymmetric`` (True: the engine also runs the float model
 block by block and each layer is rounded for ``||X_float W^T - X_quant Q^T||`` -- it absorbs part of
 the error its inputs carry from earlier quantized layers, see :func:`.gptq.asymmetric_target`),
-``asym_damp`` (0.1: ridge regularisation of that target towards ``W``, fraction of the mean Hessian
+``asym_damp`` (0.3: ridge regularisation of that target towards ``W``, fraction of the mean Hessian
 diagonal).
 
 AWQ (``awq``, ``awq+gptq``): ``awq_grid`` (20 values of alpha); ``awq`` only: ``awq_clip`` (True),
@@ -28,10 +28,10 @@ calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
-_GPTQ = {"damp": (float, 0.01), "act_order": (bool, True), "block_size": (int, 128),
+_GPTQ = {"damp": (float, 0.03), "act_order": (bool, True), "block_size": (int, 128),
          "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
-         "asym_damp": (float, 0.1), "refit_scales": (int, 0), "clip_grid2d": (bool, False)}
-_AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.1), "refit_scales": (int, 0), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
+         "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False)}
+_AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.3), "refit_scales": (int, 1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 
 ALLOWED = {
