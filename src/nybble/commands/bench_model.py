@@ -122,8 +122,12 @@ def run(args) -> int:
     rows.append((label, model_bytes(model), measure(model, args.prompt_tokens, args.decode_tokens,
                                                     args.repeats, device)))
     base = rows[-1][2]
+    threads = f"torch threads {torch.get_num_threads()}"
+    if device.type == "cpu" and any(k.startswith("nybble_cpu") for k in kernels):
+        from ..kernels.cpu import threads_backend
+        threads += f" (nybble_cpu threads on {threads_backend()})"
     print(f"batch 1, prompt {args.prompt_tokens} tokens, {args.decode_tokens} decode steps, median of "
-          f"{args.repeats}, device {device}, torch threads {torch.get_num_threads()}")
+          f"{args.repeats}, device {device}, {threads}")
     print(f"{'model':48s} {'MiB':>8s} {'prefill tok/s':>14s} {'decode tok/s':>13s} {'prefill x':>10s} "
           f"{'decode x':>9s}")
     for label, nbytes, r in rows:
