@@ -2,11 +2,15 @@
 // simd_avx2.h: two ymm). Each ISA translation unit includes this with its own flags.
 //
 // A16W4
-//   GEMV (M <= 4): every weight byte is streamed once; a 64-byte chunk (8 k x 16 columns) is
-//   decoded nibble by nibble (shift + 16-entry table / mask + convert), scaled ((q - z) * s in
-//   fp32) and multiplied into M x NB accumulators (two partial sums per accumulator).
-//   GEMM (M > 4): a KC x 128-column panel of weights is dequantized to fp32 once (kept in L2) and
+//   GEMV (M <= 16, row tiles of up to 4): every weight byte is streamed once per row tile; a 64-byte
+//   chunk (8 k x 16 columns) is decoded nibble by nibble (shift + 16-entry table / mask +
+//   convert) and multiplied into per-group fp32 accumulators (two partial sums per accumulator
+//   for 1-2 rows); per group y += s * (acc - z * sum(x)), the group sums of x computed once per
+//   call. (bf16 activations on the avx512_bf16 path: kernels_avx512_bf16.cpp, vdpbf16ps.)
+//   GEMM (M > 16): a KC x 128-column panel of weights is dequantized to fp32 once (kept in L2) and
 //   reused by an MR x 32 register-blocked fp32 microkernel over all rows of the task.
+// GEMV streams are software-prefetched (codes 2 KiB ahead, scales / zero points 8 groups ahead,
+// both running on into the next tile near a tile's end); threads take dynamic chunks of blocks.
 // A8W4
 //   Activations are quantized per token first (quant_act.cpp). A tile of MR rows x NB blocks runs
 //   over all of K: per group, u8 x s8 dot products (vpdpbusd or maddubs+madd) into exact int32
