@@ -179,7 +179,7 @@ class AWQRecipe:
         self.gptq = GPTQRecipe(config, opts, install, summary) if then_gptq else None
         # asymmetric calibration: awq+gptq leaves it to GPTQ (after the scales); awq alone searches
         # scales and clipping for the asymmetric target W' (see .gptq.asymmetric_target)
-        self.float_stream = bool(opts.get("asymmetric", False))
+        self.float_stream = bool(opts.get("asymmetric", False)) and not fold_only
         self.report = {"folded_groups": 0, "input_scaled_layers": 0, "unchanged_groups": 0}
 
     def __call__(self, ctx) -> None:
