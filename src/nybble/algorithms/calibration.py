@@ -22,7 +22,11 @@ forward pre-hook that stops the forward pass; then for each block the recipe run
 inputs as often as it needs, installs its int4 layers, and the engine replaces the stored inputs by
 the *quantized* block's outputs. Memory beyond the model: one block's inputs for all calibration
 samples (``nsamples x seqlen x hidden``), the recipe's statistics for that block, and one batch of
-intermediate activations. Linears outside the blocks (e.g. ``lm_head``, BERT's pooler) and models
+intermediate activations. A recipe with ``float_stream = True`` (asymmetric calibration) also gets
+the *float* model's block inputs (:attr:`BlockContext.float_hidden`, same shapes; twice the stored
+inputs), advanced by the float copy of the block it puts in ``ctx.float_module``, and
+:meth:`BlockContext.run_pair` to see each linear's inputs in both models for the same tokens.
+Linears outside the blocks (e.g. ``lm_head``, BERT's pooler) and models
 without repeated blocks are handled by a per-layer pass over the whole (partly quantized) model.
 """
 from __future__ import annotations
