@@ -245,20 +245,15 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
 
 
 @triton.jit
-def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
-                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False):
-    """Per-row dynamic int8 quantization, bit-exact with ``primitives.quantize_activations``.
+def row_qparams(row, offs, K, ASYM: tl.constexpr, BLOCK: tl.constexpr):
+    """Per-token int8 quantization parameters of one activation row, bit-exact with
+    ``primitives.quantize_activations``: returns (s, z), fp32 scalars.
 
-    x: (M, K) float, row stride ``stride_xm``.  Writes q int8 (M, K) contiguous -- for ``ASYM`` the
-    uint8 code minus 128 (so the matmul can feed signed int8) --, s fp32 (M,), z int32 (M,) (the
-    uint8 zero point 0..255, or 0).  Divisions are IEEE (div_rn), rounding is rint (half to even).
-    ``DEINT``: q is written in the dp4a layout of :func:`gemv_dp4a_kernel` instead: (M, 2, K/8, 4) bytes,
-    ``q[m, p, j, b]`` the code of ``x[m, 8 j + 2 b + p]`` (K % 8 == 0).
+    row: pointer to the row's K float values (contiguous); offs: ``tl.arange(0, BLOCK)``, the lanes
+    that sweep it.  Symmetric: s = max|x| / 127 (1 where that is 0), z = 0.  ``ASYM``:
+    s = (max x - min x) / 255 (1 where 0), z = clamp(rint(-min x / s), 0, 255).  Divisions are IEEE
+    (div_rn), rounding is rint (half to even).
     """
-    m = tl.program_id(0)
-    row = x_ptr + m.to(tl.int64) * stride_xm
-    qrow = q_ptr + m.to(tl.int64) * K
-    offs = tl.arange(0, BLOCK)
     if ASYM:
         lo = tl.zeros([BLOCK], dtype=tl.float32)
         hi = tl.zeros([BLOCK], dtype=tl.float32)
@@ -279,7 +274,26 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
             amax = tl.maximum(amax, tl.abs(v))
         s = tl.math.div_rn(tl.max(amax, axis=0), 127.0)
         s = tl.where(s == 0.0, 1.0, s)
-        z = 0.0
+        z = s * 0.0
+    return s, z
+
+
+@triton.jit
+def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
+                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False):
+    """Per-row dynamic int8 quantization, bit-exact with ``primitives.quantize_activations``.
+
+    x: (M, K) float, row stride ``stride_xm``.  Writes q int8 (M, K) contiguous -- for ``ASYM`` the
+    uint8 code minus 128 (so the matmul can feed signed int8) --, s fp32 (M,), z int32 (M,) (the
+    uint8 zero point 0..255, or 0).  Divisions are IEEE (div_rn), rounding is rint (half to even).
+    ``DEINT``: q is written in the dp4a layout of :func:`gemv_dp4a_kernel` instead: (M, 2, K/8, 4) bytes,
+    ``q[m, p, j, b]`` the code of ``x[m, 8 j + 2 b + p]`` (K % 8 == 0).
+    """
+    m = tl.program_id(0)
+    row = x_ptr + m.to(tl.int64) * stride_xm
+    qrow = q_ptr + m.to(tl.int64) * K
+    offs = tl.arange(0, BLOCK)
+    s, z = row_qparams(row, offs, K, ASYM=ASYM, BLOCK=BLOCK)
     for k0 in range(0, K, BLOCK):
         msk = k0 + offs < K
         v = tl.load(row + k0 + offs, mask=msk, other=0.0).to(tl.float32)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .jit import _rint
+from .jit import _rint, row_qparams
 
 
 def _deq_asm(bf16: bool) -> tl.constexpr:
@@ -335,26 +335,7 @@ def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, N
     read them (8 j + 2 i <- K 8 j + i, 8 j + 2 i + 1 <- K 8 j + i + 4), then a barrier.  Programs with
     the same K range write the same values.  Returns the activation scale (fp32 scalar)."""
     NT: tl.constexpr = NW * 32
-    if ASYM:
-        lo = tl.zeros([NT], dtype=tl.float32)
-        hi = tl.zeros([NT], dtype=tl.float32)
-        for k0 in range(0, K, NT):
-            v = tl.load(x_ptr + k0 + tid, mask=k0 + tid < K, other=0.0).to(tl.float32)
-            lo = tl.minimum(lo, v)
-            hi = tl.maximum(hi, v)
-        lo_r = tl.min(lo, axis=0)
-        hi_r = tl.max(hi, axis=0)
-        sa = tl.math.div_rn(hi_r - lo_r, 255.0)
-        sa = tl.where(sa == 0.0, 1.0, sa)
-        za = _rint(tl.math.div_rn(-lo_r, sa))
-        za = tl.minimum(tl.maximum(za, 0.0), 255.0)
-    else:
-        amax = tl.zeros([NT], dtype=tl.float32)
-        for k0 in range(0, K, NT):
-            v = tl.load(x_ptr + k0 + tid, mask=k0 + tid < K, other=0.0).to(tl.float32)
-            amax = tl.maximum(amax, tl.abs(v))
-        sa = tl.math.div_rn(tl.max(amax, axis=0), 127.0)
-        sa = tl.where(sa == 0.0, 1.0, sa)
+    sa, za = row_qparams(x_ptr, tid, K, ASYM=ASYM, BLOCK=NT)
     for k0 in range(kbeg, kpad, NT):
         kk = k0 + tid
         live = kk < kend
