@@ -205,13 +205,8 @@ class EagerCall:
             ldx = x.stride(0)
         m = x.numel() // k
         if m:
-            w = self.wargs
-            if self.a8:
-                _C.a8w4(isa, x.data_ptr(), kind, m, ldx, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9],
-                        y.data_ptr(), kind, self.n, torch.get_num_threads())
-            else:
-                _C.a16w4(isa, x.data_ptr(), kind, m, ldx, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
-                         y.data_ptr(), kind, self.n, torch.get_num_threads())
+            op = _C.a8w4 if self.a8 else _C.a16w4
+            op(isa, x.data_ptr(), kind, m, ldx, *self.wargs, y.data_ptr(), kind, self.n, torch.get_num_threads())
         return y
 
 
