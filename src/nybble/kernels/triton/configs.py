@@ -41,6 +41,8 @@ class TileConfig:
     and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel));
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
+    for A8W4, ``block_k == 0`` (with ``block_m >= 64``) marks the large-M int8 GEMM of ``gemm_a8.py``
+    (grouped weights; K steps of one group; ``split_k`` = groups per MMA batch, 1 or 2);
     ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
     ``-block_m`` rows); its ``num_stages`` field holds flags instead
     (bit 0: register prefetch of the next K tile, bit 1: ``evict_first`` weight loads);
@@ -87,10 +89,18 @@ def make_key(op: str, n: int, k: int, group_size: int, m: int) -> str:
     return f"{op}|{n}|{k}|{group_size}|{m_bucket(m)}"
 
 
+def is_a8_gemm(cfg: TileConfig) -> bool:
+    """Is ``cfg`` an A8W4 config of the large-M int8 GEMM of ``gemm_a8.py`` (``block_k == 0``)?"""
+    return cfg.block_k == 0 and cfg.block_m >= 16
+
+
 def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
-    group sum to fp32 after each tile); A16W4 needs groups and tiles nested either way."""
+    group sum to fp32 after each tile; the ``gemm_a8`` configs, ``block_k == 0``, step one group
+    and need grouped weights); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
+    if op == "a8w4" and is_a8_gemm(cfg):
+        return group_size != -1
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -99,7 +109,7 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
 
 
 def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132,
-              mma: bool = True) -> TileConfig:
+              mma: bool = True, gemm: bool = True) -> TileConfig:
     """A reasonable config without tuning: the mma.sync GEMV for A16W4 at M <= 16 (``mma``; the
     launcher asks again with ``mma=False`` where it cannot run), the dp4a GEMV for A8W4 at M <= 4;
     swap-AB small tiles with split-K for small M so the grid fills the GPU; square tensor-core tiles
@@ -107,6 +117,8 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
     mb = m_bucket(m)
     if op == "a16w4" and mb <= 32 and mma:
         return mma_heuristic(n, k, group_size, num_sms, mb)
+    if op == "a8w4" and mb >= 256 and gemm and group_size != -1:
+        return A8_GEMM_DEFAULT
     if op == "a8w4" and mb <= 4:
         # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
         # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
@@ -176,6 +188,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
+    if op == "a8w4" and mb >= 128 and group_size != -1:
+        out += a8_gemm_configs()
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
     h = heuristic(op, n, k, group_size, m, num_sms)
     if h not in out:
@@ -268,6 +282,18 @@ def dp4a_configs(n: int, k: int, mb: int = 1, num_sms: int = 132, group_size: in
     return list(dict.fromkeys(out))
 
 
+#: the large-M A8W4 int8 GEMM config used without a table entry
+A8_GEMM_DEFAULT = TileConfig(128, 128, 0, 1, 8, 3)
+
+
+def a8_gemm_configs() -> list[TileConfig]:
+    """Large-M A8W4 int8 GEMM candidates (``block_k == 0``, ``gemm_a8.py``): 128 x 128 tiles on 8
+    warps (one program per SM), 64 x 128 / 128 x 64 on 4 warps (two per SM), pipelines of 3-4 stages,
+    one or two groups per MMA batch."""
+    return [A8_GEMM_DEFAULT, TileConfig(128, 128, 0, 1, 8, 4), TileConfig(128, 128, 0, 2, 8, 3),
+            TileConfig(64, 128, 0, 1, 4, 3), TileConfig(64, 128, 0, 1, 4, 4), TileConfig(128, 64, 0, 1, 4, 3)]
+
+
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:
     """Large-M A16W4 alternative (``block_m == 0``): dequantize ``block_n`` weight rows at a time on a
     side stream, overlapped with cuBLAS on the previous slice.  Slices of 1024/2048/4096 rows."""
@@ -339,5 +365,5 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "dp4a_configs", "mma_configs", "mma_heuristic",
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "dp4a_configs", "mma_configs", "mma_heuristic",
            "asdict"]

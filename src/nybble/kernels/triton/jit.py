@@ -280,7 +280,8 @@ def row_qparams(row, offs, K, ASYM: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
-                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False):
+                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False,
+                        PERM8: tl.constexpr = False):
     """Per-row dynamic int8 quantization, bit-exact with ``primitives.quantize_activations``.
 
     x: (M, K) float, row stride ``stride_xm``.  Writes q int8 (M, K) contiguous -- for ``ASYM`` the
@@ -288,6 +289,9 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
     uint8 zero point 0..255, or 0).  Divisions are IEEE (div_rn), rounding is rint (half to even).
     ``DEINT``: q is written in the dp4a layout of :func:`gemv_dp4a_kernel` instead: (M, 2, K/8, 4) bytes,
     ``q[m, p, j, b]`` the code of ``x[m, 8 j + 2 b + p]`` (K % 8 == 0).
+    ``PERM8``: q (M, K) with each run of 8 codes in the order ``gemm_a8.PERM8`` (K offsets 0, 2, 4, 6,
+    1, 3, 5, 7), the byte order in which :func:`gemm_a8.a8w4_gemm_kernel` unpacks a weight word
+    (K % 8 == 0).
     """
     m = tl.program_id(0)
     row = x_ptr + m.to(tl.int64) * stride_xm
@@ -305,6 +309,9 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
         if DEINT:
             kk = k0 + offs
             tl.store(qrow + (kk % 2) * (K // 2) + (kk // 8) * 4 + (kk % 8) // 2, r.to(tl.int8), mask=msk)
+        elif PERM8:
+            kk = k0 + offs
+            tl.store(qrow + (kk // 8) * 8 + (kk % 2) * 4 + (kk % 8) // 2, r.to(tl.int8), mask=msk)
         else:
             tl.store(qrow + k0 + offs, r.to(tl.int8), mask=msk)
     tl.store(s_ptr + m, s)

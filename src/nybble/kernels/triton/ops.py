@@ -19,9 +19,10 @@ from typing import Callable, Optional
 import torch
 import triton
 
-from . import jit, mma
+from . import gemm_a8, gemm_a16, jit, mma
+from . import eager_plan
 from .launch import FastLaunch
-from .configs import ConfigStore, TileConfig, candidates, heuristic, make_key
+from .configs import ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key, mma_heuristic
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -31,6 +32,8 @@ _FINISH = FastLaunch(jit.finish_kernel)
 _GEMV = FastLaunch(jit.gemv_kernel)
 _GEMV_DP4A = FastLaunch(jit.gemv_dp4a_kernel)
 _MMA = FastLaunch(mma.mma_gemv_kernel)
+_A8_GEMM = FastLaunch(gemm_a8.a8w4_gemm_kernel)
+_A16_GEMM = FastLaunch(gemm_a16.a16w4_gemm_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
 _SM_COUNT: dict[int, int] = {}
@@ -68,6 +71,7 @@ def set_use_asm(flag: bool) -> bool:
     """Switch the dequantization variant; returns the previous setting (tests)."""
     old = _USE_ASM[0]
     _USE_ASM[0] = bool(flag) and os.environ.get("TRITON_INTERPRET") != "1"
+    eager_plan.bump_epoch()  # cached launch plans baked the old variant in
     return old
 
 
@@ -96,6 +100,7 @@ def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.d
     if tune is not None and autotune_enabled() and _can_tune():
         cfg = tune(candidates(op, n, k, group_size, m))
         st.put(key, cfg, persist=True)
+        eager_plan.bump_epoch()  # a launch plan made meanwhile (by the tuning runs) may hold another config
     else:
         idx = device.index if device.index is not None else torch.cuda.current_device()
         cfg = heuristic(op, n, k, group_size, m, _SM_COUNT.get(idx, 132))
@@ -147,6 +152,8 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
         if m == 1:
             return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
         cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
+    if cfg.split_k == 0:
+        return _a16_gemm(x, qweight, scale, zero, group_size, bias, cfg)
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = x.new_empty(m, n)
@@ -160,6 +167,24 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
               BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
+    return out
+
+
+def _a16_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
+    """A16W4 large-M GEMM of :mod:`gemm_a16` (``cfg.split_k == 0``): activations as the A operand,
+    the dequantized weight tile as the shared-memory B operand; ``block_m`` x ``block_n`` output
+    tiles, ``block_k`` K per step."""
+    m, k = x.shape
+    n = scale.shape[1]
+    ln, lw, qstride = layout_of(qweight)
+    out = x.new_empty(m, n)
+    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), 1)
+    _A16_GEMM(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
+                     m, n, k, x.stride(0), n, qstride),
+              dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+                   HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
+                   SPLIT_K=1, USE_ASM=use_asm(), GROUP_M=8, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                   BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     return out
 
 
@@ -372,10 +397,11 @@ def dequantize_weight(qweight, scale, zero, group_size, dtype, k: int) -> torch.
 
 # -- A8W4 -------------------------------------------------------------------------------------
 
-def launch_quantize_act(x: torch.Tensor, asymmetric: bool,
-                        deint: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def launch_quantize_act(x: torch.Tensor, asymmetric: bool, deint: bool = False,
+                        perm8: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (M, K) float -> (q int8 (M, K) [asymmetric: uint8 code - 128], s fp32 (M,), z int32 (M,)).
-    ``deint``: q in the dp4a layout, int32 (M, 2, K/8) (see :func:`dp4a_layout`)."""
+    ``deint``: q in the dp4a layout, int32 (M, 2, K/8) (see :func:`dp4a_layout`).  ``perm8``: q (M, K)
+    with every 8 codes in the order of ``gemm_a8.PERM8`` (see :func:`perm8_layout`)."""
     m, k = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
@@ -384,18 +410,46 @@ def launch_quantize_act(x: torch.Tensor, asymmetric: bool,
     z = torch.empty(m, dtype=torch.int32, device=x.device)
     if m:
         block = min(4096, max(128, triton.next_power_of_2(k)))
-        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block, DEINT=deint),
+        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block, DEINT=deint, PERM8=perm8),
                8 if block >= 2048 else 4, 1)
     if deint:
         q = q.view(torch.int32).view(m, 2, k // 8)
     return q, s, z
 
 
+def perm8_layout(qa: torch.Tensor) -> torch.Tensor:
+    """int8 codes (M, K) in K order -> (M, K) with every 8 codes in the order of ``gemm_a8.PERM8``
+    (K offsets 0, 2, 4, 6, 1, 3, 5, 7), what :func:`jit.quantize_act_kernel` writes with ``PERM8``."""
+    m, k = qa.shape
+    return qa.view(m, k // 8, 4, 2).transpose(2, 3).reshape(m, k)
+
+
+def _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, out_dtype,
+             cfg: TileConfig) -> torch.Tensor:
+    """A8W4 large-M GEMM of :mod:`gemm_a8` (``configs.is_a8_gemm(cfg)``): ``qa`` in the PERM8 order;
+    ``cfg.block_m`` x ``cfg.block_n`` output tiles, ``cfg.split_k`` groups per MMA batch (1 or 2;
+    2 needs an even group count), ``cfg.num_warps`` / ``cfg.num_stages`` as usual."""
+    m, k = qa.shape
+    n = scale.shape[1]
+    ln, lw, qstride = layout_of(qweight)
+    unroll = 2 if cfg.split_k == 2 and (k // group_size) % 2 == 0 else 1
+    out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
+    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
+    _A8_GEMM(grid, (qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
+                    bias if bias is not None else scale, out, m, n, k, n, qstride),
+             dict(GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, ASYM=asymmetric,
+                  IS_BF16=out_dtype == torch.bfloat16, UNROLL=unroll, GROUP_M=8, BLOCK_M=cfg.block_m,
+                  BLOCK_N=cfg.block_n, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
+    return out
+
+
 def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight: torch.Tensor,
                    scale: torch.Tensor, zero: torch.Tensor | None, wsum: torch.Tensor, group_size: int,
                    asymmetric: bool, bias: torch.Tensor | None, out_dtype: torch.dtype,
-                   cfg: TileConfig | None = None) -> torch.Tensor:
-    """The int8 matmul on quantized activations (see :func:`jit.a8w4_kernel`) -> (M, N) ``out_dtype``."""
+                   cfg: TileConfig | None = None, perm8: bool = False) -> torch.Tensor:
+    """The int8 matmul on quantized activations (see :func:`jit.a8w4_kernel` and
+    :func:`gemm_a8.a8w4_gemm_kernel`) -> (M, N) ``out_dtype``.  ``perm8``: ``qa`` is already in the
+    PERM8 order (:func:`perm8_layout`); otherwise the large-M GEMM permutes a copy."""
     m, k = qa.shape
     n = scale.shape[1]
     if m == 0:
@@ -404,7 +458,14 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
         cfg = get_config("a8w4", m, n, k, group_size, qa.device,
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
-                                                      asymmetric, bias, out_dtype, c), cs))
+                                                      asymmetric, bias, out_dtype, c, perm8), cs))
+    if is_a8_gemm(cfg):
+        if group_size != -1:
+            return _a8_gemm(qa if perm8 else perm8_layout(qa), sa, za, qweight, scale, zero, wsum, group_size,
+                            asymmetric, bias, out_dtype, cfg)
+        cfg = heuristic("a8w4", n, k, group_size, m, gemm=False)
+    if perm8:
+        qa = qa.view(m, k // 8, 2, 4).transpose(2, 3).reshape(m, k)  # back to K order
     if (cfg.block_m < 0 and m > -cfg.block_m) or (cfg.block_m == 1 and m > 1) or cfg.block_m == 2:
         # a GEMV config given for fewer rows than M, or the mma GEMV (it quantizes x itself)
         cfg = heuristic("a8w4", n, k, group_size, m)
@@ -429,13 +490,36 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     return out
 
 
+#: A8W4 M = 1 configs ``(N, K, group) -> config`` of the mma.sync GEMV's fused-quantization mode (sm_90)
+#: for shapes whose shipped-table entry is of another kind (the two-launch dp4a GEMV): measured with
+#: ``benchmarks/gpu/sweep_a8_m1.py`` (H100).  Shapes in neither use :func:`configs.mma_heuristic`.
+A8_M1_MMA: dict[tuple[int, int, int], TileConfig] = {}
+
+
+def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileConfig:
+    """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds: the table / cache entry if it is an mma
+    GEMV config (``block_m == 2``), else :data:`A8_M1_MMA`, else :func:`configs.mma_heuristic`."""
+    cfg = store_for(device).get(make_key("a8w4", n, k, group_size, 1))
+    if cfg is not None and cfg.block_m == 2:
+        return cfg
+    cfg = A8_M1_MMA.get((n, k, group_size))
+    if cfg is not None:
+        return cfg
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    return mma_heuristic(n, k, group_size, _SM_COUNT.get(idx, 132), 1)
+
+
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
     """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul (or,
     for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout; for a
-    ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch)."""
+    ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch).  Without a
+    ``cfg``, M = 1 takes the mma GEMV wherever :func:`mma_a8_ok` (sm_90, bf16, groups >= 128 or
+    per-channel; config from :func:`a8_m1_config`), and the table / tuned config elsewhere."""
     m, k = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
+    if cfg is None and m == 1 and mma_a8_ok(x, qweight, group_size):
+        cfg = a8_m1_config(scale.shape[1], k, group_size, x.device)  # one launch, quantization fused in
     if cfg is None and 0 < m <= 8:
         # the config decides the layout the quantization kernel writes: look it up first (a cached
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
@@ -450,6 +534,11 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
     if cfg is not None and cfg.block_m < 0 and m <= -cfg.block_m:
         qa, sa, za = launch_quantize_act(x, asymmetric, deint=True)
         return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
+    if cfg is None and m > 8:  # the large-M GEMM wants its activation codes in the PERM8 order
+        cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
+    if cfg is not None and is_a8_gemm(cfg) and group_size != -1:
+        qa, sa, za = launch_quantize_act(x, asymmetric, perm8=True)
+        return _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
     qa, sa, za = launch_quantize_act(x, asymmetric)
     return launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
 

@@ -1,0 +1,104 @@
+"""The large-M GEMM paths against the reference kernel on random data, with every config forced:
+the A8W4 int8 GEMM of ``gemm_a8.py`` (PERM8 activation order, one or two groups per MMA batch), the
+A16W4 GEMM of ``gemm_a16.py`` and the large tiles of the older swap-AB ``jit.a16w4_kernel``; uneven
+N, K not a multiple of the tiles, M not a multiple of the tile rows."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nybble import primitives as P
+
+from gpu_util import assert_close_to_reference, random_plain, reference_out
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+MS = (1, 17, 64, 257, 1024)
+#: (group, K); 640 / 128 = 5 groups: odd, so the two-group batches fall back to one
+GROUP_K = ((32, 288), (64, 576), (128, 640), (128, 1024), (256, 768))
+N = 200
+
+
+def _packed(plain, act):
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton.kernel import TritonKernel
+    kern = TritonKernel(LinearSpec.for_weight(plain, act))
+    return kern, kern.prepack(plain)
+
+
+def _a8_configs():
+    from nybble.kernels.triton.configs import TileConfig, a8_gemm_configs
+    return a8_gemm_configs() + [TileConfig(64, 64, 0, 2, 4, 4), TileConfig(128, 256, 0, 1, 8, 3),
+                                TileConfig(256, 128, 0, 2, 8, 3)]
+
+
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
+def test_a8_gemm_matches_reference(act, dtype, domain, group, k):
+    from nybble.kernels.triton import ops
+    asym = act == "a8_asym"
+    plain = random_plain(N, k, group, domain, dtype)
+    _, p = _packed(plain, act)
+    zp = p.get("zero_point")
+    for m in MS:
+        x = torch.randn(m, k, device="cuda").to(dtype)
+        bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+        ref = reference_out(x, plain, act, bias)
+        for cfg in _a8_configs():
+            y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg)
+            assert_close_to_reference(y, ref, f"a8 gemm {act} {dtype} {domain} g{group} M={m} {cfg}")
+            # the same kernel on codes in K order (permuted by the launcher) gives the same bits
+            qa, sa, za = ops.launch_quantize_act(x, asym)
+            y2 = ops.launch_a8w4_mm(qa, sa, za, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, dtype, cfg)
+            assert torch.equal(y, y2), f"{act} M={m} {cfg}: PERM8 quantization and permuted copy differ"
+
+
+def test_a8_gemm_per_channel_falls_back():
+    """Per-channel weights cannot use the int8 GEMM: a forced GEMM config runs the older kernel."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    plain = random_plain(N, 296, -1, "int", torch.bfloat16)
+    _, p = _packed(plain, "a8_asym")
+    x = torch.randn(300, 296, device="cuda").to(torch.bfloat16)
+    y = ops.launch_a8w4(x, p["qweight"], p["scale"], p["zero_point"], p["wsum"], -1, True, None,
+                        TileConfig(128, 128, 0, 1, 8, 3))
+    assert_close_to_reference(y, reference_out(x, plain, "a8_asym", None), "a8 per-channel fallback")
+
+
+@pytest.mark.parametrize("asym", [False, True])
+def test_quantize_perm8_layout(asym):
+    from nybble.kernels.triton import ops
+    x = torch.randn(37, 1000, device="cuda").to(torch.bfloat16)
+    q, s, z = ops.launch_quantize_act(x, asym)
+    qp, sp, zp = ops.launch_quantize_act(x, asym, perm8=True)
+    assert torch.equal(qp, ops.perm8_layout(q)) and torch.equal(s, sp) and torch.equal(z, zp)
+    qr, sr, zr = P.quantize_activations(x, asym)
+    assert torch.equal(q.to(torch.int32), qr - 128 if asym else qr)
+
+
+def _a16_configs():
+    from nybble.kernels.triton.configs import TileConfig as T
+    return [T(128, 256, 64, 1, 8, 3), T(256, 128, 64, 1, 8, 4), T(128, 128, 64, 1, 8, 4), T(64, 256, 64, 1, 8, 4),
+            T(128, 256, 64, 0, 8, 3), T(128, 128, 64, 0, 8, 4), T(256, 128, 64, 0, 8, 3), T(64, 128, 32, 0, 4, 3)]
+
+
+@pytest.mark.parametrize("group,k", GROUP_K + ((-1, 296),))
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_a16_gemm_tiles_match_reference(dtype, domain, group, k):
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig, group_tile_ok
+    plain = random_plain(N, k, group, domain, dtype)
+    _, p = _packed(plain, "a16")
+    for m in MS:
+        x = torch.randn(m, k, device="cuda").to(dtype)
+        bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+        ref = reference_out(x, plain, "a16", bias)
+        for cfg in _a16_configs():
+            if not group_tile_ok(cfg, group, k, "a16w4"):
+                cfg = TileConfig(cfg.block_m, cfg.block_n, 32, cfg.split_k, cfg.num_warps, cfg.num_stages)
+            y = ops.launch_a16w4(x, p["qweight"], p["scale"], p.get("zero_point"), group, bias, cfg, p["locks"])
+            assert_close_to_reference(y, ref, f"a16 gemm {dtype} {domain} g{group} M={m} {cfg}")
