@@ -189,15 +189,19 @@ def eager_overhead(torch, F, reps=2000, size=1024) -> dict:
     wd = plain.dequantize(torch.bfloat16)
     x = torch.randn(1, size, device="cuda").to(torch.bfloat16)
     out = {}
-    for act in ("a16", "a8_sym"):
+    from ..tensor import Int4Linear
+    for act in ("a16", "a8_sym", "a8_asym"):
         kern = TritonKernel(LinearSpec.for_weight(plain, act))
         p = kern.prepack(plain)
         zp = p.get("zero_point")
-        paths = {f"triton_{act}_apply": lambda kern=kern, p=p: kern.apply(x, p, None)}
+        layer = Int4Linear(plain, None, act_mode=act, force_kernel="triton")
+        # apply: the layer's cached eager launch plan (kernels/triton/eager_plan.py); module: Int4Linear(x)
+        paths = {f"triton_{act}_apply": lambda kern=kern, p=p: kern.apply(x, p, None),
+                 f"triton_{act}_module": lambda layer=layer: layer(x)}
         if act == "a16":
             paths["triton_a16_torch_op"] = lambda p=p, zp=zp: torch.ops.nybble.triton_a16w4(
                 x, p["qweight"], p["scale"], zp, 128, None)
-        else:
+        elif act == "a8_sym":
             paths["triton_a8_torch_op"] = lambda p=p, zp=zp: torch.ops.nybble.triton_a8w4(
                 x, p["qweight"], p["scale"], zp, p["wsum"], 128, False, None)
         for name, fn in paths.items():
@@ -211,6 +215,13 @@ def eager_overhead(torch, F, reps=2000, size=1024) -> dict:
     out["launch_only_triton_jit"] = _wall_per_call(
         lambda: jit.finish_kernel[(1,)](ws, ws, o, 64, 64, 1, HAS_BIAS=False, IS_BF16=True, BLOCK=1024), reps, torch)
     out["launch_only_fastlaunch"] = _wall_per_call(lambda: ops._finish(ws, None, o), reps, torch)
+    from ..kernels.triton.launch import direct_launcher, recording
+    with recording() as recs:  # the same launch through the compiled launcher with integer addresses (plans)
+        ops._finish(ws, None, o)
+    launch, tail = direct_launcher(recs[0].compiled)
+    dargs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in recs[0].args]
+    raw = torch._C._cuda_getCurrentRawStream
+    out["launch_only_direct"] = _wall_per_call(lambda: launch(1, 1, 1, raw(0), *tail, *dargs), reps, torch)
     out["cublas_bf16_F.linear"] = _wall_per_call(lambda: F.linear(x, wd), reps, torch)
     out["torch.empty_1x1024 (machine reference)"] = _wall_per_call(
         lambda: torch.empty(1, size, dtype=torch.float32, device="cuda"), reps, torch)

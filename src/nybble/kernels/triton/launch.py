@@ -8,10 +8,16 @@ specializes on (tensor dtypes and 16-byte alignment, integer divisibility by 16 
 launch options), and later calls go straight to its compiled launcher.
 
 ``NYBBLE_TRITON_FAST_LAUNCH=0`` always uses the normal path.
+
+:func:`recording` lists every launch made through a ``FastLaunch`` while it is active (the compiled
+kernel, grid and arguments), so that :mod:`eager_plan` can replay a whole layer call later through
+:func:`direct_launcher` (the compiled kernel's C launcher, called with integer pointers).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +32,50 @@ def _arg_key(a):
     if isinstance(a, int):
         return ("i", a % 16 == 0, a == 1, -2**31 <= a < 2**31)
     return ("o", a)
+
+
+@dataclass
+class Launch:
+    """One recorded launch: the compiled kernel (None if it could not be kept), the grid (3 ints),
+    the runtime arguments then the constexpr values in signature order, and the device index."""
+
+    compiled: object
+    grid: tuple
+    args: tuple
+    device: int
+
+
+_RECORD: list = [None]
+
+
+@contextlib.contextmanager
+def recording():
+    """``with recording() as launches:`` every ``FastLaunch`` launch inside appends a :class:`Launch`
+    (the launches still run).  Not re-entrant."""
+    if _RECORD[0] is not None:
+        raise RuntimeError("FastLaunch recording is already active")
+    out: list = []
+    _RECORD[0] = out
+    try:
+        yield out
+    finally:
+        _RECORD[0] = None
+
+
+def direct_launcher(compiled):
+    """``(launch, tail)`` for a compiled kernel, or None: ``launch(gx, gy, gz, stream, *tail, *args)``
+    launches it on a grid of ``(gx, gy, gz)`` programs with the runtime + constexpr arguments
+    ``args`` in signature order (tensors given as integer addresses skip the launcher's per-pointer
+    ``data_ptr()`` call and driver pointer query).  None when the kernel needs a global or profile
+    scratch buffer (only ``compiled.run`` allocates those) or the launcher is not the CUDA one."""
+    function = getattr(compiled, "function", None)
+    run = getattr(compiled, "run", None)
+    launch = getattr(run, "launch", None)
+    if (function is None or launch is None or getattr(run, "global_scratch_size", 1)
+            or getattr(run, "profile_scratch_size", 1)):
+        return None
+    return launch, (function, run.launch_cooperative_grid, run.launch_pdl, None, None, compiled.packed_metadata,
+                    None, None, None)
 
 
 class FastLaunch:
@@ -47,6 +97,8 @@ class FastLaunch:
     def __call__(self, grid, args: tuple, consts: dict, num_warps: int, num_stages: int):
         if not self.enabled:
             self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+            if _RECORD[0] is not None:  # not replayable: the plan refuses a launch without a kernel
+                _RECORD[0].append(Launch(None, tuple(grid), tuple(args), 0))
             return
         cvals = tuple(consts[n] for n in self.const_names)
         dev = next(a for a in args if isinstance(a, torch.Tensor)).device.index or 0
@@ -58,8 +110,14 @@ class FastLaunch:
                 k = k.result()
             if k is not None and getattr(k, "function", None) is not None:
                 self.cache[key] = k
-            return
-        g1 = grid[1] if len(grid) > 1 else 1
-        g2 = grid[2] if len(grid) > 2 else 1
-        k.run(grid[0], g1, g2, _raw_stream(dev), k.function, k.packed_metadata, None, None, None,
-              *args, *cvals)
+            else:
+                k = None
+        else:
+            g1 = grid[1] if len(grid) > 1 else 1
+            g2 = grid[2] if len(grid) > 2 else 1
+            k.run(grid[0], g1, g2, _raw_stream(dev), k.function, k.packed_metadata, None, None, None,
+                  *args, *cvals)
+        rec = _RECORD[0]
+        if rec is not None:
+            g = tuple(grid) + (1,) * (3 - len(grid))
+            rec.append(Launch(k, g, tuple(args) + cvals, dev))

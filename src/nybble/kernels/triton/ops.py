@@ -22,7 +22,7 @@ import triton
 from . import gemm_a8, gemm_a16, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
-from .configs import ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key, mma_heuristic
+from .configs import ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -490,23 +490,24 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     return out
 
 
-#: A8W4 M = 1 configs ``(N, K, group) -> config`` of the mma.sync GEMV's fused-quantization mode (sm_90)
-#: for shapes whose shipped-table entry is of another kind (the two-launch dp4a GEMV): measured with
-#: ``benchmarks/gpu/sweep_a8_m1.py`` (H100).  Shapes in neither use :func:`configs.mma_heuristic`.
-A8_M1_MMA: dict[tuple[int, int, int], TileConfig] = {}
-
-
 def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileConfig:
-    """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds: the table / cache entry if it is an mma
-    GEMV config (``block_m == 2``), else :data:`A8_M1_MMA`, else :func:`configs.mma_heuristic`."""
+    """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds (sm_90, bf16, groups >= 128).
+
+    The table / cache entry if there is one: it comes from timing every kind (on the H100, the
+    fused mma GEMV wins on 4096x4096 and 14336x4096; the two-launch dp4a GEMV on 4096x14336 (17.7
+    vs 19.6-20.2 us) and 8192x28672 (51.8 vs 60-61 us), see ``benchmarks/gpu/sweep_a8_m1.py``).
+    Otherwise the fused mma GEMV (one launch: the quantization runs inside it) with the shape of
+    every H100 winner of that sweep: 8 warps x 16 rows (128 rows per program), K tiles of 256,
+    split-K up to ~1.5 programs per SM."""
     cfg = store_for(device).get(make_key("a8w4", n, k, group_size, 1))
-    if cfg is not None and cfg.block_m == 2:
-        return cfg
-    cfg = A8_M1_MMA.get((n, k, group_size))
     if cfg is not None:
         return cfg
     idx = device.index if device.index is not None else torch.cuda.current_device()
-    return mma_heuristic(n, k, group_size, _SM_COUNT.get(idx, 132), 1)
+    sms = _SM_COUNT.get(idx, 132)
+    tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
+    while tiles * split < (3 * sms) // 2 and split < 16 and k_tiles >= 4 * split:
+        split *= 2
+    return TileConfig(2, 128, 256, split, 8, 1)
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
@@ -514,12 +515,13 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
     for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout; for a
     ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch).  Without a
     ``cfg``, M = 1 takes the mma GEMV wherever :func:`mma_a8_ok` (sm_90, bf16, groups >= 128 or
-    per-channel; config from :func:`a8_m1_config`), and the table / tuned config elsewhere."""
+    per-channel) unless the table holds a faster kind (:func:`a8_m1_config`), and the table / tuned
+    config elsewhere."""
     m, k = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
     if cfg is None and m == 1 and mma_a8_ok(x, qweight, group_size):
-        cfg = a8_m1_config(scale.shape[1], k, group_size, x.device)  # one launch, quantization fused in
+        cfg = a8_m1_config(scale.shape[1], k, group_size, x.device)  # table, else the fused mma GEMV
     if cfg is None and 0 < m <= 8:
         # the config decides the layout the quantization kernel writes: look it up first (a cached
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,

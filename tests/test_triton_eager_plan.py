@@ -1,0 +1,160 @@
+"""CPU tests of the Triton eager launch plans' bookkeeping (``kernels/triton/eager_plan.py``): what
+a plan substitutes per call, what it keeps, when it refuses, and when it is invalidated.  The
+launches are fakes that log their arguments (the real kernels need a GPU: ``tests/gpu``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from nybble.kernels.triton import eager_plan, launch  # noqa: E402
+
+
+class _Run:
+    global_scratch_size = 0
+    profile_scratch_size = 0
+    launch_cooperative_grid = False
+    launch_pdl = False
+
+    def __init__(self, log):
+        self.log = log
+
+    def launch(self, gx, gy, gz, stream, function, coop, pdl, gscratch, pscratch, meta, lmeta, enter, leave, *args):
+        self.log.append(((gx, gy, gz), stream, args))
+
+
+class _Compiled:
+    def __init__(self, log):
+        self.function = 7
+        self.packed_metadata = (4, 1, 0)
+        self.run = _Run(log)
+
+
+class _Layer:
+    """A fake two-launch layer: 'kernel 1' writes a scratch of ``scratch_bytes``, 'kernel 2' reads
+    x, the weight, the scratch and writes the output; with ``compute`` it also runs a torch op."""
+
+    def __init__(self, n=8, k=16, scratch_bytes=256, compute=False):
+        self.log: list = []
+        self.compiled = _Compiled(self.log)
+        self.w = torch.randn(n, k)
+        self.n, self.k, self.scratch_bytes, self.compute = n, k, scratch_bytes, compute
+        self.calls = 0
+
+    def __call__(self, x2):
+        self.calls += 1
+        m = x2.shape[0]
+        out = x2.new_empty(m, self.n)
+        ws = torch.empty(self.scratch_bytes // 4, dtype=torch.float32)
+        if self.compute:
+            out.copy_(x2 @ self.w.t())
+        rec = launch._RECORD[0]
+        for args in ((self.w, ws, m, 3), (x2, self.w, ws.view(torch.int32)[2:], out, m, self.n, True)):
+            self.compiled.run.launch(1, 1, 1, 0, 7, False, False, None, None, None, None, None, None,
+                                     *[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args])
+            if rec is not None:
+                rec.append(launch.Launch(self.compiled, (m, 2, 1), args, -1))
+        return out
+
+
+@pytest.fixture(autouse=True)
+def _fake_stream(monkeypatch):
+    monkeypatch.setattr(eager_plan, "_raw_stream", lambda dev: 1234)
+
+
+def _plans(layer, bias=None):
+    return eager_plan.EagerPlans(layer, (layer.w, bias), layer.n, layer.k, torch.float32)
+
+
+def test_plan_substitutes_x_and_out_and_keeps_the_rest():
+    layer = _Layer()
+    plans = _plans(layer)
+    x = torch.randn(1, 16)
+    y = plans(x)
+    assert y.shape == (1, 8) and layer.calls == 2  # warm-up + recorded call, then the plan ran
+    plan = plans.plan_for((1, 16))
+    assert plan is not None and plan.num_launches == 2 and plan.scratch == ()  # 256 B scratch: kept
+    kept = plan.keep[0].data_ptr()
+    layer.log.clear()
+    x2 = torch.randn(1, 16)
+    y2 = plans(x2)
+    assert layer.calls == 2  # the layer's Python path did not run again
+    (g1, s1, a1), (g2, s2, a2) = layer.log
+    assert g1 == g2 == (1, 2, 1) and s1 == s2 == 1234
+    assert a1 == (layer.w.data_ptr(), kept, 1, 3)
+    assert a2 == (x2.data_ptr(), layer.w.data_ptr(), kept + 8, y2.data_ptr(), 1, 8, True)
+
+
+def test_large_scratch_is_allocated_per_call_with_its_offsets():
+    layer = _Layer(scratch_bytes=eager_plan.PERSIST_BYTES + 1024)
+    plans = _plans(layer)
+    plans(torch.randn(3, 16))
+    plan = plans.plan_for((3, 16))
+    assert plan.scratch == (eager_plan.PERSIST_BYTES + 1024,) and plan.keep == []
+    layer.log.clear()
+    x = torch.randn(3, 16)
+    plans(x)
+    (_, _, a1), (_, _, a2) = layer.log
+    assert a2[0] == x.data_ptr() and a2[2] == a1[1] + 8  # same scratch in both launches, view offset kept
+
+
+def test_shapes_get_their_own_plans_and_3d_output_shape():
+    layer = _Layer()
+    plans = _plans(layer)
+    assert plans(torch.randn(2, 5, 16)).shape == (2, 5, 8)
+    assert plans(torch.randn(1, 16)).shape == (1, 8)
+    assert plans.plan_for((2, 5, 16)) is not None and plans.plan_for((1, 16)) is not None
+    assert plans(torch.randn(2, 5, 16)).shape == (2, 5, 8) and layer.calls == 4
+
+
+def test_inputs_a_plan_cannot_take_return_none():
+    layer = _Layer()
+    plans = _plans(layer)
+    plans(torch.randn(1, 16))
+    assert plans(torch.randn(1, 32)[:, ::2]) is None            # not contiguous
+    assert plans(torch.randn(1, 16, dtype=torch.float64)) is None  # another dtype
+    assert plans(torch.randn(1, 17)[:, 1:]) is None             # 4-byte offset: not 16-byte aligned
+    assert plans(torch.randn(0, 16)) is None                    # nothing to launch
+
+
+def test_a_launcher_that_computes_with_torch_gets_no_plan():
+    layer = _Layer(compute=True)
+    plans = _plans(layer)
+    x = torch.randn(2, 16)
+    y = plans(x)
+    assert torch.allclose(y, x @ layer.w.t())  # the ordinary result is returned
+    assert plans.plan_for((2, 16)) is None
+    calls = layer.calls
+    assert plans(x) is None and layer.calls == calls  # remembered: no second recording
+
+
+def test_matches_follows_tensor_identity_and_epoch():
+    layer = _Layer()
+    bias = torch.randn(8)
+    plans = _plans(layer, bias)
+    assert plans.matches((layer.w, bias))
+    assert not plans.matches((layer.w.clone(), bias))
+    assert not plans.matches((layer.w, None))
+    assert not plans.matches((layer.w, bias.clone()))
+    eager_plan.bump_epoch()
+    assert not plans.matches((layer.w, bias))
+
+
+def test_too_many_shapes_start_over():
+    layer = _Layer()
+    plans = _plans(layer)
+    for m in range(1, eager_plan.MAX_PLANS + 2):
+        plans(torch.randn(m, 16))
+    assert len(plans.plans) <= eager_plan.MAX_PLANS
+
+
+def test_recording_is_not_reentrant_and_direct_launcher_refuses_scratch_kernels():
+    with launch.recording():
+        with pytest.raises(RuntimeError):
+            with launch.recording():
+                pass
+    c = _Compiled([])
+    assert launch.direct_launcher(c) is not None
+    c.run.global_scratch_size = 64
+    assert launch.direct_launcher(c) is None
