@@ -14,3 +14,9 @@ fi
 timeout ${SWEEP_TIMEOUT:-420} python3 benchmarks/gpu/sweep_gemm.py --out "$OUT/sweep_gemm.csv" --table "$OUT/tuned_gemm.json" \
     ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep_gemm.log" | grep -v "^  skip" | tail -n 60
 echo "total $(( $(date +%s) - t0 )) s"
+if [[ -n ${PROFILE:-} ]]; then  # Nsight Compute on the large-M kernels (profile_gemm.py)
+  timeout ${PROFILE_TIMEOUT:-150} ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+      --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis -k regex:"a8w4_gemm|a16w4_kernel" -s 2 -c 2 \
+      python3 benchmarks/gpu/profile_gemm.py > "$OUT/ncu_gemm.txt" 2>&1
+  grep -E "a8w4_gemm|a16w4_kernel|Throughput|Achieved Occupancy|Registers Per|Duration|Stall|Issued Ipc|Issue Slots|No Eligible|One or More|Pipe|Theoretical Occ|Block Limit" "$OUT/ncu_gemm.txt" | head -n 80
+fi

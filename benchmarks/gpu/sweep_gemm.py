@@ -6,7 +6,6 @@ Paths (``kind`` column):
   a8_gemm               ``gemm_a8.a8w4_gemm_kernel`` (config ``block_k == 0``), quantization included
   a8_old                ``jit.a8w4_kernel`` with a forced config, quantization included
   a16_old               ``jit.a16w4_kernel`` (swap-AB, weights as the register operand)
-  a16_gemm              ``gemm_a16.a16w4_gemm_kernel`` (config ``split_k == 0``)
   a16_deq               dequantize slices + cuBLAS (config ``block_m == 0``)
 Every config is first checked against the reference on the first 64 rows (``err`` column: max
 abs difference / max abs reference).  The fastest correct config per (op, shape, M) goes to
@@ -28,23 +27,37 @@ SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
 def a8_cands():
     from nybble.kernels.triton.configs import TileConfig as T
-    return [("a8_gemm", T(128, 128, 0, 1, 8, 3)), ("a8_gemm", T(128, 128, 0, 1, 8, 4)),
-            ("a8_gemm", T(128, 128, 0, 2, 8, 3)), ("a8_gemm", T(64, 128, 0, 1, 4, 3)),
-            ("a8_gemm", T(64, 128, 0, 1, 4, 4)), ("a8_gemm", T(128, 64, 0, 1, 4, 3)),
-            ("a8_gemm", T(128, 64, 0, 1, 4, 4)), ("a8_gemm", T(64, 64, 0, 1, 4, 4)),
-            ("a8_gemm", T(128, 256, 0, 1, 8, 3)), ("a8_gemm", T(256, 128, 0, 1, 8, 3)),
-            ("a8_old", T(128, 256, 128, 1, 8, 3))]
+    return [("a8_gemm", T(128, 64, 0, 1, 4, 3)), ("a8_gemm", T(128, 64, 0, 1, 4, 4)),
+            ("a8_gemm", T(128, 64, 0, 1, 4, 5)), ("a8_gemm", T(256, 64, 0, 1, 8, 3)),
+            ("a8_gemm", T(256, 64, 0, 1, 8, 4)), ("a8_gemm", T(128, 128, 0, 1, 8, 4)),
+            ("a8_gemm", T(64, 128, 0, 1, 4, 4)), ("a8_gemm", T(128, 64, 0, 2, 4, 3)),
+            ("a8_gemm", T(64, 64, 0, 1, 4, 5))]
 
 
-def a16_cands():
+def a16_mid_cands(m):
+    """M <= 128 (A16W4 at M = 64 / 128): swap-AB tiles of ``m`` activation rows, split-K, deeper
+    pipelines."""
     from nybble.kernels.triton.configs import TileConfig as T
-    return [("a16_old", T(128, 256, 64, 1, 8, 3)), ("a16_old", T(128, 256, 64, 1, 8, 4)),
-            ("a16_old", T(256, 128, 64, 1, 8, 3)), ("a16_old", T(256, 128, 64, 1, 8, 4)),
-            ("a16_old", T(128, 128, 64, 1, 8, 4)), ("a16_old", T(128, 256, 128, 1, 8, 3)),
-            ("a16_old", T(64, 256, 64, 1, 8, 4)), ("a16_old", T(128, 128, 128, 1, 8, 3)),
-            ("a16_gemm", T(128, 256, 64, 0, 8, 3)), ("a16_gemm", T(128, 128, 64, 0, 8, 4)),
-            ("a16_gemm", T(256, 128, 64, 0, 8, 3)),
-            ("a16_deq", T(0, 2048, 0, 1, 4, 1)), ("a16_deq", T(0, 4096, 0, 1, 4, 1))]
+    bm = max(64, m)
+    w8 = 8 if bm >= 128 else 4
+    return [("a16_old", T(bm, 64, 64, 2, 4, 3)), ("a16_old", T(bm, 64, 64, 2, 4, 4)),
+            ("a16_old", T(bm, 128, 64, 1, w8, 4)), ("a16_old", T(bm, 128, 64, 2, w8, 4)),
+            ("a16_old", T(bm, 128, 128, 1, w8, 3)), ("a16_old", T(bm, 128, 128, 2, w8, 3)),
+            ("a16_old", T(bm, 64, 128, 2, 4, 4)), ("a16_old", T(bm, 64, 64, 4, 4, 4)),
+            ("a16_old", T(bm, 128, 64, 1, w8, 5)), ("a16_old", T(bm, 256, 64, 1, 8, 4)),
+            ("a16_old", T(bm, 64, 128, 1, 4, 5)), ("a16_old", T(bm, 128, 64, 2, 8, 5)),
+            ("a16_old", T(bm, 64, 64, 1, 4, 5)), ("a16_old", T(bm, 64, 256, 2, 4, 3))]
+
+
+def a16_cands(m=2048):
+    from nybble.kernels.triton.configs import TileConfig as T
+    if m <= 128:
+        return a16_mid_cands(m)
+    return [("a16_old", T(128, 128, 64, 1, 8, 4)), ("a16_old", T(256, 128, 64, 1, 8, 4)),
+            ("a16_old", T(128, 128, 64, 1, 8, 5)), ("a16_old", T(128, 64, 64, 1, 4, 4)),
+            ("a16_old", T(256, 64, 64, 1, 8, 4)),
+            ("a16_deq", T(0, 1024, 0, 1, 4, 1)), ("a16_deq", T(0, 2048, 0, 1, 4, 1)),
+            ("a16_deq", T(0, 4096, 0, 1, 4, 1)), ("a16_deq", T(0, 8192, 0, 1, 4, 1))]
 
 
 def main() -> int:
@@ -59,6 +72,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
     from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.kernels import reference  # noqa: F401  (registers the nybble::reference_* ops)
     from nybble.kernels.base import LinearSpec
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import make_key
@@ -93,10 +107,10 @@ def main() -> int:
                                                           None)}
             st = ops.store_for(x.device)
             cands = []
-            if "a8" in want:
+            if "a8" in want and m >= 256:
                 cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands()
             if "a16" in want:
-                cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))] + a16_cands()
+                cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))] + a16_cands(m)
             line = [f"K={k} N={n} M={m} cublas={t_cub:.1f}us"]
             for kind, cfg in cands:
                 op = "a8" if kind.startswith("a8") else "a16"

@@ -94,13 +94,26 @@ def is_a8_gemm(cfg: TileConfig) -> bool:
     return cfg.block_k == 0 and cfg.block_m >= 16
 
 
+#: shared memory per block on sm_90 (bytes)
+SMEM_LIMIT = 232448
+
+
+def a8_gemm_smem(cfg: TileConfig, group_size: int) -> int:
+    """Shared memory (bytes) of a ``gemm_a8`` config: per group in a batch (``split_k``), ``num_stages``
+    activation tiles (BLOCK_M x group int8), ``num_stages - 1`` int4 weight tiles and the unpacked
+    int8 weight tile (matches Triton 3.6's allocation on sm_90)."""
+    g = group_size
+    return cfg.split_k * (cfg.num_stages * cfg.block_m * g + (cfg.num_stages - 1) * cfg.block_n * g // 2
+                          + cfg.block_n * g)
+
+
 def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
     group sum to fp32 after each tile; the ``gemm_a8`` configs, ``block_k == 0``, step one group
     and need grouped weights); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
     if op == "a8w4" and is_a8_gemm(cfg):
-        return group_size != -1
+        return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -365,5 +378,5 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "dp4a_configs", "mma_configs", "mma_heuristic",
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "dp4a_configs", "mma_configs", "mma_heuristic",
            "asdict"]

@@ -60,30 +60,44 @@ def _unpack_i8(q, zz):
 
 
 @triton.jit
-def _group_sum(qa_rows, qw_rows, z_ptr, ws_ptr, g, N, offs_k, offs_w, offs_n, mask_m, mask_n, za_s,
-               GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ASYM: tl.constexpr, BLOCK_N: tl.constexpr,
-               LN: tl.constexpr, LW: tl.constexpr):
-    """The exact int32 sums of group ``g``: ``[BLOCK_M, BLOCK_N]``."""
-    k0 = g * GROUP
-    a = tl.load(qa_rows + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0)
-    q = tl.load(qw_rows + _qcol(k0 // 8 + offs_w, LN, LW)[None, :], mask=mask_n[:, None], other=0)
+def _group_params(s_ptr, z_ptr, ws_ptr, g, n_groups, N, offs_n, mask_n,
+                  HAS_ZERO: tl.constexpr, ASYM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per-column parameters of group ``g`` (clamped to the last group, so the prefetch past the end
+    reads valid memory): the fp32 scales, the int32 zero points times 0x01010101 (8 without zero
+    points), the int32 sums of ``q - z`` (``ASYM``; else zeros).  Loaded one group ahead of their use,
+    so their latency overlaps the current group."""
+    off = tl.minimum(g, n_groups - 1) * N + offs_n
+    sw = tl.load(s_ptr + off, mask=mask_n, other=0.0).to(tl.float32)
     if HAS_ZERO:
-        z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+        z = tl.load(z_ptr + off, mask=mask_n, other=0).to(tl.int32)
     else:
         z = tl.full([BLOCK_N], 8, tl.int32)
-    w = _unpack_i8(q, (z * 0x01010101)[:, None])
+    if ASYM:
+        wsum = tl.load(ws_ptr + off, mask=mask_n, other=0)
+    else:
+        wsum = tl.zeros([BLOCK_N], dtype=tl.int32)
+    return sw, z * 0x01010101, wsum
+
+
+@triton.jit
+def _group_sum(qa_rows, qw_rows, g, offs_k, offs_w, za_s, zz, wsum,
+               GROUP: tl.constexpr, ASYM: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
+    """The exact int32 sums of group ``g``: ``[BLOCK_M, BLOCK_N]`` (zz / wsum: its parameters).  The
+    row pointers are of clamped rows (tile rows past M / N repeat the last row; never stored)."""
+    k0 = g * GROUP
+    a = tl.load(qa_rows + (k0 + offs_k)[None, :])
+    q = tl.load(qw_rows + _qcol(k0 // 8 + offs_w, LN, LW)[None, :])
+    w = _unpack_i8(q, zz[:, None])
     part = tl.dot(a, tl.trans(w), out_dtype=tl.int32)
     if ASYM:
-        wsum = tl.load(ws_ptr + g * N + offs_n, mask=mask_n, other=0)
         part -= za_s[:, None] * wsum[None, :]
     return part
 
 
 @triton.jit
-def _rescale(acc, part, s_ptr, g, N, offs_n, mask_n):
-    """acc += fp32(part) * scale of group g.  |part| < 2**22: adding the bits of 1.5 * 2**23 and
-    subtracting it as a float converts exactly (two full-rate ops instead of a quarter-rate I2F)."""
-    sw = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+def _rescale(acc, part, sw):
+    """acc += fp32(part) * sw.  |part| < 2**22: adding the bits of 1.5 * 2**23 and subtracting it as
+    a float converts exactly (two full-rate ops instead of a quarter-rate I2F)."""
     pf = (part + 0x4B400000).to(tl.int32).to(tl.float32, bitcast=True) - 12582912.0
     return acc + pf * sw[None, :]
 
@@ -112,27 +126,41 @@ def a8w4_gemm_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr
     offs_w = tl.arange(0, W)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    qa_rows = qa_ptr + offs_m[:, None].to(tl.int64) * K
-    qw_rows = qw_ptr + _qrow(offs_n, stride_qn, LN, LW)
+    offs_mc = tl.minimum(offs_m, M - 1)  # loads need no masks: rows past the end repeat the last one
+    offs_nc = tl.minimum(offs_n, N - 1)
+    qa_rows = qa_ptr + offs_mc[:, None].to(tl.int64) * K
+    qw_rows = qw_ptr + _qrow(offs_nc, stride_qn, LN, LW)
     if ASYM:
-        za_s = tl.load(za_ptr + offs_m, mask=mask_m, other=128) - 128
+        za_s = tl.load(za_ptr + offs_mc) - 128
     else:
         za_s = tl.zeros([BLOCK_M], dtype=tl.int32)
     n_groups = K // GROUP
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    sw0, zz0, wsum0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, N, offs_n, mask_n, HAS_ZERO, ASYM, BLOCK_N)
     if UNROLL == 2:
+        sw1, zz1, wsum1 = _group_params(s_ptr, z_ptr, ws_ptr, 1, n_groups, N, offs_n, mask_n, HAS_ZERO, ASYM,
+                                        BLOCK_N)
         for g in range(0, n_groups, 2):
-            p0 = _group_sum(qa_rows, qw_rows, z_ptr, ws_ptr, g, N, offs_k, offs_w, offs_n, mask_m, mask_n, za_s,
-                            GROUP, HAS_ZERO, ASYM, BLOCK_N, LN, LW)
-            p1 = _group_sum(qa_rows, qw_rows, z_ptr, ws_ptr, g + 1, N, offs_k, offs_w, offs_n, mask_m, mask_n,
-                            za_s, GROUP, HAS_ZERO, ASYM, BLOCK_N, LN, LW)
-            acc = _rescale(acc, p0, s_ptr, g, N, offs_n, mask_n)
-            acc = _rescale(acc, p1, s_ptr, g + 1, N, offs_n, mask_n)
+            sw2, zz2, wsum2 = _group_params(s_ptr, z_ptr, ws_ptr, g + 2, n_groups, N, offs_n, mask_n, HAS_ZERO,
+                                            ASYM, BLOCK_N)
+            sw3, zz3, wsum3 = _group_params(s_ptr, z_ptr, ws_ptr, g + 3, n_groups, N, offs_n, mask_n, HAS_ZERO,
+                                            ASYM, BLOCK_N)
+            p0 = _group_sum(qa_rows, qw_rows, g, offs_k, offs_w, za_s, zz0, wsum0, GROUP, ASYM,
+                            LN, LW)
+            p1 = _group_sum(qa_rows, qw_rows, g + 1, offs_k, offs_w, za_s, zz1, wsum1, GROUP, ASYM,
+                            LN, LW)
+            acc = _rescale(acc, p0, sw0)
+            acc = _rescale(acc, p1, sw1)
+            sw0, zz0, wsum0 = sw2, zz2, wsum2
+            sw1, zz1, wsum1 = sw3, zz3, wsum3
     else:
         for g in range(0, n_groups):
-            p0 = _group_sum(qa_rows, qw_rows, z_ptr, ws_ptr, g, N, offs_k, offs_w, offs_n, mask_m, mask_n, za_s,
-                            GROUP, HAS_ZERO, ASYM, BLOCK_N, LN, LW)
-            acc = _rescale(acc, p0, s_ptr, g, N, offs_n, mask_n)
+            sw1, zz1, wsum1 = _group_params(s_ptr, z_ptr, ws_ptr, g + 1, n_groups, N, offs_n, mask_n, HAS_ZERO,
+                                            ASYM, BLOCK_N)
+            p0 = _group_sum(qa_rows, qw_rows, g, offs_k, offs_w, za_s, zz0, wsum0, GROUP, ASYM,
+                            LN, LW)
+            acc = _rescale(acc, p0, sw0)
+            sw0, zz0, wsum0 = sw1, zz1, wsum1
     acc = acc * tl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]

@@ -160,6 +160,40 @@ def _dequant_i8(q, z2):
 
 
 @triton.jit
+def _a16_tile_sz(s_ptr, z_ptr, t, t_end, N, K8, offs_n, offs_w, mask_n, GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
+                 EVEN_K: tl.constexpr, DT: tl.constexpr, OFF: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    """Scales ``s2`` and ``OFF + z`` ``z2`` (16-bit floats) of K tile ``t`` of :func:`a16w4_kernel`
+    (grouped weights): ``[BLOCK_N, 1]`` when the tile lies in one group, else ``[BLOCK_N, W]``; zeros
+    for ``t >= t_end`` (the prefetch past the last tile)."""
+    W: tl.constexpr = BLOCK_K // 8
+    k0 = t * BLOCK_K
+    live = t < t_end
+    if GROUP >= BLOCK_K:
+        gi = k0 // GROUP
+        msk = mask_n & live
+        s2 = tl.load(s_ptr + gi * N + offs_n, mask=msk, other=0.0)[:, None]
+        if HAS_ZERO:
+            z2 = (tl.load(z_ptr + gi * N + offs_n, mask=msk, other=0).to(tl.float32) + OFF).to(DT)[:, None]
+        else:
+            z2 = tl.full([BLOCK_N, 1], 8.0 + OFF, DT)
+    else:
+        wcol = k0 // 8 + offs_w
+        gi = (k0 + offs_w * 8) // GROUP
+        sz_off = gi[None, :] * N + offs_n[:, None]
+        if EVEN_K:
+            sz_mask = mask_n[:, None] & live
+        else:  # the K tail lies past the last group: scale 0 there (x is 0 there too)
+            sz_mask = mask_n[:, None] & (wcol[None, :] < K8) & live
+        s2 = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
+        if HAS_ZERO:
+            z2 = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
+        else:
+            z2 = tl.full([BLOCK_N, W], 8.0 + OFF, DT)
+    return s2, z2
+
+
+@triton.jit
 def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
                  M, N, K, stride_xm, stride_om, stride_qn,
                  GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
@@ -200,6 +234,12 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
         else:
             z_c = tl.full([BLOCK_N], 8.0 + OFF, DT)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    if PER_CHANNEL:
+        s2 = s_c[:, None]
+        z2 = z_c[:, None]
+    else:  # the scales / zero points of the first tile; later ones are loaded one tile ahead
+        s2, z2 = _a16_tile_sz(s_ptr, z_ptr, t0, t1, N, K8, offs_n, offs_w, mask_n, GROUP, HAS_ZERO, EVEN_K, DT, OFF,
+                              BLOCK_N, BLOCK_K)
     for t in range(t0, t1):
         k0 = t * BLOCK_K
         wcol = k0 // 8 + offs_w
@@ -210,30 +250,14 @@ def a16w4_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
         else:
             q = tl.load(qw_rows + _qcol(wcol, LN, LW)[None, :], mask=mask_n[:, None] & (wcol[None, :] < K8), other=0)
             xt = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & (kk[None, :] < K), other=0.0)
-        if PER_CHANNEL:
-            s2 = s_c[:, None]
-            z2 = z_c[:, None]
-        elif GROUP >= BLOCK_K:
-            gi = k0 // GROUP
-            s2 = tl.load(s_ptr + gi * N + offs_n, mask=mask_n, other=0.0)[:, None]
-            if HAS_ZERO:
-                z2 = (tl.load(z_ptr + gi * N + offs_n, mask=mask_n, other=0).to(tl.float32) + OFF).to(DT)[:, None]
-            else:
-                z2 = tl.full([BLOCK_N, 1], 8.0 + OFF, DT)
-        else:
-            gi = (k0 + offs_w * 8) // GROUP
-            sz_off = gi[None, :] * N + offs_n[:, None]
-            if EVEN_K:
-                sz_mask = mask_n[:, None]
-            else:  # the K tail lies past the last group: scale 0 there (x is 0 there too)
-                sz_mask = mask_n[:, None] & (wcol[None, :] < K8)
-            s2 = tl.load(s_ptr + sz_off, mask=sz_mask, other=0.0)
-            if HAS_ZERO:
-                z2 = (tl.load(z_ptr + sz_off, mask=sz_mask, other=0).to(tl.float32) + OFF).to(DT)
-            else:
-                z2 = tl.full([BLOCK_N, W], 8.0 + OFF, DT)
+        if not PER_CHANNEL:
+            s2n, z2n = _a16_tile_sz(s_ptr, z_ptr, t + 1, t1, N, K8, offs_n, offs_w, mask_n, GROUP, HAS_ZERO, EVEN_K,
+                                    DT, OFF, BLOCK_N, BLOCK_K)
         w = _dequant_a16(q, s2, z2, IS_BF16, USE_ASM)
         acc = tl.dot(w, tl.trans(xt), acc)
+        if not PER_CHANNEL:
+            s2 = s2n
+            z2 = z2n
     out_ptrs = out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None]
     mask = mask_n[:, None] & mask_m[None, :]
     if ATOMIC:  # split-K: this split's fp32 partial goes to its own slice of the workspace

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 import triton
 
-from . import gemm_a8, gemm_a16, jit, mma
+from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
 from .configs import ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
@@ -33,7 +33,6 @@ _GEMV = FastLaunch(jit.gemv_kernel)
 _GEMV_DP4A = FastLaunch(jit.gemv_dp4a_kernel)
 _MMA = FastLaunch(mma.mma_gemv_kernel)
 _A8_GEMM = FastLaunch(gemm_a8.a8w4_gemm_kernel)
-_A16_GEMM = FastLaunch(gemm_a16.a16w4_gemm_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
 _SM_COUNT: dict[int, int] = {}
@@ -152,8 +151,6 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
         if m == 1:
             return _gemv(x, None, None, qweight, scale, zero, group_size, False, bias, x.dtype, cfg)
         cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
-    if cfg.split_k == 0:
-        return _a16_gemm(x, qweight, scale, zero, group_size, bias, cfg)
     atomic = cfg.split_k > 1
     ln, lw, qstride = layout_of(qweight)
     out = x.new_empty(m, n)
@@ -167,24 +164,6 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
               BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     if atomic:
         _finish(ws, bias, out)
-    return out
-
-
-def _a16_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
-    """A16W4 large-M GEMM of :mod:`gemm_a16` (``cfg.split_k == 0``): activations as the A operand,
-    the dequantized weight tile as the shared-memory B operand; ``block_m`` x ``block_n`` output
-    tiles, ``block_k`` K per step."""
-    m, k = x.shape
-    n = scale.shape[1]
-    ln, lw, qstride = layout_of(qweight)
-    out = x.new_empty(m, n)
-    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), 1)
-    _A16_GEMM(grid, (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-                     m, n, k, x.stride(0), n, qstride),
-              dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-                   HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16, EVEN_K=k % cfg.block_k == 0,
-                   SPLIT_K=1, USE_ASM=use_asm(), GROUP_M=8, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                   BLOCK_K=cfg.block_k, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
     return out
 
 
@@ -235,7 +214,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
               FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
-              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw), nw, 1)
+              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=_PDL[0]), nw, 1,
+         _PDL[0])
     if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
