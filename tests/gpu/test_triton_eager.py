@@ -160,3 +160,38 @@ def test_no_plan_is_built_during_capture():
     g.replay()
     torch.cuda.synchronize()
     assert_close_to_reference(y, reference_out(x, plain, "a16", None), "captured without a plan")
+
+
+@pytest.mark.parametrize("act", ["a16", "a8_sym"])
+def test_dependent_chain_with_and_without_pdl(act):
+    """Each call reads what the previous kernel (the same layer) wrote: with programmatic dependent
+    launch the kernel must wait for it before reading x, the split-K counters or the kept scratch.
+    Eager (plans) and inside one CUDA graph; PDL on and off give identical results."""
+    from nybble.kernels.triton import ops
+    plain = random_plain(1024, 1024, 128, "int", torch.bfloat16)
+    layer = Int4Linear(plain, None, act_mode=act, force_kernel="triton")
+    x0 = torch.randn(1, 1024, device="cuda").to(torch.bfloat16)
+    last = {}
+    old = ops.set_pdl(True)
+    try:
+        for pdl in (False, True):
+            ops.set_pdl(pdl)
+            hs = [x0]
+            for _ in range(4):  # back-to-back kernels of one layer, each reading the previous output
+                hs.append(layer(hs[-1]))
+            for a, b in zip(hs[:-1], hs[1:]):
+                assert_close_to_reference(b, reference_out(a, plain, act, None), f"eager chain {act} pdl={pdl}")
+            last[pdl] = hs[-1]
+            xin = x0.clone()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                outs = [xin]
+                for _ in range(4):
+                    outs.append(layer(outs[-1]))
+            g.replay()
+            torch.cuda.synchronize()
+            for a, b in zip(outs[:-1], outs[1:]):
+                assert_close_to_reference(b, reference_out(a, plain, act, None), f"graph chain {act} pdl={pdl}")
+        assert torch.equal(last[False], last[True])
+    finally:
+        ops.set_pdl(old)

@@ -94,18 +94,21 @@ class FastLaunch:
             raise ValueError(f"{fn.__name__}: FastLaunch needs the constexpr parameters last")
         self.const_names = [n for n, c in zip(fn.arg_names, flags) if c]
 
-    def __call__(self, grid, args: tuple, consts: dict, num_warps: int, num_stages: int):
+    def __call__(self, grid, args: tuple, consts: dict, num_warps: int, num_stages: int, pdl: bool = False):
+        """``pdl``: launch with programmatic dependent launch (the kernel must ``gdc_wait()`` before it
+        reads anything an earlier kernel wrote)."""
+        opts = {"launch_pdl": True} if pdl else {}
         if not self.enabled:
-            self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+            self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages, **opts)
             if _RECORD[0] is not None:  # not replayable: the plan refuses a launch without a kernel
                 _RECORD[0].append(Launch(None, tuple(grid), tuple(args), 0))
             return
         cvals = tuple(consts[n] for n in self.const_names)
         dev = next(a for a in args if isinstance(a, torch.Tensor)).device.index or 0
-        key = (tuple(_arg_key(a) for a in args), cvals, num_warps, num_stages, dev)
+        key = (tuple(_arg_key(a) for a in args), cvals, num_warps, num_stages, dev, pdl)
         k = self.cache.get(key)
         if k is None:
-            k = self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+            k = self.fn[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages, **opts)
             if hasattr(k, "result"):
                 k = k.result()
             if k is not None and getattr(k, "function", None) is not None:

@@ -167,6 +167,21 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
     return out
 
 
+#: launch the mma.sync GEMV with programmatic dependent launch (``mma.mma_gemv_kernel``'s ``PDL``):
+#: its weight stream starts while the previous kernel finishes.  Off unless ``NYBBLE_TRITON_PDL=1``:
+#: on the H100 it made back-to-back A16W4 GEMVs 15-30% slower (M = 1: 14.8 -> 18.4 us on
+#: 4096x14336, 51.7 -> 66.2 us on 8192x28672; ``benchmarks/gpu/sweeps/sweep_pdl_h100.csv``).
+_PDL = [os.environ.get("NYBBLE_TRITON_PDL", "0") == "1"]
+
+
+def set_pdl(flag: bool) -> bool:
+    """Switch programmatic dependent launch of the mma GEMV; returns the previous setting (tests, sweeps)."""
+    old = _PDL[0]
+    _PDL[0] = bool(flag)
+    eager_plan.bump_epoch()
+    return old
+
+
 _MMA_CAP: dict[int, bool] = {}
 
 
