@@ -17,6 +17,7 @@ echo "total $(( $(date +%s) - t0 )) s"
 if [[ -n ${PROFILE:-} ]]; then  # Nsight Compute on the large-M kernels (profile_gemm.py)
   timeout ${PROFILE_TIMEOUT:-150} ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
       --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis -k regex:"a8w4_gemm|a16w4_kernel" -s 2 -c 2 \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*tensor.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*gmma.*\.sum" \
       python3 benchmarks/gpu/profile_gemm.py > "$OUT/ncu_gemm.txt" 2>&1
-  grep -E "a8w4_gemm|a16w4_kernel|Throughput|Achieved Occupancy|Registers Per|Duration|Stall|Issued Ipc|Issue Slots|No Eligible|One or More|Pipe|Theoretical Occ|Block Limit" "$OUT/ncu_gemm.txt" | head -n 80
+  grep -E "a8w4_gemm|a16w4_kernel|stalled|tensor|gmma|Throughput|Achieved Occupancy|Registers Per|Duration|Stall|Issued Ipc|Issue Slots|No Eligible|One or More|Pipe|Theoretical Occ|Block Limit" "$OUT/ncu_gemm.txt" | head -n 80
 fi

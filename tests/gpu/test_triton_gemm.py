@@ -31,7 +31,8 @@ def _packed(plain, act):
 def _a8_configs():
     from nybble.kernels.triton.configs import TileConfig, a8_gemm_configs
     return a8_gemm_configs() + [TileConfig(64, 64, 0, 2, 4, 4), TileConfig(128, 256, 0, 1, 8, 3),
-                                TileConfig(256, 128, 0, 2, 8, 3)]
+                                TileConfig(256, 128, 0, 2, 8, 3), TileConfig(128, 64, 0, 5, 4, 3),
+                                TileConfig(128, 64, 0, 9, 4, 3), TileConfig(128, 32, 0, 1, 4, 4)]
 
 
 @pytest.mark.parametrize("group,k", GROUP_K)
@@ -86,7 +87,8 @@ def test_quantize_perm8_layout(asym):
 def _a16_configs():
     from nybble.kernels.triton.configs import TileConfig as T
     return [T(128, 256, 64, 1, 8, 3), T(256, 128, 64, 1, 8, 4), T(128, 128, 64, 1, 8, 4), T(64, 256, 64, 1, 8, 4),
-            T(64, 128, 64, 2, 4, 4), T(64, 128, 128, 1, 4, 5), T(0, 1024, 0, 1, 4, 1), T(0, 96, 0, 1, 4, 1)]
+            T(64, 128, 64, 2, 4, 4), T(64, 128, 128, 1, 4, 5), T(0, 1024, 0, 1, 4, 1), T(0, 96, 0, 1, 4, 1),
+            T(0, 64, 0, 1, 4, 0), T(64, 64, 32, 2, 4, 6)]
 
 
 @pytest.mark.parametrize("group,k", GROUP_K + ((-1, 296),))

@@ -41,8 +41,9 @@ class TileConfig:
     and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel));
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
-    for A8W4, ``block_k == 0`` (with ``block_m >= 64``) marks the large-M int8 GEMM of ``gemm_a8.py``
-    (grouped weights; K steps of one group; ``split_k`` = groups per MMA batch, 1 or 2);
+    for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
+    (grouped weights; K steps of one group; ``split_k & 3`` = groups per MMA batch, 1 or 2;
+    ``split_k >> 2`` = a register cap, see :data:`A8_GEMM_MAXNREG`);
     ``block_m < 0`` marks the A8W4 small-M CUDA-core GEMV on dp4a ``jit.gemv_dp4a_kernel`` (up to
     ``-block_m`` rows); its ``num_stages`` field holds flags instead
     (bit 0: register prefetch of the next K tile, bit 1: ``evict_first`` weight loads);
@@ -103,7 +104,7 @@ def a8_gemm_smem(cfg: TileConfig, group_size: int) -> int:
     activation tiles (BLOCK_M x group int8), ``num_stages - 1`` int4 weight tiles and the unpacked
     int8 weight tile (matches Triton 3.6's allocation on sm_90)."""
     g = group_size
-    return cfg.split_k * (cfg.num_stages * cfg.block_m * g + (cfg.num_stages - 1) * cfg.block_n * g // 2
+    return (cfg.split_k & 3) * (cfg.num_stages * cfg.block_m * g + (cfg.num_stages - 1) * cfg.block_n * g // 2
                           + cfg.block_n * g)
 
 
@@ -295,16 +296,21 @@ def dp4a_configs(n: int, k: int, mb: int = 1, num_sms: int = 132, group_size: in
     return list(dict.fromkeys(out))
 
 
-#: the large-M A8W4 int8 GEMM config used without a table entry
-A8_GEMM_DEFAULT = TileConfig(128, 128, 0, 1, 8, 3)
+#: register caps of the A8W4 int8 GEMM (``split_k >> 2`` of its configs): 168 lets three 128-thread
+#: programs share an SM, 128 four
+A8_GEMM_MAXNREG = {1: 168, 2: 128}
+
+#: the large-M A8W4 int8 GEMM config used without a table entry (the most frequent H100 winner of
+#: benchmarks/gpu/sweeps/sweep_gemm_v2.csv: two 4-warp programs per SM)
+A8_GEMM_DEFAULT = TileConfig(128, 64, 0, 1, 4, 4)
 
 
 def a8_gemm_configs() -> list[TileConfig]:
-    """Large-M A8W4 int8 GEMM candidates (``block_k == 0``, ``gemm_a8.py``): 128 x 128 tiles on 8
-    warps (one program per SM), 64 x 128 / 128 x 64 on 4 warps (two per SM), pipelines of 3-4 stages,
-    one or two groups per MMA batch."""
-    return [A8_GEMM_DEFAULT, TileConfig(128, 128, 0, 1, 8, 4), TileConfig(128, 128, 0, 2, 8, 3),
-            TileConfig(64, 128, 0, 1, 4, 3), TileConfig(64, 128, 0, 1, 4, 4), TileConfig(128, 64, 0, 1, 4, 3)]
+    """Large-M A8W4 int8 GEMM candidates (``block_k == 0``, ``gemm_a8.py``): 128 x 64 / 64 x 128 tiles
+    on 4 warps (two programs per SM, so one program's rescale runs while the other's MMA does),
+    256 x 64 / 128 x 128 on 8 warps, pipelines of 3-4 stages."""
+    return [A8_GEMM_DEFAULT, TileConfig(128, 64, 0, 1, 4, 3), TileConfig(256, 64, 0, 1, 8, 4),
+            TileConfig(64, 128, 0, 1, 4, 4), TileConfig(128, 128, 0, 1, 8, 4)]
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:
@@ -378,5 +384,5 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "dp4a_configs", "mma_configs", "mma_heuristic",
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "mma_heuristic",
            "asdict"]

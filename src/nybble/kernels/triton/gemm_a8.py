@@ -107,9 +107,12 @@ def a8w4_gemm_kernel(qa_ptr, sa_ptr, za_ptr, qw_ptr, s_ptr, z_ptr, ws_ptr, b_ptr
                      M, N, K, stride_om, stride_qn,
                      GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, ASYM: tl.constexpr,
                      IS_BF16: tl.constexpr, UNROLL: tl.constexpr, GROUP_M: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LN: tl.constexpr, LW: tl.constexpr,
+                     MAXNREG: tl.constexpr):
     """y (M, N) = sa[m] * sum_g fp32(int32 group sum) * s[g, n] (+ bias); see the module docstring.
-    Grid: ``cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N)`` programs.  ``UNROLL`` 2 needs an even group count."""
+    Grid: ``cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N)`` programs.  ``UNROLL`` 2 needs an even group count.
+    ``MAXNREG``: the register cap the launcher compiled this specialization with (0: none; only part
+    of the launcher's cache key, so two caps never share a compiled kernel)."""
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)

@@ -22,7 +22,7 @@ import triton
 from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
-from .configs import ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
+from .configs import A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -345,13 +345,22 @@ def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig
     (exactly the reference's values) into two alternating scratch buffers on a side stream, while
     cuBLAS multiplies the previous slice on the current stream, so the memory-bound dequantization
     hides behind the compute-bound matmul.  bf16/fp16 matmul with fp32 accumulation (cuBLAS).
-    Capturable in CUDA graphs (the side stream forks from and joins the current stream)."""
+    Capturable in CUDA graphs (the side stream forks from and joins the current stream).
+    ``cfg.num_stages == 0``: no side stream; each slice is dequantized and multiplied in turn on the
+    current stream (slices small enough to stay in L2 between the two)."""
     m, k = x.shape
     n = scale.shape[1]
     rows = min(cfg.block_n, n)
     chunks = triton.cdiv(n, rows)
     out = x.new_empty(m, n)
-    if chunks == 1:
+    if cfg.num_stages == 0 and chunks > 1:
+        bufs = [torch.empty(rows, k, dtype=x.dtype, device=x.device) for _ in range(2)]
+        for i in range(chunks):
+            r0 = i * rows
+            r = min(rows, n - r0)
+            _launch_dequant(qweight, scale, zero, group_size, bufs[i % 2], r0, r, x.dtype)
+            torch.mm(x, bufs[i % 2][:r].t(), out=out[:, r0:r0 + r])
+    elif chunks == 1:
         scratch = torch.empty(n, k, dtype=x.dtype, device=x.device)
         _launch_dequant(qweight, scale, zero, group_size, scratch, 0, n, x.dtype)
         torch.mm(x, scratch.t(), out=out)
@@ -422,19 +431,22 @@ def perm8_layout(qa: torch.Tensor) -> torch.Tensor:
 def _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, out_dtype,
              cfg: TileConfig) -> torch.Tensor:
     """A8W4 large-M GEMM of :mod:`gemm_a8` (``configs.is_a8_gemm(cfg)``): ``qa`` in the PERM8 order;
-    ``cfg.block_m`` x ``cfg.block_n`` output tiles, ``cfg.split_k`` groups per MMA batch (1 or 2;
-    2 needs an even group count), ``cfg.num_warps`` / ``cfg.num_stages`` as usual."""
+    ``cfg.block_m`` x ``cfg.block_n`` output tiles, ``cfg.split_k & 3`` groups per MMA batch (1 or 2;
+    2 needs an even group count), ``cfg.split_k >> 2`` a register cap (``configs.A8_GEMM_MAXNREG``),
+    ``cfg.num_warps`` / ``cfg.num_stages`` as usual."""
     m, k = qa.shape
     n = scale.shape[1]
     ln, lw, qstride = layout_of(qweight)
-    unroll = 2 if cfg.split_k == 2 and (k // group_size) % 2 == 0 else 1
+    unroll = 2 if cfg.split_k & 3 == 2 and (k // group_size) % 2 == 0 else 1
+    maxnreg = A8_GEMM_MAXNREG.get(cfg.split_k >> 2, 0)
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
     _A8_GEMM(grid, (qa, sa, za, qweight, scale, zero if zero is not None else scale, wsum,
                     bias if bias is not None else scale, out, m, n, k, n, qstride),
              dict(GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, ASYM=asymmetric,
                   IS_BF16=out_dtype == torch.bfloat16, UNROLL=unroll, GROUP_M=8, BLOCK_M=cfg.block_m,
-                  BLOCK_N=cfg.block_n, LN=ln, LW=lw), cfg.num_warps, cfg.num_stages)
+                  BLOCK_N=cfg.block_n, LN=ln, LW=lw, MAXNREG=maxnreg, **({"maxnreg": maxnreg} if maxnreg else {})),
+             cfg.num_warps, cfg.num_stages)
     return out
 
 
