@@ -74,7 +74,7 @@ def test_plan_substitutes_x_and_out_and_keeps_the_rest():
     y = plans(x)
     assert y.shape == (1, 8) and layer.calls == 2  # warm-up + recorded call, then the plan ran
     plan = plans.plan_for((1, 16))
-    assert plan is not None and plan.num_launches == 2 and plan.scratch == ()  # 256 B scratch: kept
+    assert plan is not None and plan.num_launches == 2 and plan.scratch == ()  # 256 B scratch: pooled
     kept = plan.keep[0].data_ptr()
     layer.log.clear()
     x2 = torch.randn(1, 16)
@@ -84,6 +84,28 @@ def test_plan_substitutes_x_and_out_and_keeps_the_rest():
     assert g1 == g2 == (1, 2, 1) and s1 == s2 == 1234
     assert a1 == (layer.w.data_ptr(), kept, 1, 3)
     assert a2 == (x2.data_ptr(), layer.w.data_ptr(), kept + 8, y2.data_ptr(), 1, 8, True)
+
+
+def test_scratch_pool_outlives_the_plans():
+    """Plans rebuilt after an invalidation reuse the layer's pool buffers (a CUDA graph that captured
+    the old plan keeps pointing at live memory); the pool never exceeds PERSIST_BYTES."""
+    layer = _Layer()
+    pool: list = []
+    plans = eager_plan.EagerPlans(layer, (layer.w, None), layer.n, layer.k, torch.float32, pool)
+    plans(torch.randn(1, 16))
+    first = [b.data_ptr() for b in pool]
+    assert len(first) == 1
+    eager_plan.bump_epoch()
+    assert not plans.matches((layer.w, None))
+    again = eager_plan.EagerPlans(layer, (layer.w, None), layer.n, layer.k, torch.float32, pool)
+    again(torch.randn(1, 16))
+    again(torch.randn(4, 16))  # another shape of the same layer shares the buffer too
+    assert [b.data_ptr() for b in pool] == first
+    assert again.plan_for((4, 16)).keep[0] is pool[0]
+    big = _Layer(scratch_bytes=eager_plan.PERSIST_BYTES)
+    big_pool: list = [torch.empty(1024, dtype=torch.uint8)]
+    eager_plan.EagerPlans(big, (big.w, None), big.n, big.k, torch.float32, big_pool)(torch.randn(1, 16))
+    assert sum(b.numel() for b in big_pool) <= eager_plan.PERSIST_BYTES
 
 
 def test_large_scratch_is_allocated_per_call_with_its_offsets():

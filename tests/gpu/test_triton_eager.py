@@ -144,6 +144,20 @@ def test_cuda_graph_of_a_layer_first_called_eagerly(act, m):
         # eager calls between replays (same plan, same kept scratch) stay right, and so does the graph
         x2 = torch.randn(m, 1024, device="cuda").to(torch.bfloat16)
         assert_close_to_reference(layer(x2), reference_out(x2, plain, act, bias), f"eager between replays {act}")
+    # plans dropped and rebuilt (another shape too), cached memory released: the graph's scratch
+    # addresses come from the layer's pool, which outlives the plans, so the replay stays right
+    from nybble.kernels.triton import eager_plan
+    eager_plan.bump_epoch()
+    for mm in (m, 3, m):
+        xe = torch.randn(mm, 1024, device="cuda").to(torch.bfloat16)
+        assert_close_to_reference(layer(xe), reference_out(xe, plain, act, bias), f"eager after rebuild {act}")
+    torch.cuda.empty_cache()
+    junk = [torch.full((1 << 16,), 7.0, device="cuda") for _ in range(8)]  # reuse of any freed block
+    x.copy_(torch.randn(m, 1024, device="cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert_close_to_reference(y, reference_out(x, plain, act, bias), f"graph after plan rebuild {act} M={m}")
+    del junk
 
 
 def test_no_plan_is_built_during_capture():

@@ -180,7 +180,11 @@ def bench_shape(torch, F, k, n, ms, args, bw_gbps, l2, rows, configs_used):
 
 def eager_overhead(torch, F, reps=2000, size=1024) -> dict:
     """Wall-clock microseconds per eager call at M = 1 on a small ``size x size`` layer (group 128), so
-    that the GPU time (a few us) stays below the CPU time and the loop measures Python + launch."""
+    that the GPU time (a few us) stays below the CPU time and the loop measures Python + launch.
+    ``triton_<act>_apply``: ``TritonKernel.apply`` (the layer's cached launch plan, ``eager_plan.py``);
+    ``triton_<act>_module``: the whole ``Int4Linear`` call; ``*_graph_gpu_us``: the GPU time of the
+    same call; next to them a bare 1-program launch (Triton's JIT path, FastLaunch, and the plans'
+    direct launcher), ``F.linear`` and ``torch.empty``."""
     from ..kernels.base import LinearSpec
     from ..kernels.triton.kernel import TritonKernel
     from ..plain import PlainInt4Weight

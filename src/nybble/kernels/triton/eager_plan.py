@@ -27,10 +27,12 @@ the tiled GEMMs; not the dequantize + cuBLAS path.  Plans are never built during
 capture (an existing one is used there: its launches are captured like any other launch) and never
 used under ``torch.compile`` (the torch op is traced instead; see ``kernel.py``).
 
-Scratch (split-K partials, the A8 codes of the fused quantization) of up to ``PERSIST_BYTES`` per
-layer is kept by the plans and reused by every call, the same contract as the split-K counters of
-the packed layout: one layer must not run on two streams at the same time.  Larger scratch is
-allocated per call.
+Scratch (split-K partials, the A8 codes of the fused quantization): up to ``PERSIST_BYTES`` per
+layer come from the layer's scratch pool (buffers allocated once, outside any capture, and never
+freed while the layer's kernel lives; every plan of the layer, including those rebuilt after an
+invalidation, reuses them), so a CUDA graph that captured a plan's launches never points at freed
+memory.  This is the same contract as the split-K counters of the packed layout: one layer must not
+run on two streams at the same time.  Larger scratch is allocated per call.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ ALLOCS_AND_VIEWS = frozenset({"empty", "empty_strided", "new_empty", "new_empty_
                               "transpose", "permute", "expand", "as_strided"})
 #: most input shapes remembered per layer (all plans are dropped when a new one would exceed it)
 MAX_PLANS = 16
-#: bytes of scratch per layer that plans keep between calls (more is allocated per call)
+#: bytes of scratch per layer kept in its pool between calls (more is allocated per call)
 PERSIST_BYTES = 512 * 1024
 
 _EPOCH = [0]
@@ -85,7 +87,7 @@ class Plan:
     """The launches of one layer call for one input shape.  ``calls``: per launch ``(launch, gx,
     gy, gz, tail, args, slots)`` with ``args`` the argument list (per-call addresses left None) and
     ``slots`` the ``(position, slot, byte offset)`` to fill: slot 0 is x, 1 the output, 2.. the
-    per-call scratch buffers of ``scratch`` (their sizes in bytes).  ``keep``: the kept scratch."""
+    per-call scratch buffers of ``scratch`` (their sizes in bytes).  ``keep``: the pool buffers it uses."""
 
     __slots__ = ("out_shape", "calls", "scratch", "keep")
 
@@ -124,11 +126,12 @@ class EagerPlans:
 
     ``launcher(x2)``: the ordinary eager path, ``x2`` (M, K) -> (M, N) in ``dtype``; ``tensors``:
     every tensor it reads besides x (the packed weight tensors and the bias; None allowed), whose
-    identities :meth:`matches` compares.  ``__call__(x)``: ``x`` (..., K) -> (..., N), or None when
-    the call must take the ordinary path."""
+    identities :meth:`matches` compares; ``pool``: the layer's scratch pool (a list the plans add
+    uint8 CUDA buffers to and never remove from; pass the same list to the plans that replace these).
+    ``__call__(x)``: ``x`` (..., K) -> (..., N), or None when the call must take the ordinary path."""
 
     def __init__(self, launcher: Callable[[torch.Tensor], torch.Tensor], tensors: tuple, n: int, k: int,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, pool: Optional[list] = None):
         self.launcher = launcher
         self.tensors = tuple(tensors)  # held: their ids stay unique while the plans exist
         self.ids = tuple(map(id, self.tensors))
@@ -138,7 +141,7 @@ class EagerPlans:
         self.device = first.device
         self.dev = first.get_device()
         self.plans: dict = {}
-        self.persist_left = PERSIST_BYTES
+        self.pool = [] if pool is None else pool
 
     def matches(self, tensors: tuple) -> bool:
         """Do these plans still describe a layer whose tensors are ``tensors`` (same order)?"""
@@ -164,7 +167,6 @@ class EagerPlans:
             return None
         if len(self.plans) >= MAX_PLANS:
             self.plans.clear()
-            self.persist_left = PERSIST_BYTES
         x2 = x.reshape(-1, self.k)
         self.launcher(x2)  # compiles, chooses (or tunes) the config: nothing of this is recorded
         guard = _OpGuard()
@@ -185,10 +187,10 @@ class EagerPlans:
         xp, yp = x.data_ptr(), y.data_ptr()
         consts = {t.untyped_storage().data_ptr() for t in self.tensors if t is not None}
         slot_of: dict[int, int] = {}
+        base_of: dict[int, int] = {}  # recorded scratch storage -> address of the pool buffer standing in
         scratch: list[int] = []
         keep: list[torch.Tensor] = []
-        kept: set[int] = set()
-        left = self.persist_left
+        pooled = sum(b.numel() for b in self.pool)
         calls = []
         for rec in launches:
             direct = direct_launcher(rec.compiled) if rec.compiled is not None else None
@@ -208,24 +210,29 @@ class EagerPlans:
                     slots.append((i, 0, p - xp))
                 elif sp == ys:
                     slots.append((i, 1, p - yp))
-                elif sp in consts or sp in kept:
-                    args.append(p)
-                    continue
-                elif sp in slot_of:
-                    slots.append((i, slot_of[sp], p - sp))
-                elif st.nbytes() <= left:
-                    left -= st.nbytes()
-                    keep.append(a)
-                    kept.add(sp)
+                elif sp in consts:
                     args.append(p)
                     continue
                 else:
-                    slot_of[sp] = 2 + len(scratch)
-                    scratch.append(st.nbytes())
+                    if sp not in base_of and sp not in slot_of:
+                        nb = st.nbytes()
+                        buf = next((b for b in self.pool if b.numel() >= nb and all(b is not k for k in keep)), None)
+                        if buf is None and pooled + nb <= PERSIST_BYTES:
+                            buf = torch.empty(nb, dtype=torch.uint8, device=self.device)
+                            self.pool.append(buf)
+                            pooled += nb
+                        if buf is not None:
+                            keep.append(buf)
+                            base_of[sp] = buf.data_ptr()
+                        else:
+                            slot_of[sp] = 2 + len(scratch)
+                            scratch.append(nb)
+                    if sp in base_of:
+                        args.append(base_of[sp] + p - sp)
+                        continue
                     slots.append((i, slot_of[sp], p - sp))
                 args.append(None)
             calls.append((launch, rec.grid[0], rec.grid[1], rec.grid[2], tail, args, tuple(slots)))
-        self.persist_left = left
         return Plan(tuple(x.shape[:-1]) + (self.n,), calls, tuple(scratch), keep)
 
 

@@ -71,7 +71,8 @@ class TritonKernel(LinearKernel):
                                None if zp is None else zp.t().contiguous(), self.spec.group_size,
                                (self.spec.n, self.spec.k))
 
-    #: this layer's cached eager launch plans (:class:`eager_plan.EagerPlans`), made on first use
+    #: this layer's cached eager launch plans (:class:`eager_plan.EagerPlans`), made on first use; their
+    #: scratch comes from ``_scratch_pool``, which outlives them (CUDA graphs may hold its addresses)
     _plans = None
 
     def apply(self, x, packed, bias):
@@ -82,7 +83,7 @@ class TritonKernel(LinearKernel):
             tensors = (*packed.values(), bias)
             if plans is None or not plans.matches(tensors):
                 plans = self._plans = EagerPlans(partial(self._launch, packed=packed, bias=bias), tensors, s.n, s.k,
-                                                 s.dtype)
+                                                 s.dtype, self.__dict__.setdefault("_scratch_pool", []))
             y = plans(x)
             if y is not None:
                 return y
