@@ -43,11 +43,11 @@ def a16_mid_cands(m):
         return [("a16_old", T(bm, 128, 64, 1, 8, 5)), ("a16_old", T(bm, 128, 64, 1, 8, 4)),
                 ("a16_old", T(bm, 128, 64, 1, 8, 6)), ("a16_old", T(bm, 64, 64, 2, 4, 5)),
                 ("a16_old", T(bm, 64, 64, 4, 4, 4)), ("a16_old", T(bm, 128, 64, 2, 8, 5))]
-    return [("a16_old", T(bm, 64, 64, 2, 4, 4)), ("a16_old", T(bm, 64, 64, 2, 4, 5)),
-            ("a16_old", T(bm, 64, 64, 2, 4, 6)), ("a16_old", T(bm, 64, 64, 3, 4, 4)),
-            ("a16_old", T(bm, 64, 64, 4, 4, 5)), ("a16_old", T(bm, 64, 128, 1, 4, 5)),
-            ("a16_old", T(bm, 64, 128, 2, 4, 4)), ("a16_old", T(bm, 64, 64, 1, 4, 6)),
-            ("a16_old", T(bm, 64, 32, 2, 4, 6)), ("a16_old", T(bm, 64, 64, 2, 8, 4))]
+    return [("a16_old", T(bm, 64, 64, 2, 4, 5)), ("a16_old", T(bm, 64, 64, 2, 4, 4)),
+            ("a16_old", T(bm, 32, 128, 2, 4, 4)), ("a16_old", T(bm, 32, 64, 4, 4, 4)),
+            ("a16_old", T(bm, 32, 128, 1, 4, 5)), ("a16_old", T(bm, 64, 64, 2, 2, 4)),
+            ("a16_old", T(bm, 64, 128, 1, 4, 4)), ("a16_old", T(bm, 64, 64, 3, 4, 5)),
+            ("a16_old", T(bm, 32, 256, 1, 4, 3)), ("a16_old", T(bm, 64, 128, 1, 8, 5))]
 
 
 def a16_cands(m=2048):
@@ -107,7 +107,7 @@ def main() -> int:
                                                           None)}
             st = ops.store_for(x.device)
             cands = []
-            if "a8" in want and m >= 256:
+            if "a8" in want and m >= 128:
                 cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands()
             if "a16" in want:
                 cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))] + a16_cands(m)
