@@ -363,6 +363,23 @@ class BlockContext(_Context):
             fx.clear()
             self.batch_index, self._mask = -1, None
 
+    @property
+    def masks(self) -> list[torch.Tensor | None]:
+        """Per batch, the ``(B, T)`` bool token mask (False on padding), or None."""
+        return [st.mask for st in self._states]
+
+    def forward_batch(self, i: int) -> torch.Tensor:
+        """This block (as it is now) on batch ``i``'s stored inputs: hidden states ``(B, T, H)``."""
+        return _first(self._states[i].call(self.module))
+
+    def float_outputs(self, float_block: nn.Module) -> list[torch.Tensor]:
+        """``float_block`` (a float copy of this block) on the float stream's inputs, per batch:
+        the float model's block outputs ``(B, T, H)``."""
+        if self.float_hidden is None:
+            raise ValueError("float_outputs needs the engine's float stream (recipe.float_stream = True)")
+        return [_first(st.call_with(float_block, self.float_hidden[i])).detach()
+                for i, st in enumerate(self._states)]
+
     def run(self, before_batch=None, stop_after: Iterable[str] = ()) -> None:
         """Run the block over every stored input (outputs discarded; hooks observe). With
         ``stop_after``, each forward ends as soon as all those linears have run."""

@@ -37,12 +37,14 @@ class HessianAccumulator:
     """Running ``H = (1/M) sum_m x_m x_m^T`` over batches of layer inputs, in fp32.
 
     ``add(x)`` takes ``x`` ``(M, K)`` (any float dtype; rows are tokens); ``hessian()`` returns the
-    ``(K, K)`` fp32 average (zeros when nothing was added).
+    ``(K, K)`` fp32 average (zeros when nothing was added); ``mean()`` the ``(K,)`` fp32 mean row
+    (for bias correction and centred moments, see :func:`bias_correction`).
     """
 
     def __init__(self, k: int, device: torch.device | str = "cpu"):
         self.k = k
         self.h = torch.zeros(k, k, dtype=torch.float32, device=device)
+        self.mu = torch.zeros(k, dtype=torch.float32, device=device)
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
@@ -57,10 +59,14 @@ class HessianAccumulator:
         total = self.count + m
         self.h.mul_(self.count / total)
         self.h.addmm_(x.t(), x, alpha=1.0 / total)
+        self.mu.mul_(self.count / total).add_(x.sum(dim=0), alpha=1.0 / total)
         self.count = total
 
     def hessian(self) -> torch.Tensor:
         return self.h
+
+    def mean(self) -> torch.Tensor:
+        return self.mu
 
 
 class CrossAccumulator:
@@ -68,11 +74,13 @@ class CrossAccumulator:
 
     ``add(xq, xf)`` takes the quantized model's inputs ``xq`` and the float model's inputs ``xf`` of
     the same tokens (both ``(M, K)``); ``cross()`` returns the ``(K, K)`` fp32 average
-    ``Xq^T Xf / M`` (used by :func:`asymmetric_target`)."""
+    ``Xq^T Xf / M`` (used by :func:`asymmetric_target`); ``mean_float()`` the ``(K,)`` fp32 mean
+    of the float rows ``xf``."""
 
     def __init__(self, k: int, device: torch.device | str = "cpu"):
         self.k = k
         self.c = torch.zeros(k, k, dtype=torch.float32, device=device)
+        self.mu_f = torch.zeros(k, dtype=torch.float32, device=device)
         self.count = 0
 
     def add(self, xq: torch.Tensor, xf: torch.Tensor) -> None:
@@ -87,10 +95,49 @@ class CrossAccumulator:
         total = self.count + m
         self.c.mul_(self.count / total)
         self.c.addmm_(xq.t(), xf, alpha=1.0 / total)
+        self.mu_f.mul_(self.count / total).add_(xf.sum(dim=0), alpha=1.0 / total)
         self.count = total
 
     def cross(self) -> torch.Tensor:
         return self.c
+
+    def mean_float(self) -> torch.Tensor:
+        return self.mu_f
+
+
+def centered_moments(hessian: torch.Tensor, mean_q: torch.Tensor, cross: torch.Tensor | None = None,
+                     mean_f: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Second moments about the mean: ``H - mu_q mu_q^T`` and ``C - mu_q mu_f^T`` (``cross`` and
+    ``mean_f`` optional; without ``mean_f`` the float rows are the quantized ones).
+
+    For a layer with a bias that :func:`bias_correction` will re-fit, the mean output error is
+    removed by the bias, so the rounding should minimize the error of the *centred* outputs:
+    ``||(Xf - 1 mu_f^T) W^T - (Xq - 1 mu_q^T) Q^T||^2``, whose Hessian and cross moment these are.
+    Args: ``hessian``/``cross`` ``(K, K)`` fp32, ``mean_q``/``mean_f`` ``(K,)`` fp32. Returns fp32
+    ``(K, K)`` tensors (the second is None when ``cross`` is None)."""
+    mq = mean_q.float()
+    hc = hessian - torch.outer(mq, mq)
+    if cross is None:
+        return hc, None
+    mf = mq if mean_f is None else mean_f.float()
+    return hc, cross - torch.outer(mq, mf)
+
+
+def bias_correction(weight: torch.Tensor, dequantized: torch.Tensor, bias: torch.Tensor, mean_q: torch.Tensor,
+                    mean_f: torch.Tensor | None = None) -> torch.Tensor:
+    """The bias that zeroes the layer's mean output error on its calibration inputs.
+
+    With ``mu_f`` the mean input row in the float model and ``mu_q`` in the quantized model (the same
+    tokens; ``mean_f=None``: ``mu_f = mu_q``, symmetric calibration), the float layer's mean output
+    is ``W mu_f + b`` and the quantized layer's ``Q mu_q + b'``; so ``b' = b + W mu_f - Q mu_q``.
+
+    Args: ``weight`` ``(N, K)`` the float weight ``W`` (as the float model has it), ``dequantized``
+    ``(N, K)`` the dequantized int4 weight ``Q``, ``bias`` ``(N,)``, ``mean_q``/``mean_f`` ``(K,)``.
+    Returns the new ``(N,)`` bias in ``bias.dtype`` (computed in fp64)."""
+    mq = mean_q.double()
+    mf = mq if mean_f is None else mean_f.double()
+    b = bias.double() + weight.double() @ mf - dequantized.double() @ mq
+    return b.to(bias.dtype)
 
 
 def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float = 0.01,
@@ -228,7 +275,7 @@ def _column_params(w: torch.Tensor, domain: ZeroPointDomain, scale_dtype: torch.
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
-                  domain: ZeroPointDomain | str, refit_scales: int = 0, **kw) -> GPTQResult:
+                  domain: ZeroPointDomain | str, refit_scales: int = 0, refine_sweeps: int = 0, **kw) -> GPTQResult:
     """GPTQ-round ``weight`` given the Hessian of its inputs (see :func:`_gptq` for the arguments).
     On CPU this runs on one thread (small sequential ops; see :class:`_few_threads`).
 
@@ -244,7 +291,56 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                 res = _gptq(weight, hessian, group_size, domain, **kw, fixed_params=(scale, res.zero_point))
             else:
                 res.scale = scale
+        if refine_sweeps:
+            res.codes = refine_codes(weight, hessian, res.codes, res.scale, res.zero_point, group_size,
+                                     damp=kw.get("damp", 0.01), sweeps=refine_sweeps)
+            res.scale = refit_group_scales(weight, hessian, res.codes, res.scale, res.zero_point, group_size,
+                                           damp=kw.get("damp", 0.01))
     return res
+
+
+@torch.no_grad()
+def refine_codes(weight: torch.Tensor, hessian: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
+                 zero_point: torch.Tensor | None, group_size: int, damp: float = 0.01, sweeps: int = 1) -> torch.Tensor:
+    """Coordinate descent on the codes after GPTQ: for each column ``k`` in turn (``sweeps`` times),
+    move each row's code by +-1 when that lowers ``(w_n - d_n)^T (H + dI) (w_n - d_n)`` (the output
+    error on the calibration inputs, ``d_n[k] = s (q_nk - z)``), scales and zero points fixed. GPTQ
+    decides each column once, greedily; this lets earlier columns react to the later ones.
+
+    Args as :func:`refit_group_scales`; returns the new ``(N, K)`` uint8 codes (never a higher error).
+    """
+    n, k = weight.shape
+    g = P.group_len(group_size, k)
+    h = hessian.float().clone()
+    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    s = scale.float().repeat_interleave(g, dim=1)                      # (N, K)
+    z = 8.0 if zero_point is None else zero_point.float().repeat_interleave(g, dim=1)
+    q = codes.float().clone()
+    e = weight.float() - s * (q - z)                                   # (N, K) error W - D
+    grad = e @ h                                                       # (N, K): (E H)
+    hd = torch.diagonal(h).clone()
+    one = torch.ones(n, device=q.device)
+    bs = 128  # lazy updates: inside a block of columns only the block's gradient is kept current
+    for _ in range(int(sweeps)):
+        for i1 in range(0, k, bs):
+            i2 = min(i1 + bs, k)
+            gblk = grad[:, i1:i2].clone()
+            steps = torch.zeros(n, i2 - i1, device=q.device)
+            for c in range(i1, i2):
+                sc, gc = s[:, c], gblk[:, c - i1]
+                # change of the objective for q += delta: -2 delta s (E H)_c + s^2 H_cc
+                base = sc * sc * hd[c]
+                up = -2 * sc * gc + base
+                dn = 2 * sc * gc + base
+                delta = torch.where((up < dn) & (up < 0) & (q[:, c] < P.QMAX), one, 0 * one)
+                delta = torch.where((dn <= up) & (dn < 0) & (q[:, c] > P.QMIN), -one, delta)
+                q[:, c] += delta
+                step = delta * sc                                      # D changes by step on column c
+                steps[:, c - i1] = step
+                gblk.addr_(step, h[c, i1:i2], alpha=-1)
+            e[:, i1:i2] -= steps
+            grad.sub_(steps @ h[i1:i2])
+    return q.to(torch.uint8)
 
 
 @torch.no_grad()

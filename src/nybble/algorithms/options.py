@@ -30,7 +30,10 @@ from __future__ import annotations
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
 _GPTQ = {"damp": (float, 0.03), "act_order": (bool, True), "block_size": (int, 128),
          "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
-         "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False)}
+         "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False),
+         "bias_correction": (bool, False), "bias_center": (bool, True), "hess_shrink": (float, 0.0),
+         "block_tune": (int, 0), "block_tune_lr": (float, 1e-3), "refine_sweeps": (int, 0),
+         "block_tune_norms": (bool, False)}
 _AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.3), "refit_scales": (int, 1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 

@@ -16,10 +16,11 @@ import torch
 
 from ..plain import PlainInt4Weight
 from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
+from .block_tune import FakeQuantLinear, tune_block
 from .awq import search_clip, search_clip_h, search_scale, search_scale_h
 from .calibration import BlockContext, fake_quantize_activations
-from .gptq import (CrossAccumulator, HessianAccumulator, asymmetric_target, gptq_quantize,
-                   refit_group_scales)
+from .gptq import (CrossAccumulator, HessianAccumulator, asymmetric_target, bias_correction,
+                   centered_moments, gptq_quantize, refit_group_scales)
 from ..primitives import dequantize, quantize_rtn
 
 
@@ -50,6 +51,11 @@ class _InputScaler:
         self._last_in = self._last_out = None
 
 
+def _replace(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
 class GPTQRecipe:
     """GPTQ over each block: one pass to accumulate Hessians (shared inputs share one), then every
     linear rounded with :func:`.gptq.gptq_quantize` and installed."""
@@ -59,6 +65,7 @@ class GPTQRecipe:
         self.errors: dict[str, dict] = {}
         #: asymmetric calibration: the engine keeps the float model's block inputs alongside
         self.float_stream = bool(opts.get("asymmetric", False))
+        self._pending: dict | None = None
 
     def __call__(self, ctx) -> None:
         self.quantize(ctx, {})
@@ -75,8 +82,40 @@ class GPTQRecipe:
             # the block as it is now (float, AWQ scales folded/applied): computes the float model's
             # function; the engine advances the float stream with it
             fblock = ctx.float_module = copy.deepcopy(ctx.module)
+        # block-output tuning of the scales: the rounded layers stay differentiable stand-ins until the
+        # whole block is rounded and tuned, then they are installed
+        self._pending = {} if (fblock is not None and self.opts["block_tune"] > 0) else None
         for stage in stages:
             self._quantize_stage(ctx, stage, input_scales, fblock)
+        if self._pending:
+            self._tune_and_install(ctx, fblock, input_scales)
+        self._pending = None
+
+    def _tune_and_install(self, ctx, fblock, input_scales) -> None:
+        o = self.opts
+        fakes = {n: p[0] for n, p in self._pending.items()}
+        with torch.no_grad():
+            targets = ctx.float_outputs(fblock)
+        info = tune_block(ctx.module, fakes, ctx.forward_batch, targets, ctx.masks, steps=o["block_tune"],
+                          lr=o["block_tune_lr"], tune_bias=o["bias_correction"], tune_norms=o["block_tune_norms"])
+        del targets
+        self.summary.details.setdefault("block_tune", {})[ctx.prefix] = info
+        for name, (fake, lin, zero, dtype, h) in self._pending.items():
+            codes = (fake.u + (8.0 if zero is None else zero.float().repeat_interleave(fake.g, dim=1)))
+            plain = PlainInt4Weight.from_codes(codes.round().to(torch.uint8), fake.scale().detach().to(dtype),
+                                               zero, self.config.group_size)
+            if fake.has_bias:
+                lin.bias.data.copy_(fake.bias().detach().to(lin.bias.dtype))
+            if h is not None:
+                self._record_error(name, lin.weight.detach(), plain, h)
+            self.install(name, plain, input_scale=input_scales.get(name))
+
+    def _record_error(self, name, w, plain, h) -> None:
+        wf = w.float()
+        rtn = dequantize(*quantize_rtn(w, self.config.group_size, self.config.domain), self.config.group_size)
+        self.errors[name] = {"rtn": relative_output_error(wf, rtn, h),
+                             "gptq": relative_output_error(wf, plain.dequantize(torch.float32), h)}
+        self.summary.details["layer_errors"] = self.errors
 
     def _quantize_stage(self, ctx, names: list[str], input_scales: dict[str, torch.Tensor], fblock=None) -> None:
         hess: dict[str, HessianAccumulator] = {}
@@ -110,22 +149,42 @@ class GPTQRecipe:
             key = owner.get(name, name)
             if key not in hess:
                 raise ValueError(f"{name}: received no calibration inputs (is it used in the forward pass?)")
-            h = hess[key].hessian()
+            h = h_round = hess[key].hessian()
+            c = cross[key].cross() if key in cross else None
+            mu_q = hess[key].mean()
+            mu_f = cross[key].mean_float() if key in cross else None
             w = lin.weight.detach()
+            correct_bias = o["bias_correction"] and lin.bias is not None
+            if correct_bias and o["bias_center"]:
+                # the bias absorbs the mean output error: round for the centred outputs
+                h_round, c = centered_moments(h, mu_q, c, mu_f)
+            if o["hess_shrink"] > 0:
+                # shrink the moments towards their diagonals (scale-invariant regularisation)
+                lam = o["hess_shrink"]
+                h_round = (1 - lam) * h_round + lam * torch.diag(torch.diagonal(h_round))
+                if c is not None:
+                    c = (1 - lam) * c + lam * torch.diag(torch.diagonal(c))
             target = w
-            if key in cross:
-                target = asymmetric_target(w, h, cross[key].cross(), damp=o["asym_damp"], name=name)
-            res = gptq_quantize(target, h, self.config.group_size, self.config.domain, damp=o["damp"],
+            if c is not None:
+                target = asymmetric_target(w, h_round, c, damp=o["asym_damp"], name=name)
+            res = gptq_quantize(target, h_round, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
-                                name=name, clip_search=o["clip_search"], refit_scales=o["refit_scales"], clip_grid2d=o["clip_grid2d"])
+                                name=name, clip_search=o["clip_search"], refit_scales=o["refit_scales"], clip_grid2d=o["clip_grid2d"],
+                                refine_sweeps=o["refine_sweeps"])
             plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
-            if o["layer_errors"]:
-                wf = w.float()
-                rtn = dequantize(*quantize_rtn(w, self.config.group_size, self.config.domain), self.config.group_size)
-                self.errors[name] = {"rtn": relative_output_error(wf, rtn, h),
-                                     "gptq": relative_output_error(wf, plain.dequantize(torch.float32), h)}
-                self.summary.details["layer_errors"] = self.errors
-            self.install(name, plain, input_scale=input_scales.get(name))
+            if correct_bias:
+                # b' = b + W mu_f - Q mu_q: zero mean output error on the calibration tokens (the
+                # replaced nn.Linear's bias tensor is what the installer hands to the int4 layer)
+                lin.bias.data.copy_(bias_correction(w, plain.dequantize(torch.float32), lin.bias.detach(), mu_q, mu_f))
+            if self._pending is not None:
+                fake = FakeQuantLinear(res.codes, res.scale, res.zero_point, self.config.group_size, lin.bias,
+                                       input_scales.get(name), ctx.act_mode)
+                self._pending[name] = (fake, lin, res.zero_point, w.dtype, h if o["layer_errors"] else None)
+                _replace(ctx.model, name, fake)
+            else:
+                if o["layer_errors"]:
+                    self._record_error(name, w, plain, h)
+                self.install(name, plain, input_scale=input_scales.get(name))
             remaining[key] -= 1
             if remaining[key] == 0:
                 del hess[key]
