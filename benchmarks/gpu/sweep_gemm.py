@@ -25,9 +25,13 @@ import time
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
 
-def a8_cands():
+def a8_cands(m=2048):
     """``split_k`` 5 / 9: register caps 168 / 128 (three / four 128-thread programs per SM)."""
     from nybble.kernels.triton.configs import TileConfig as T
+    if m <= 64:
+        return [("a8_gemm", T(64, 64, 0, 1, 4, 4)), ("a8_gemm", T(64, 64, 0, 1, 4, 3)),
+                ("a8_gemm", T(64, 128, 0, 1, 4, 4)), ("a8_gemm", T(64, 32, 0, 1, 4, 4)),
+                ("a8_gemm", T(64, 128, 0, 5, 4, 3)), ("a8_gemm", T(64, 64, 0, 1, 4, 5))]
     return [("a8_gemm", T(128, 64, 0, 1, 4, 3)), ("a8_gemm", T(128, 64, 0, 1, 4, 4)),
             ("a8_gemm", T(128, 64, 0, 5, 4, 3)), ("a8_gemm", T(128, 64, 0, 9, 4, 3)),
             ("a8_gemm", T(256, 64, 0, 1, 8, 4)), ("a8_gemm", T(64, 128, 0, 5, 4, 3)),
@@ -107,8 +111,8 @@ def main() -> int:
                                                           None)}
             st = ops.store_for(x.device)
             cands = []
-            if "a8" in want and m >= 128:
-                cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands()
+            if "a8" in want and m >= 32:
+                cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands(m)
             if "a16" in want:
                 cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))] + a16_cands(m)
             line = [f"K={k} N={n} M={m} cublas={t_cub:.1f}us"]

@@ -32,7 +32,8 @@ def _a8_configs():
     from nybble.kernels.triton.configs import TileConfig, a8_gemm_configs
     return a8_gemm_configs() + [TileConfig(64, 64, 0, 2, 4, 4), TileConfig(128, 256, 0, 1, 8, 3),
                                 TileConfig(256, 128, 0, 2, 8, 3), TileConfig(128, 64, 0, 5, 4, 3),
-                                TileConfig(128, 64, 0, 9, 4, 3), TileConfig(128, 32, 0, 1, 4, 4)]
+                                TileConfig(128, 64, 0, 9, 4, 3), TileConfig(128, 32, 0, 1, 4, 4),
+                                TileConfig(64, 32, 0, 1, 4, 4), TileConfig(64, 64, 0, 1, 4, 3)]
 
 
 @pytest.mark.parametrize("group,k", GROUP_K)
