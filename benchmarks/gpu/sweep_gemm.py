@@ -11,8 +11,11 @@ Every config is first checked against the reference on the first 64 rows (``err`
 abs difference / max abs reference).  The fastest correct config per (op, shape, M) goes to
 ``--table`` (shipped-table JSON entries) and is printed.
 
-Usage (repo root, on the GPU machine):
-    PYTHONPATH=src python3 benchmarks/gpu/sweep_gemm.py --out $OUT/sweep_gemm.csv --table $OUT/tuned_gemm.json
+Usage (repo root, on the GPU machine; ``benchmarks/gpu/run_gemm.sh`` runs it after the GEMM tests):
+    PYTHONPATH=src python3 benchmarks/gpu/sweep_gemm.py --out $OUT/sweep_gemm.csv --table $OUT/tuned_gemm.json \
+        [--m 64,128,512,2048] [--ops a8,a16] [--shapes 4096x4096,...]
+The candidate lists are those of the last run (``sweeps/sweep_gemm_v7``: 8-warp A8W4 tiles); earlier
+runs' lists are in the logs ``sweeps/sweep_gemm_v1..v6.log``.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ def a8_cands(m=2048):
         return [("a8_gemm", T(64, 64, 0, 1, 4, 4)), ("a8_gemm", T(64, 64, 0, 1, 4, 3)),
                 ("a8_gemm", T(64, 128, 0, 1, 4, 4)), ("a8_gemm", T(64, 32, 0, 1, 4, 4)),
                 ("a8_gemm", T(64, 128, 0, 5, 4, 3)), ("a8_gemm", T(64, 64, 0, 1, 4, 5))]
-    return [("a8_gemm", T(128, 64, 0, 1, 4, 3)), ("a8_gemm", T(128, 64, 0, 1, 4, 4)),
-            ("a8_gemm", T(128, 64, 0, 5, 4, 3)), ("a8_gemm", T(128, 64, 0, 9, 4, 3)),
-            ("a8_gemm", T(256, 64, 0, 1, 8, 4)), ("a8_gemm", T(64, 128, 0, 5, 4, 3)),
-            ("a8_gemm", T(64, 64, 0, 1, 4, 4)), ("a8_gemm", T(128, 32, 0, 1, 4, 4))]
+    return [("a8_gemm", T(128, 64, 0, 1, 4, 4)), ("a8_gemm", T(256, 64, 0, 1, 8, 4)),
+            ("a8_gemm", T(64, 128, 0, 5, 4, 3)), ("a8_gemm", T(128, 64, 0, 1, 8, 4)),
+            ("a8_gemm", T(128, 64, 0, 1, 8, 3)), ("a8_gemm", T(64, 128, 0, 1, 8, 4)),
+            ("a8_gemm", T(128, 64, 0, 1, 8, 5)), ("a8_gemm", T(64, 64, 0, 1, 8, 4))]
 
 
 def a16_mid_cands(m):
