@@ -202,8 +202,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
-    if op == "a8w4" and mb >= 128 and group_size != -1:
-        out += a8_gemm_configs()
+    if op == "a8w4" and mb >= 32 and group_size != -1:
+        out += a8_gemm_configs(mb)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
     h = heuristic(op, n, k, group_size, m, num_sms)
     if h not in out:
@@ -305,10 +305,13 @@ A8_GEMM_MAXNREG = {1: 168, 2: 128}
 A8_GEMM_DEFAULT = TileConfig(128, 64, 0, 1, 4, 4)
 
 
-def a8_gemm_configs() -> list[TileConfig]:
-    """Large-M A8W4 int8 GEMM candidates (``block_k == 0``, ``gemm_a8.py``): 128 x 64 / 64 x 128 tiles
-    on 4 warps (two programs per SM, so one program's rescale runs while the other's MMA does),
-    256 x 64 / 128 x 128 on 8 warps, pipelines of 3-4 stages."""
+def a8_gemm_configs(mb: int = 2048) -> list[TileConfig]:
+    """A8W4 int8 GEMM candidates (``block_k == 0``, ``gemm_a8.py``) for the M bucket ``mb``: 128 x 64 /
+    64 x 128 tiles on 4 warps (two programs per SM, so one program's rescale runs while the other's
+    MMA does), 256 x 64 / 128 x 128 on 8 warps, pipelines of 3-4 stages; 64-row tiles from M = 32
+    to 64 (where they beat the older kernel on the large H100 shapes, ``sweeps/sweep_gemm_v6``)."""
+    if mb <= 64:
+        return [TileConfig(64, 128, 0, 1, 4, 4), TileConfig(64, 64, 0, 1, 4, 4), TileConfig(64, 32, 0, 1, 4, 4)]
     return [A8_GEMM_DEFAULT, TileConfig(128, 64, 0, 1, 4, 3), TileConfig(256, 64, 0, 1, 8, 4),
             TileConfig(64, 128, 0, 1, 4, 4), TileConfig(128, 128, 0, 1, 8, 4)]
 
