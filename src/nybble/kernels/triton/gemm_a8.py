@@ -1,6 +1,6 @@
 """A8W4 large-M GEMM on int8 tensor cores (Hopper ``wgmma`` through ``tl.dot``).
 
-Why a second A8W4 matmul kernel (see ``benchmarks/gpu/README.md`` for the profile): the older
+Why a second A8W4 matmul kernel (see ``benchmarks/gpu/LARGE_M.md`` for the profiles): the older
 ``jit.a8w4_kernel`` puts the dequantized weights in the register (A) operand of a swapped product,
 unpacks each nibble with its own shift/mask/convert and packs the bytes back together, reloads the
 activation tile from global memory in every K step without a software pipeline, and waits for each
@@ -18,8 +18,10 @@ group's MMA before its fp32 rescale.  This kernel
   ``PERM8 = (0, 2, 4, 6, 1, 3, 5, 7)``; the activation codes are written by the quantization kernel
   in the same order (``jit.quantize_act_kernel(PERM8=True)``), which leaves every group sum
   unchanged (integer sums do not depend on the order);
-* with ``UNROLL == 2`` it issues the MMAs of two groups before rescaling either, so the tensor core
-  works on the second group while the first one's int32 -> fp32 rescale runs;
+* loads each group's scales / zero points / weight sums one group ahead, and reads clamped rows
+  (tile rows past M or N repeat the last row) so no load needs a mask; only the store is masked;
+* ``UNROLL == 2`` computes the sums of two groups before rescaling either (Triton 3.6 still waits for
+  each MMA right after it, so this measured slower; kept as a config option);
 * walks the output tiles in groups of ``GROUP_M`` tile rows (L2 reuse of the weight tiles).
 
 Exactness: each group's int32 sum ``sum_k (qa_k - za) (q_k - z)`` is exact (|sum| < 2**22 for
