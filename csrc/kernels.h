@@ -2,15 +2,22 @@
 //
 // Packed weight layout (made by nybble.kernels.cpu_layout.prepack, identical for every ISA):
 //   Columns (output features) are grouped in blocks of 16; Nb = ceil(N / 16), padded columns hold
-//   code 0 and scale 0 and are never written to the output.
-//   qw     uint8 (Nb, K/8, 64): chunk c of block b covers k = 8c .. 8c+7 of its 16 columns; byte
-//          4*col + j holds code[8c+j, col] in its low nibble and code[8c+4+j, col] in its high
-//          nibble (j = 0..3). Read as 16 int32 lanes, lane `col` then has the 4 consecutive k of
-//          a VNNI dot product in each nibble half.
-//   scale  (Nb, G, 16) in the model dtype (fp32 / bf16 / fp16 bits), G = K / group_len.
-//   zp     int8 (Nb, G, 16) zero points 0..15 (int domain) or null (none domain: zero point 8).
-//   wcomp  int32 (Nb, G, 16): sum of the group's codes - group_len * zero point; needed only
-//          by A8W4 with asymmetric activations (else null).
+//   code 0 and scale 0 and are never written to the output. Blocks are grouped in tiles of
+//   kTileBlocks = 4 (the last tile may be narrower: w = Nb - 4 * (ntiles - 1) blocks), and every
+//   array below stores a tile's blocks interleaved, so that a thread running over a tile (the GEMV
+//   does: all 4 blocks, k from 0 to K) reads one sequential stream per array instead of one per
+//   block (measured: this is what lets one core stream at the rate of a plain read).
+//   qw     uint8, Nb * K/8 * 64 bytes (tensor shape (Nb, K/8, 64), memory order (tile, K/8, w, 64)):
+//          chunk c of block b (64 bytes, covers k = 8c .. 8c+7 of its 16 columns) is at
+//          codes(b) + c * code_stride(b); byte 4*col + j holds code[8c+j, col] in its low nibble
+//          and code[8c+4+j, col] in its high nibble (j = 0..3). Read as 16 int32 lanes, lane `col`
+//          then has the 4 consecutive k of a VNNI dot product in each nibble half.
+//   scale  Nb * G * 16 values in the model dtype (fp32 / bf16 / fp16 bits), G = K / group_len,
+//          tensor shape (Nb, G, 16), memory order (tile, G, w, 16): the 16 column scales of
+//          (block b, group g) start at element meta(b, g).
+//   zp     int8, same order as scale: zero points 0..15 (int domain) or null (none: zero point 8).
+//   wcomp  int32, same order: sum of the group's codes - group_len * zero point; needed only by
+//          A8W4 with asymmetric activations (else null).
 #pragma once
 #include <cstdint>
 
@@ -25,8 +32,26 @@ struct PackedView {
   const int8_t* zp;
   const int32_t* wcomp;
   int64_t n, k, gl;  // out features, in features, group length (K for per-channel)
+  static constexpr int64_t kTileBlocks = 4;
   int64_t nblocks() const { return (n + 15) / 16; }
   int64_t groups() const { return k / gl; }
+  // first block and width (blocks) of the tile holding block b
+  int64_t tile_start(int64_t b) const { return b & ~(kTileBlocks - 1); }
+  int64_t tile_width(int64_t b) const {
+    const int64_t r = nblocks() - tile_start(b);
+    return r < kTileBlocks ? r : kTileBlocks;
+  }
+  // chunk 0 of block b's codes; chunk c is at codes(b) + c * code_stride(b)
+  const uint8_t* codes(int64_t b) const {
+    const int64_t t0 = tile_start(b);
+    return qw + (t0 * (k >> 3) + (b - t0)) * 64;
+  }
+  int64_t code_stride(int64_t b) const { return tile_width(b) * 64; }
+  // element index of (block b, group g, column 0) in scale / zp / wcomp
+  int64_t meta(int64_t b, int64_t g) const {
+    const int64_t t0 = tile_start(b);
+    return (t0 * groups() + g * tile_width(b) + (b - t0)) * 16;
+  }
 };
 
 // A16W4: y (M, N) fp32 (row stride ldy) = x (M, K) fp32 (row stride ldx) @ W^T + bias (fp32 or null).

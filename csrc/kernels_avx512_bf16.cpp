@@ -30,7 +30,6 @@ struct A16Bf16 {
   using F = __m512;
   using I = __m512i;
   static constexpr int64_t kMaxM = 16;  // above: the fp32 GEMM of the VNNI path
-  static constexpr int64_t kPrefetch = Base::kPrefetch;
 
   // bf16 bits of t = i - offset for index i mod 16 (|t| <= 15 is exact in bf16)
   static I make_table(int offset) {
@@ -49,17 +48,20 @@ struct A16Bf16 {
   }
 
   // Rows m0 .. m0+MR-1 (xp row stride K/2 words), blocks b0 .. b0+NB-1, all of K.
-  template <int MR, int NB>
+  // CPG: chunks (of 8 k) per group when known at compile time (group 128: 16), else 0
+  template <int MR, int NB, int CPG = 0>
   static void tile(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
                    int64_t b0, const I& table) {
-    constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
-    const int64_t K8 = w.k >> 3, K2 = w.k >> 1, G = w.groups(), cpg = w.gl >> 3;
+    constexpr int P = MR <= 2 && NB <= 4 ? 2 : 1;  // independent partial sums per accumulator
+    const int64_t K2 = w.k >> 1, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const uint32_t* x0 = xp + m0 * K2;
     F tot[MR][NB];
-    const uint8_t* qp[NB];
+    // NB <= 4: all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride,
+    // block j's chunk at +64 j. NB = 8: two full tiles (two sequential streams), the second tb bytes on.
+    const uint8_t* const q0 = w.codes(b0);
+    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
-      qp[j] = w.qw + (b0 + j) * K8 * 64;
       for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
     }
     for (int64_t g = 0; g < G; ++g) {
@@ -70,10 +72,9 @@ struct A16Bf16 {
           for (int p = 0; p < P; ++p) acc[r][j][p] = _mm512_setzero_ps();
       for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
         const uint32_t* xc = x0 + c * 4;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NB; ++j) {
-          const I raw = _mm512_loadu_si512(qp[j] + c * 64);
-          prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
+          const I raw = _mm512_loadu_si512(q0 + (j >> 2) * tb + c * cs + 64 * (j & 3));
           const I w0 = _mm512_permutexvar_epi16(raw, table);
           const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
           const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
@@ -88,10 +89,10 @@ struct A16Bf16 {
           }
         }
       }
-#pragma GCC unroll 4
+      const int64_t mb0 = w.meta(b0, g), mb1 = NB > 4 ? w.meta(b0 + 4, g) : 0;
+#pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const int64_t si = ((b0 + j) * G + g) * 16;
-        prefetch_group_params(w, b0 + j, g, NB);
+        const int64_t si = (j < 4 ? mb0 : mb1) + 16 * (j & 3);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
 #pragma GCC unroll 4
@@ -114,11 +115,19 @@ struct A16Bf16 {
     }
   }
 
-  template <int MR, int NB>
+  template <int MR, int NB, bool NB2 = false>
   static void range(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
                     int64_t lo, int64_t hi, const I& table) {
     int64_t b = lo;
-    for (; b + NB <= hi; b += NB) tile<MR, NB>(w, a, xp, sx, m0, b, table);
+    if (w.gl == 128) {
+      if constexpr (NB2) {  // two tiles at a time (two sequential code streams; lo is tile aligned,
+                            // so b + 8 <= hi means two full tiles)
+        for (; b + 8 <= hi; b += 8) tile<MR, 8, 16>(w, a, xp, sx, m0, b, table);
+      }
+      for (; b + NB <= hi; b += NB) tile<MR, NB, 16>(w, a, xp, sx, m0, b, table);
+    } else {
+      for (; b + NB <= hi; b += NB) tile<MR, NB>(w, a, xp, sx, m0, b, table);
+    }
     for (; b < hi; ++b) tile<MR, 1>(w, a, xp, sx, m0, b, table);
   }
 
@@ -131,7 +140,7 @@ struct A16Bf16 {
       const int64_t be = imin(hi, b + step);
       for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
         switch (imin(4, a.m - m0)) {
-          case 1: range<1, 4>(w, a, xp, sx, m0, b, be, table); break;
+          case 1: range<1, 4, true>(w, a, xp, sx, m0, b, be, table); break;
           case 2: range<2, 4>(w, a, xp, sx, m0, b, be, table); break;
           case 3: range<3, 2>(w, a, xp, sx, m0, b, be, table); break;
           default: range<4, 2>(w, a, xp, sx, m0, b, be, table); break;
@@ -170,7 +179,7 @@ struct A16Bf16 {
     uint32_t* xp = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * a.m * (w.k >> 1)));
     float* sx = w.zp ? static_cast<float*>(std::malloc(sizeof(float) * a.m * w.groups())) : nullptr;
     prepare(w, a, xp, sx);
-    parallel_chunks(nthreads, w.nblocks(), Base::gemv_chunk(w, nthreads),
+    parallel_owned_chunks(nthreads, w.nblocks(), Base::gemv_chunk(w, nthreads),
                     [&](long long lo, long long hi) { rows(w, a, xp, sx, lo, hi, table); });
     std::free(sx);
     std::free(xp);

@@ -92,7 +92,7 @@ static inline void from_f32_scalar(const float* src, void* dst, int kind, int64_
 
 // Scale of (block b, group g, column c) as fp32.
 static inline float packed_scale(const PackedView& w, int64_t b, int64_t g, int c) {
-  const int64_t idx = (b * w.groups() + g) * 16 + c;
+  const int64_t idx = w.meta(b, g) + c;
   switch (w.scale_kind) {
     case kScaleBF16: return bf16_to_f32(static_cast<const uint16_t*>(w.scale)[idx]);
     case kScaleF16: return f16_to_f32(static_cast<const uint16_t*>(w.scale)[idx]);
@@ -101,14 +101,14 @@ static inline float packed_scale(const PackedView& w, int64_t b, int64_t g, int 
 }
 
 static inline int packed_zero(const PackedView& w, int64_t b, int64_t g, int c) {
-  return w.zp ? w.zp[(b * w.groups() + g) * 16 + c] : 8;
+  return w.zp ? w.zp[w.meta(b, g) + c] : 8;
 }
 
 // Code 0..15 of (input feature kk, column c of block b).
 static inline int packed_code(const PackedView& w, int64_t b, int64_t kk, int c) {
   const int64_t chunk = kk >> 3;
   const int r = static_cast<int>(kk & 7);
-  const uint8_t byte = w.qw[(b * (w.k >> 3) + chunk) * 64 + 4 * c + (r & 3)];
+  const uint8_t byte = w.codes(b)[chunk * w.code_stride(b) + 4 * c + (r & 3)];
   return r < 4 ? (byte & 0xf) : (byte >> 4);
 }
 

@@ -59,6 +59,39 @@ static inline void parallel_chunks(int nthreads, long long total, long long chun
   });
 }
 
+// Owned-range split: [0, total) is cut into nthreads contiguous ranges of whole chunks (equal
+// work per thread); each thread takes chunks [lo, hi) in order from its own range first, so that it
+// streams one long contiguous run of memory, then helps with the other ranges (taking their
+// remaining chunks from the front), so that a thread the OS delays does not hold the others up
+// and a team smaller than nthreads still does all the work. fn(lo, hi).
+template <class Fn>
+static inline void parallel_owned_chunks(int nthreads, long long total, long long chunk, Fn&& fn) {
+  if (chunk < 1) chunk = 1;
+  const long long nchunks = (total + chunk - 1) / chunk;
+  if (nthreads > nchunks) nthreads = static_cast<int>(nchunks < 1 ? 1 : nchunks);
+  if (nthreads > 64) nthreads = 64;
+  struct alignas(64) Range {
+    long long next, end;
+  };
+  Range ranges[64];
+  for (int r = 0; r < nthreads; ++r) {
+    ranges[r].next = nchunks * r / nthreads * chunk;
+    const long long e = nchunks * (r + 1) / nthreads * chunk;
+    ranges[r].end = e < total ? e : total;
+  }
+  const int nr = nthreads;
+  parallel_run(nthreads, [&](int tid, int) {
+    for (int q = 0; q < nr; ++q) {
+      Range& rg = ranges[(tid + q) % nr];
+      for (;;) {
+        const long long lo = __atomic_fetch_add(&rg.next, chunk, __ATOMIC_RELAXED);
+        if (lo >= rg.end) break;
+        fn(lo, lo + chunk < rg.end ? lo + chunk : rg.end);
+      }
+    }
+  }, true);
+}
+
 // Splits [0, total) into nthreads contiguous parts, in units of `align`; part tid -> [lo, hi).
 static inline void split_range(long long total, int tid, int nthreads, long long align, long long* lo, long long* hi) {
   const long long units = (total + align - 1) / align;

@@ -9,8 +9,12 @@
 //   call. (bf16 activations on the avx512_bf16 path: kernels_avx512_bf16.cpp, vdpbf16ps.)
 //   GEMM (M > 16): a KC x 128-column panel of weights is dequantized to fp32 once (kept in L2) and
 //   reused by an MR x 32 register-blocked fp32 microkernel over all rows of the task.
-// GEMV streams are software-prefetched (codes 2 KiB ahead, scales / zero points 8 groups ahead,
-// both running on into the next tile near a tile's end); threads take dynamic chunks of blocks.
+// GEMV memory access: the packed layout is tile-interleaved (kernels.h), so a GEMV tile of 4 blocks
+// reads each of codes, scales and zero points as one sequential stream, and at M = 1 (group 128)
+// two tiles are run together (two code streams), which is the pattern that streamed fastest per
+// core here (benchmarks/cpu/NOTES.md); no software prefetch (it did not help with this layout).
+// Each thread owns a contiguous range of whole tiles and then helps with the others' remaining
+// chunks (parallel_owned_chunks).
 // A8W4
 //   Activations are quantized per token first (quant_act.cpp). A tile of MR rows x NB blocks runs
 //   over all of K: per group, u8 x s8 dot products (vpdpbusd or maddubs+madd) into exact int32
@@ -31,26 +35,6 @@ namespace {  // internal linkage: see thread_pool.h
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// Software prefetch for the GEMV weight streams of a tile of NB adjacent 16-column blocks: the
-// packed codes `ahead` bytes ahead in each block's stream, and the scales / zero points 8 groups
-// ahead (small strided streams next to the codes; without it their demand misses stall each
-// group's end). Near the end of the blocks the targets move on to the next tile (blocks b0 + NB ..
-// b0 + 2 NB - 1, adjacent in memory), so that its streams start warm instead of with a full DRAM
-// latency each (prefetches past the end of the arrays do not fault).
-inline void prefetch_codes(const uint8_t* block, int64_t off, int64_t ahead, int64_t block_bytes, int nb) {
-  int64_t t = off + ahead;
-  if (t >= block_bytes) t += (nb - 1) * block_bytes;
-  _mm_prefetch(reinterpret_cast<const char*>(block + t), _MM_HINT_T0);
-}
-inline void prefetch_group_params(const PackedView& w, int64_t b, int64_t g, int nb) {
-  const int64_t G = w.groups();
-  int64_t ahead = (b * G + g + 8) * 16;
-  if (g + 8 >= G) ahead += (nb - 1) * G * 16;
-  const int esz = w.scale_kind == kScaleF32 ? 4 : 2;
-  _mm_prefetch(static_cast<const char*>(w.scale) + ahead * esz, _MM_HINT_T0);
-  if (w.zp) _mm_prefetch(reinterpret_cast<const char*>(w.zp + ahead), _MM_HINT_T0);
-}
-
 template <class V>
 struct X86Kernels {
   using F = typename V::F;
@@ -60,7 +44,6 @@ struct X86Kernels {
   // A16 rows up to which decoding the weights in registers (per 4-row tile, blocks hot in cache)
   // beats dequantizing panels to fp32 for the GEMM microkernel
   static constexpr int64_t kA16DirectMaxM = 16;
-  static constexpr int64_t kPrefetch = 2048;  // bytes ahead in each weight stream (GEMV)
   static constexpr int64_t kKC = 256;         // K rows of a dequantized A16 panel
   static constexpr int64_t kNCB = 8;          // 16-column blocks of a dequantized A16 panel
 
@@ -90,13 +73,15 @@ struct X86Kernels {
   static void a16_gemv_tile(const PackedView& w, const A16Args& a, const float* sx, int64_t m0, int64_t b0,
                             const typename V::Lut& lut) {
     constexpr int P = MR <= 2 ? 2 : 1;  // independent partial sums per accumulator
-    const int64_t K8 = w.k >> 3, G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
+    const int64_t G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
     const float* x0 = a.x + m0 * ldx;
     F tot[MR][NB];
-    const uint8_t* qp[NB];
+    // all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride, block j's
+    // chunk at +64 j
+    const uint8_t* const q0 = w.codes(b0);
+    const int64_t cs = w.code_stride(b0);
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
-      qp[j] = w.qw + (b0 + j) * K8 * 64;
       for (int r = 0; r < MR; ++r) tot[r][j] = V::fzero();
     }
     for (int64_t g = 0; g < G; ++g) {
@@ -109,8 +94,7 @@ struct X86Kernels {
         const float* xk = x0 + c * 8;
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
-          const I raw = V::iload(qp[j] + c * 64);
-          prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
+          const I raw = V::iload(q0 + c * cs + 64 * j);
           a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
@@ -123,8 +107,7 @@ struct X86Kernels {
       }
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
-        const int64_t si = ((b0 + j) * G + g) * 16;
-        prefetch_group_params(w, b0 + j, g, NB);
+        const int64_t si = w.meta(b0, g) + 16 * j;
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
 #pragma GCC unroll 4
@@ -200,17 +183,17 @@ struct X86Kernels {
       sx = static_cast<float*>(std::malloc(sizeof(float) * a.m * w.groups()));
       group_sums(a.x, a.m, a.ldx, w.k, w.gl, sx);
     }
-    parallel_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads),
+    parallel_owned_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads),
                     [&](long long lo, long long hi) { a16_gemv_rows(w, a, sx, lo, hi, lut); });
     std::free(sx);
   }
 
-  // Blocks per dynamically scheduled GEMV chunk: about 128 KiB of weights, at least 8 chunks per thread.
+  // Blocks per GEMV chunk: about 128 KiB of weights, at least 8 chunks per thread, a multiple of 8.
   static int64_t gemv_chunk(const PackedView& w, int nthreads) {
     int64_t c = imax(4, (128 * 1024) / (w.k * 8));
     const int64_t per = w.nblocks() / (8 * int64_t(nthreads));
     if (c > per) c = imax(4, per);
-    return (c + 3) & ~int64_t(3);
+    return (c + 7) & ~int64_t(7);  // whole pairs of tiles
   }
 
   // ------------------------------------------------------------------ A16W4 GEMM
@@ -222,21 +205,21 @@ struct X86Kernels {
 
   static void a16_dequant_panel(const PackedView& w, int64_t b0, int64_t nbk, int64_t k0, int64_t kc,
                                 const typename V::Lut& lut, float* panel) {
-    const int64_t K8 = w.k >> 3, G = w.groups();
     for (int64_t jb = 0; jb < nbk; ++jb) {
       const int64_t b = b0 + jb;
-      const uint8_t* q = w.qw + b * K8 * 64;
+      const uint8_t* q = w.codes(b);
+      const int64_t cs = w.code_stride(b);
       int64_t cur_g = -1;
       F s = V::fzero(), zs = V::fzero();
       for (int64_t c = k0 >> 3; c < (k0 + kc) >> 3; ++c) {
         const int64_t g = (c * 8) / w.gl;
         if (g != cur_g) {
           cur_g = g;
-          const int64_t si = (b * G + g) * 16;
+          const int64_t si = w.meta(b, g);
           s = V::scale_load(w.scale, si, w.scale_kind);
           zs = w.zp ? V::fmul(V::cvt(V::zp_load(w.zp + si)), s) : V::fzero();
         }
-        const I raw = V::iload(q + c * 64);
+        const I raw = V::iload(q + c * cs);
         float* dst = panel + (jb * kKC + (c * 8 - k0)) * 16;
         deq_step<0>(raw, s, zs, lut, dst);
         deq_step<1>(raw, s, zs, lut, dst);
@@ -351,17 +334,20 @@ struct X86Kernels {
   }
 
   // ------------------------------------------------------------------ A8W4
-  template <int MR, int NB, bool ASYM, bool PF>
+  // CPG: chunks (of 8 k) per group when known at compile time (group 128: 16), else 0
+  template <int MR, int NB, bool ASYM, int CPG = 0>
   static void a8_tile(const PackedView& w, const A8Args& a, int64_t m0, int64_t b0) {
-    constexpr int P = MR == 1 ? 2 : 1;  // independent partial sums per accumulator
-    const int64_t K = w.k, K8 = K >> 3, G = w.groups(), cpg = w.gl >> 3;
+    constexpr int P = MR == 1 && NB <= 4 ? 2 : 1;  // independent partial sums per accumulator
+    const int64_t K = w.k, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const I nib = V::iset1(0x0f0f0f0f);
     const uint8_t* qa = a.a.q + m0 * K;
-    const uint8_t* qp[NB];
+    // NB <= 4: all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride,
+    // block j's chunk at +64 j. NB = 8: two full tiles (two sequential streams), the second tb bytes on.
+    const uint8_t* const q0 = w.codes(b0);
+    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
     F facc[MR][NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
-      qp[j] = w.qw + (b0 + j) * K8 * 64;
       for (int r = 0; r < MR; ++r) facc[r][j] = V::fzero();
     }
     for (int64_t g = 0; g < G; ++g) {
@@ -371,10 +357,9 @@ struct X86Kernels {
         for (int j = 0; j < NB; ++j)
           for (int p = 0; p < P; ++p) iacc[r][j][p] = V::izero();
       for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NB; ++j) {
-          const I raw = V::iload(qp[j] + c * 64);
-          if (PF) prefetch_codes(qp[j], c * 64, kPrefetch, K8 * 64, NB);
+          const I raw = V::iload(q0 + (j >> 2) * tb + c * cs + 64 * (j & 3));
           const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
 #pragma GCC unroll 8
           for (int r = 0; r < MR; ++r) {
@@ -393,10 +378,10 @@ struct X86Kernels {
         }
       }
       // sum (qa - za)(qw - zw) = dot - zw * sum(qa) - za * (sum(qw) - gl * zw)
-#pragma GCC unroll 4
+      const int64_t mb0 = w.meta(b0, g), mb1 = NB > 4 ? w.meta(b0 + 4, g) : 0;
+#pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const int64_t si = ((b0 + j) * G + g) * 16;
-        if (PF) prefetch_group_params(w, b0 + j, g, NB);
+        const int64_t si = (j < 4 ? mb0 : mb1) + 16 * (j & 3);
         const F sw = V::scale_load(w.scale, si, w.scale_kind);
         const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
         I wc = V::izero();
@@ -425,13 +410,22 @@ struct X86Kernels {
   template <int MR, int NB, bool ASYM>
   static void a8_gemv_range(const PackedView& w, const A8Args& a, int64_t lo, int64_t hi) {
     int64_t b = lo;
-    for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM, true>(w, a, 0, b);
-    for (; b < hi; ++b) a8_tile<MR, 1, ASYM, true>(w, a, 0, b);
+    if (w.gl == 128) {
+      if constexpr (MR == 1 && V::kGemvNB == 4) {
+        // two tiles at a time (two sequential code streams; lo is tile aligned, so b + 8 <= hi
+        // means two full tiles)
+        for (; b + 8 <= hi; b += 8) a8_tile<MR, 8, ASYM, 16>(w, a, 0, b);
+      }
+      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM, 16>(w, a, 0, b);
+    } else {
+      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM>(w, a, 0, b);
+    }
+    for (; b < hi; ++b) a8_tile<MR, 1, ASYM>(w, a, 0, b);
   }
 
   template <bool ASYM>
   static void a8_gemv(const PackedView& w, const A8Args& a, int nthreads) {
-    parallel_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads), [&](long long lo, long long hi) {
+    parallel_owned_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads), [&](long long lo, long long hi) {
       switch (a.m) {
         case 1: a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, lo, hi); break;
         case 2: a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, lo, hi); break;
@@ -445,8 +439,8 @@ struct X86Kernels {
   static void a8_tile_rows(int mr, int nbb, const PackedView& w, const A8Args& a, int64_t m0, int64_t b0) {
     if constexpr (R >= 1) {
       if (mr == R) {
-        if (nbb == 2) a8_tile<R, 2, ASYM, false>(w, a, m0, b0);
-        else a8_tile<R, 1, ASYM, false>(w, a, m0, b0);
+        if (nbb == 2) a8_tile<R, 2, ASYM>(w, a, m0, b0);
+        else a8_tile<R, 1, ASYM>(w, a, m0, b0);
       } else {
         a8_tile_rows<R - 1, ASYM>(mr, nbb, w, a, m0, b0);
       }
