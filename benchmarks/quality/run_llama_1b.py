@@ -7,6 +7,8 @@ random init) is calibrated on random token ids. For each linear, ``layer_errors`
 GPTQ saw them (the quantized previous blocks' outputs). Prints time, peak RSS and the error table.
 
 Run: ``python benchmarks/quality/run_llama_1b.py [--nsamples 8] [--seqlen 256] [--layers 16]``
+(``--hidden/--intermediate/--heads`` build a smaller model of the same style for a quick check, e.g.
+``--layers 4 --hidden 512 --intermediate 1408 --heads 8``)
 """
 from __future__ import annotations
 
@@ -30,12 +32,16 @@ def main() -> None:
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=5632)
+    ap.add_argument("--heads", type=int, default=32)
     args = ap.parse_args()
     import transformers
     import nybble
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=args.layers,
-                                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+    cfg = transformers.LlamaConfig(hidden_size=args.hidden, intermediate_size=args.intermediate,
+                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                                   num_key_value_heads=args.heads, vocab_size=32000,
                                    max_position_embeddings=2048)
     t0 = time.perf_counter()
     model = transformers.LlamaForCausalLM(cfg).eval()

@@ -291,9 +291,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
                 res = _gptq(weight, hessian, group_size, domain, **kw, fixed_params=(scale, res.zero_point))
             else:
                 res.scale = scale
-        if refine_sweeps:
+        for _ in range(int(refine_sweeps)):  # alternate: codes for the scales, scales for the codes
             res.codes = refine_codes(weight, hessian, res.codes, res.scale, res.zero_point, group_size,
-                                     damp=kw.get("damp", 0.01), sweeps=refine_sweeps)
+                                     damp=kw.get("damp", 0.01), sweeps=1)
             res.scale = refit_group_scales(weight, hessian, res.codes, res.scale, res.zero_point, group_size,
                                            damp=kw.get("damp", 0.01))
     return res

@@ -4,7 +4,7 @@ Calibration (every recipe): ``nsamples`` (128) and ``seqlen`` (512) for text/ten
 data, ``batch_size`` (8) calibration samples per forward, ``layer_errors`` (False): record each
 layer's relative output error on its calibration inputs (GPTQ and RTN) in ``summary.details``.
 
-GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.03, fraction of the mean Hessian diagonal),
+GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.3, fraction of the mean Hessian diagonal),
 ``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128),
 ``true_sequential`` (True: inside a known block, quantize q/k/v, then o, then gate/up, then down, each
 stage calibrated on the outputs of the already-quantized stages; False: one pass per block),
@@ -12,7 +12,18 @@ stage calibrated on the outputs of the already-quantized stages; False: one pass
 weighted rounding error, see :func:`.gptq._column_params`), ``clip_grid2d`` (False: that search
 shrinks the two ends of the range independently), ``refit_scales`` (2 for GPTQ, 1 for AWQ: rounds of least-squares
 scale re-fitting for the chosen codes, each followed by a GPTQ pass with the re-fitted static
-scales, see :func:`.gptq.refit_group_scales`; for ``awq`` one re-fit of the RTN scales).
+scales, see :func:`.gptq.refit_group_scales`; for ``awq`` one re-fit of the RTN scales),
+``refine_sweeps`` (2: after that, rounds of coordinate descent on the codes -- each code moves by
++-1 where that lowers the layer's output error -- each followed by a scale re-fit, see
+:func:`.gptq.refine_codes`), ``bias_correction`` (True: for a linear *with* a bias, the bias is
+re-fitted so that the layer's mean output error on its calibration tokens is zero, ``b' = b + W mu_f
+- Q mu_q``, see :func:`.gptq.bias_correction`; layers without a bias stay bias-free),
+``bias_center`` (True: such a layer is then rounded with the centred moments, since its bias absorbs
+the mean error, see :func:`.gptq.centered_moments`), ``hess_shrink`` (0.0: shrink the Hessian and
+the cross moment towards their diagonals by this fraction), ``block_tune`` (0: Adam steps of
+block-output tuning of the group scales (and biases) against the float model after a block is
+rounded, see :mod:`.block_tune`; needs ``asymmetric``), ``block_tune_lr`` (1e-3),
+``block_tune_norms`` (False: also tune the block's norm weights).
 
 Asymmetric calibration (every recipe): ``asymmetric`` (True: the engine also runs the float model
 block by block and each layer is rounded for ``||X_float W^T - X_quant Q^T||`` -- it absorbs part of
@@ -28,11 +39,11 @@ calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
-_GPTQ = {"damp": (float, 0.03), "act_order": (bool, True), "block_size": (int, 128),
+_GPTQ = {"damp": (float, 0.3), "act_order": (bool, True), "block_size": (int, 128),
          "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
          "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False),
-         "bias_correction": (bool, False), "bias_center": (bool, True), "hess_shrink": (float, 0.0),
-         "block_tune": (int, 0), "block_tune_lr": (float, 1e-3), "refine_sweeps": (int, 0),
+         "bias_correction": (bool, True), "bias_center": (bool, True), "hess_shrink": (float, 0.0),
+         "block_tune": (int, 0), "block_tune_lr": (float, 1e-3), "refine_sweeps": (int, 2),
          "block_tune_norms": (bool, False)}
 _AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.3), "refit_scales": (int, 1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
