@@ -3,10 +3,10 @@
 // Packed weight layout (made by nybble.kernels.cpu_layout.prepack, identical for every ISA):
 //   Columns (output features) are grouped in blocks of 16; Nb = ceil(N / 16), padded columns hold
 //   code 0 and scale 0 and are never written to the output. Blocks are grouped in tiles of
-//   kTileBlocks = 4 (the last tile may be narrower: w = Nb - 4 * (ntiles - 1) blocks), and every
-//   array below stores a tile's blocks interleaved, so that a thread running over a tile (the GEMV
-//   does: all 4 blocks, k from 0 to K) reads one sequential stream per array instead of one per
-//   block (measured: this is what lets one core stream at the rate of a plain read).
+//   kTileBlocks = 4 (the last tile may be narrower: w = Nb - 4 * (ntiles - 1)), and every array
+//   below stores a tile's blocks interleaved, so that a GEMV running over whole tiles (k from 0 to
+//   K) reads one sequential stream per tile and array (256 bytes of codes per 8 k) instead of one
+//   per block (benchmarks/cpu/NOTES.md has the measurements).
 //   qw     uint8, Nb * K/8 * 64 bytes (tensor shape (Nb, K/8, 64), memory order (tile, K/8, w, 64)):
 //          chunk c of block b (64 bytes, covers k = 8c .. 8c+7 of its 16 columns) is at
 //          codes(b) + c * code_stride(b); byte 4*col + j holds code[8c+j, col] in its low nibble

@@ -49,15 +49,17 @@ struct A16Bf16 {
 
   // Rows m0 .. m0+MR-1 (xp row stride K/2 words), blocks b0 .. b0+NB-1, all of K.
   // CPG: chunks (of 8 k) per group when known at compile time (group 128: 16), else 0
-  template <int MR, int NB, int CPG = 0>
+  // NBH: blocks accumulated at a time (a divisor of NB), see below
+  template <int MR, int NB, int CPG = 0, int NBH = NB>
   static void tile(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
                    int64_t b0, const I& table) {
     constexpr int P = MR <= 2 && NB <= 4 ? 2 : 1;  // independent partial sums per accumulator
     const int64_t K2 = w.k >> 1, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const uint32_t* x0 = xp + m0 * K2;
     F tot[MR][NB];
-    // NB <= 4: all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride,
-    // block j's chunk at +64 j. NB = 8: two full tiles (two sequential streams), the second tb bytes on.
+    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
+    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
+    constexpr int64_t T = PackedView::kTileBlocks;
     const uint8_t* const q0 = w.codes(b0);
     const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
 #pragma GCC unroll 4
@@ -65,42 +67,49 @@ struct A16Bf16 {
       for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
     }
     for (int64_t g = 0; g < G; ++g) {
-      F acc[MR][NB][P];
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r)
-        for (int j = 0; j < NB; ++j)
-          for (int p = 0; p < P; ++p) acc[r][j][p] = _mm512_setzero_ps();
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const uint32_t* xc = x0 + c * 4;
-#pragma GCC unroll 8
-        for (int j = 0; j < NB; ++j) {
-          const I raw = _mm512_loadu_si512(q0 + (j >> 2) * tb + c * cs + 64 * (j & 3));
-          const I w0 = _mm512_permutexvar_epi16(raw, table);
-          const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
-          const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
-          const I w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 12), table);
+      const int64_t mb0 = w.meta(b0, g);
+      // NBH < NB: the group's blocks in parts of NBH (fewer accumulators), each part right after
+      // the other, so that the tile's chunks of this group are still in cache for the next part
 #pragma GCC unroll 4
-          for (int r = 0; r < MR; ++r) {
-            const uint32_t* xr = xc + r * K2;
-            acc[r][j][0] = dp(acc[r][j][0], w0, xr[0]);
-            acc[r][j][P - 1] = dp(acc[r][j][P - 1], w1, xr[1]);
-            acc[r][j][0] = dp(acc[r][j][0], w2, xr[2]);
-            acc[r][j][P - 1] = dp(acc[r][j][P - 1], w3, xr[3]);
+      for (int h = 0; h < NB; h += NBH) {
+        F acc[MR][NBH][P];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r)
+          for (int jj = 0; jj < NBH; ++jj)
+            for (int p = 0; p < P; ++p) acc[r][jj][p] = _mm512_setzero_ps();
+        for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+          const uint32_t* xc = x0 + c * 4;
+#pragma GCC unroll 8
+          for (int jj = 0; jj < NBH; ++jj) {
+            const int j = h + jj;
+            const I raw = _mm512_loadu_si512(q0 + (j / T) * tb + c * cs + 64 * (j % T));
+            const I w0 = _mm512_permutexvar_epi16(raw, table);
+            const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
+            const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
+            const I w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 12), table);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; ++r) {
+              const uint32_t* xr = xc + r * K2;
+              acc[r][jj][0] = dp(acc[r][jj][0], w0, xr[0]);
+              acc[r][jj][P - 1] = dp(acc[r][jj][P - 1], w1, xr[1]);
+              acc[r][jj][0] = dp(acc[r][jj][0], w2, xr[2]);
+              acc[r][jj][P - 1] = dp(acc[r][jj][P - 1], w3, xr[3]);
+            }
           }
         }
-      }
-      const int64_t mb0 = w.meta(b0, g), mb1 = NB > 4 ? w.meta(b0 + 4, g) : 0;
 #pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        const int64_t si = (j < 4 ? mb0 : mb1) + 16 * (j & 3);
-        const F s = V::scale_load(w.scale, si, w.scale_kind);
-        const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
+        for (int jj = 0; jj < NBH; ++jj) {
+          const int j = h + jj;
+          const int64_t si = mb0 + (j / T) * T * G * 16 + 16 * (j % T);
+          const F s = V::scale_load(w.scale, si, w.scale_kind);
+          const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
 #pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) {
-          F v = acc[r][j][0];
-          if (P == 2) v = _mm512_add_ps(v, acc[r][j][P - 1]);
-          if (w.zp) v = _mm512_fnmadd_ps(zf, _mm512_set1_ps(sx[(m0 + r) * G + g]), v);
-          tot[r][j] = _mm512_fmadd_ps(v, s, tot[r][j]);
+          for (int r = 0; r < MR; ++r) {
+            F v = acc[r][jj][0];
+            if (P == 2) v = _mm512_add_ps(v, acc[r][jj][P - 1]);
+            if (w.zp) v = _mm512_fnmadd_ps(zf, _mm512_set1_ps(sx[(m0 + r) * G + g]), v);
+            tot[r][j] = _mm512_fmadd_ps(v, s, tot[r][j]);
+          }
         }
       }
     }
@@ -115,18 +124,18 @@ struct A16Bf16 {
     }
   }
 
-  template <int MR, int NB, bool NB2 = false>
+  template <int MR, int NB, bool NB2 = false, int NBH = NB>
   static void range(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
                     int64_t lo, int64_t hi, const I& table) {
     int64_t b = lo;
     if (w.gl == 128) {
-      if constexpr (NB2) {  // two tiles at a time (two sequential code streams; lo is tile aligned,
-                            // so b + 8 <= hi means two full tiles)
+      if constexpr (NB2) {  // 8 blocks = 2 tiles at a time (2 sequential code streams; lo is a
+                            // multiple of 8, so b + 8 <= hi means 2 full tiles)
         for (; b + 8 <= hi; b += 8) tile<MR, 8, 16>(w, a, xp, sx, m0, b, table);
       }
-      for (; b + NB <= hi; b += NB) tile<MR, NB, 16>(w, a, xp, sx, m0, b, table);
+      for (; b + NB <= hi; b += NB) tile<MR, NB, 16, NBH>(w, a, xp, sx, m0, b, table);
     } else {
-      for (; b + NB <= hi; b += NB) tile<MR, NB>(w, a, xp, sx, m0, b, table);
+      for (; b + NB <= hi; b += NB) tile<MR, NB, 0, NBH>(w, a, xp, sx, m0, b, table);
     }
     for (; b < hi; ++b) tile<MR, 1>(w, a, xp, sx, m0, b, table);
   }
@@ -135,6 +144,15 @@ struct A16Bf16 {
   // so that their weights stay in L1/L2 while every row tile uses them.
   static void rows(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t lo,
                    int64_t hi, const I& table) {
+    if (a.m == 3 || a.m == 4) {  // row pairs over one whole tile at a time (the second pair from cache)
+      for (int64_t b = lo; b < hi; b += 4) {
+        const int64_t be = imin(hi, b + 4);
+        range<2, 4>(w, a, xp, sx, 0, b, be, table);
+        if (a.m == 4) range<2, 4>(w, a, xp, sx, 2, b, be, table);
+        else range<1, 4>(w, a, xp, sx, 2, b, be, table);
+      }
+      return;
+    }
     const int64_t step = a.m <= 4 ? hi - lo : 4;
     for (int64_t b = lo; b < hi; b += step) {
       const int64_t be = imin(hi, b + step);
@@ -142,8 +160,9 @@ struct A16Bf16 {
         switch (imin(4, a.m - m0)) {
           case 1: range<1, 4, true>(w, a, xp, sx, m0, b, be, table); break;
           case 2: range<2, 4>(w, a, xp, sx, m0, b, be, table); break;
-          case 3: range<3, 2>(w, a, xp, sx, m0, b, be, table); break;
-          default: range<4, 2>(w, a, xp, sx, m0, b, be, table); break;
+          // (M > 4, one tile per step) whole 4-block tiles, accumulated 2 blocks at a time
+          case 3: range<3, 4, false, 2>(w, a, xp, sx, m0, b, be, table); break;
+          default: range<4, 4, false, 2>(w, a, xp, sx, m0, b, be, table); break;
         }
       }
     }

@@ -9,10 +9,11 @@
 //   call. (bf16 activations on the avx512_bf16 path: kernels_avx512_bf16.cpp, vdpbf16ps.)
 //   GEMM (M > 16): a KC x 128-column panel of weights is dequantized to fp32 once (kept in L2) and
 //   reused by an MR x 32 register-blocked fp32 microkernel over all rows of the task.
-// GEMV memory access: the packed layout is tile-interleaved (kernels.h), so a GEMV tile of 4 blocks
-// reads each of codes, scales and zero points as one sequential stream, and at M = 1 (group 128)
-// two tiles are run together (two code streams), which is the pattern that streamed fastest per
-// core here (benchmarks/cpu/NOTES.md); no software prefetch (it did not help with this layout).
+// GEMV memory access: the packed layout is tile-interleaved (kernels.h: tiles of 4 blocks), so each
+// tile of a GEMV call is one sequential stream of codes (and one of scales, one of zero points);
+// at M = 1 (group 128) two tiles run side by side (2 streams), at M = 2..4 one whole tile (with 3-4
+// rows its blocks are accumulated 2 at a time, group by group, so the tile is still read once); no
+// software prefetch (benchmarks/cpu/NOTES.md has the measurements).
 // Each thread owns a contiguous range of whole tiles and then helps with the others' remaining
 // chunks (parallel_owned_chunks).
 // A8W4
@@ -76,10 +77,11 @@ struct X86Kernels {
     const int64_t G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
     const float* x0 = a.x + m0 * ldx;
     F tot[MR][NB];
-    // all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride, block j's
-    // chunk at +64 j
+    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
+    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
+    constexpr int64_t T = PackedView::kTileBlocks;
     const uint8_t* const q0 = w.codes(b0);
-    const int64_t cs = w.code_stride(b0);
+    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) tot[r][j] = V::fzero();
@@ -94,7 +96,7 @@ struct X86Kernels {
         const float* xk = x0 + c * 8;
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
-          const I raw = V::iload(q0 + c * cs + 64 * j);
+          const I raw = V::iload(q0 + (j / T) * tb + c * cs + 64 * (j % T));
           a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
@@ -107,7 +109,7 @@ struct X86Kernels {
       }
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
-        const int64_t si = w.meta(b0, g) + 16 * j;
+        const int64_t si = w.meta(b0, g) + (j / T) * T * G * 16 + 16 * (j % T);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
 #pragma GCC unroll 4
@@ -335,14 +337,16 @@ struct X86Kernels {
 
   // ------------------------------------------------------------------ A8W4
   // CPG: chunks (of 8 k) per group when known at compile time (group 128: 16), else 0
-  template <int MR, int NB, bool ASYM, int CPG = 0>
+  // NBH: blocks accumulated at a time (a divisor of NB), see below
+  template <int MR, int NB, bool ASYM, int CPG = 0, int NBH = NB>
   static void a8_tile(const PackedView& w, const A8Args& a, int64_t m0, int64_t b0) {
     constexpr int P = MR == 1 && NB <= 4 ? 2 : 1;  // independent partial sums per accumulator
     const int64_t K = w.k, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const I nib = V::iset1(0x0f0f0f0f);
     const uint8_t* qa = a.a.q + m0 * K;
-    // NB <= 4: all NB blocks lie in one tile (b0 % NB == 0, NB divides kTileBlocks): one stride,
-    // block j's chunk at +64 j. NB = 8: two full tiles (two sequential streams), the second tb bytes on.
+    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
+    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
+    constexpr int64_t T = PackedView::kTileBlocks;
     const uint8_t* const q0 = w.codes(b0);
     const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
     F facc[MR][NB];
@@ -351,48 +355,55 @@ struct X86Kernels {
       for (int r = 0; r < MR; ++r) facc[r][j] = V::fzero();
     }
     for (int64_t g = 0; g < G; ++g) {
-      I iacc[MR][NB][P];
+      const int64_t mb0 = w.meta(b0, g);
+      // NBH < NB: the group's blocks in parts of NBH (fewer accumulators), each part right after
+      // the other, so that the tile's chunks of this group are still in cache for the next part
+#pragma GCC unroll 4
+      for (int h = 0; h < NB; h += NBH) {
+        I iacc[MR][NBH][P];
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r)
-        for (int j = 0; j < NB; ++j)
-          for (int p = 0; p < P; ++p) iacc[r][j][p] = V::izero();
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+        for (int r = 0; r < MR; ++r)
+          for (int jj = 0; jj < NBH; ++jj)
+            for (int p = 0; p < P; ++p) iacc[r][jj][p] = V::izero();
+        for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
 #pragma GCC unroll 8
-        for (int j = 0; j < NB; ++j) {
-          const I raw = V::iload(q0 + (j >> 2) * tb + c * cs + 64 * (j & 3));
-          const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
+          for (int jj = 0; jj < NBH; ++jj) {
+            const int j = h + jj;
+            const I raw = V::iload(q0 + (j / T) * tb + c * cs + 64 * (j % T));
+            const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
 #pragma GCC unroll 8
-          for (int r = 0; r < MR; ++r) {
-            int32_t a0, a1;
-            std::memcpy(&a0, qa + r * K + c * 8, 4);
-            std::memcpy(&a1, qa + r * K + c * 8 + 4, 4);
-            const I va0 = V::iset1(a0), va1 = V::iset1(a1);
-            if (ASYM) {  // activations u8, codes 0..15 as s8
-              iacc[r][j][0] = V::dot(iacc[r][j][0], va0, lo);
-              iacc[r][j][P - 1] = V::dot(iacc[r][j][P - 1], va1, hi);
-            } else {  // codes as u8, activations s8
-              iacc[r][j][0] = V::dot(iacc[r][j][0], lo, va0);
-              iacc[r][j][P - 1] = V::dot(iacc[r][j][P - 1], hi, va1);
+            for (int r = 0; r < MR; ++r) {
+              int32_t a0, a1;
+              std::memcpy(&a0, qa + r * K + c * 8, 4);
+              std::memcpy(&a1, qa + r * K + c * 8 + 4, 4);
+              const I va0 = V::iset1(a0), va1 = V::iset1(a1);
+              if (ASYM) {  // activations u8, codes 0..15 as s8
+                iacc[r][jj][0] = V::dot(iacc[r][jj][0], va0, lo);
+                iacc[r][jj][P - 1] = V::dot(iacc[r][jj][P - 1], va1, hi);
+              } else {  // codes as u8, activations s8
+                iacc[r][jj][0] = V::dot(iacc[r][jj][0], lo, va0);
+                iacc[r][jj][P - 1] = V::dot(iacc[r][jj][P - 1], hi, va1);
+              }
             }
           }
         }
-      }
-      // sum (qa - za)(qw - zw) = dot - zw * sum(qa) - za * (sum(qw) - gl * zw)
-      const int64_t mb0 = w.meta(b0, g), mb1 = NB > 4 ? w.meta(b0 + 4, g) : 0;
+        // sum (qa - za)(qw - zw) = dot - zw * sum(qa) - za * (sum(qw) - gl * zw)
 #pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        const int64_t si = (j < 4 ? mb0 : mb1) + 16 * (j & 3);
-        const F sw = V::scale_load(w.scale, si, w.scale_kind);
-        const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
-        I wc = V::izero();
-        if (ASYM) wc = V::i32load(w.wcomp + si);
+        for (int jj = 0; jj < NBH; ++jj) {
+          const int j = h + jj;
+          const int64_t si = mb0 + (j / T) * T * G * 16 + 16 * (j % T);
+          const F sw = V::scale_load(w.scale, si, w.scale_kind);
+          const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
+          I wc = V::izero();
+          if (ASYM) wc = V::i32load(w.wcomp + si);
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; ++r) {
-          I tot = iacc[r][j][0];
-          if (P == 2) tot = V::iadd(tot, iacc[r][j][P - 1]);
-          I corr = V::imullo(zw, V::iset1(a.a.sums[(m0 + r) * G + g]));
-          if (ASYM) corr = V::iadd(corr, V::imullo(V::iset1(a.a.za[m0 + r]), wc));
-          facc[r][j] = V::fmadd(V::cvt(V::isub(tot, corr)), sw, facc[r][j]);
+          for (int r = 0; r < MR; ++r) {
+            I tot = iacc[r][jj][0];
+            if (P == 2) tot = V::iadd(tot, iacc[r][jj][P - 1]);
+            I corr = V::imullo(zw, V::iset1(a.a.sums[(m0 + r) * G + g]));
+            if (ASYM) corr = V::iadd(corr, V::imullo(V::iset1(a.a.za[m0 + r]), wc));
+            facc[r][j] = V::fmadd(V::cvt(V::isub(tot, corr)), sw, facc[r][j]);
+          }
         }
       }
     }
@@ -407,30 +418,37 @@ struct X86Kernels {
     }
   }
 
+  // rows [m0, m0 + MR), blocks [lo, hi)
   template <int MR, int NB, bool ASYM>
-  static void a8_gemv_range(const PackedView& w, const A8Args& a, int64_t lo, int64_t hi) {
+  static void a8_gemv_range(const PackedView& w, const A8Args& a, int64_t m0, int64_t lo, int64_t hi) {
     int64_t b = lo;
     if (w.gl == 128) {
       if constexpr (MR == 1 && V::kGemvNB == 4) {
-        // two tiles at a time (two sequential code streams; lo is tile aligned, so b + 8 <= hi
-        // means two full tiles)
-        for (; b + 8 <= hi; b += 8) a8_tile<MR, 8, ASYM, 16>(w, a, 0, b);
+        // 8 blocks = 2 tiles at a time (2 sequential code streams; lo is a multiple of 8, so
+        // b + 8 <= hi means 2 full tiles)
+        for (; b + 8 <= hi; b += 8) a8_tile<MR, 8, ASYM, 16>(w, a, m0, b);
       }
-      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM, 16>(w, a, 0, b);
+      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM, 16>(w, a, m0, b);
     } else {
-      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM>(w, a, 0, b);
+      for (; b + NB <= hi; b += NB) a8_tile<MR, NB, ASYM>(w, a, m0, b);
     }
-    for (; b < hi; ++b) a8_tile<MR, 1, ASYM>(w, a, 0, b);
+    for (; b < hi; ++b) a8_tile<MR, 1, ASYM>(w, a, m0, b);
   }
 
   template <bool ASYM>
   static void a8_gemv(const PackedView& w, const A8Args& a, int nthreads) {
     parallel_owned_chunks(nthreads, w.nblocks(), gemv_chunk(w, nthreads), [&](long long lo, long long hi) {
       switch (a.m) {
-        case 1: a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, lo, hi); break;
-        case 2: a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, lo, hi); break;
-        case 3: a8_gemv_range<3, 2, ASYM>(w, a, lo, hi); break;
-        default: a8_gemv_range<4, 2, ASYM>(w, a, lo, hi); break;
+        case 1: a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, 0, lo, hi); break;
+        case 2: a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, 0, lo, hi); break;
+        default:  // 3-4 rows: row pairs over one whole tile at a time (the second pair from cache)
+          for (long long b = lo; b < hi; b += PackedView::kTileBlocks) {
+            const long long be = b + PackedView::kTileBlocks < hi ? b + PackedView::kTileBlocks : hi;
+            a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, 0, b, be);
+            if (a.m == 4) a8_gemv_range<2, V::kGemvNB, ASYM>(w, a, 2, b, be);
+            else a8_gemv_range<1, V::kGemvNB, ASYM>(w, a, 2, b, be);
+          }
+          break;
       }
     });
   }

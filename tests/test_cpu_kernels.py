@@ -169,25 +169,28 @@ def test_threads_and_wide_n(isa, threads):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_decode_tile_paths(isa, threads):
-    """M = 1 (and 2) with group 128 on a wide N: the GEMV's two-tiles-at-a-time path (full pairs of
-    4-block tiles), single full tiles, and the narrow last tile (N = 16 * 43 + 5: 44 blocks = 10
-    full tiles + a tile of 4 whose last block is partial; 21 blocks = 5 tiles + 1), 1 and 2 threads
-    (each thread's own range, then the other's)."""
+    """M = 1..4 with group 128 on a wide N: the GEMV's 8-block (several tiles side by side), 4-,
+    2- and 1-block paths and the narrow last tile (N = 16 * 43 + 5: 44 blocks, the last one
+    partial; 21 blocks: a last tile of 1; 16 * 20 + 3: 21 blocks), 1 and 2 threads (each thread's
+    own range, then the other's)."""
     for t in (1, 2):
         threads(t)
         for op in OPS:
             for n in (16 * 43 + 5, 16 * 21, 16 * 20 + 3):
                 check(op, isa, torch.bfloat16, "int", 128, 1, n, bias_on=n % 2 == 1)
             check(op, isa, torch.float32, "none", 128, 2, 16 * 21, bias_on=True)
+            check(op, isa, torch.bfloat16, "none", 128, 4, 16 * 43 + 5, bias_on=False)
+            check(op, isa, torch.float16, "int", 128, 3, 16 * 21, bias_on=True)
 
 
 def test_tile_interleaved_layout():
-    """The packed arrays hold each tile of 4 blocks (the last one narrower) interleaved: chunk c
-    of block b at byte ((4 t) * K/8 + c * w + (b - 4 t)) * 64, group g's scales at element
-    ((4 t) * G + g * w + (b - 4 t)) * 16 (t = b // 4, w = the tile's width), as csrc/kernels.h
-    reads them."""
+    """The packed arrays hold each tile of T = TILE_BLOCKS blocks (the last one narrower)
+    interleaved: chunk c of block b at byte ((T t) * K/8 + c * w + (b - T t)) * 64, group g's
+    scales at element ((T t) * G + g * w + (b - T t)) * 16 (t = b // T, w = the tile's width),
+    as csrc/kernels.h reads them."""
     from nybble.kernels import cpu_layout as L
-    n, k, gl = 16 * 10 + 7, 64, 32  # 11 blocks: 2 full tiles + a tile of 3
+    T = L.TILE_BLOCKS
+    n, k, gl = 16 * (4 * T) + 7, 64, 32  # 4 full tiles + a tile of 1 (partial block)
     codes = torch.randint(0, 16, (n, k), dtype=torch.uint8)
     scale = torch.rand(n, k // gl)
     qw, sp, _, _ = L.prepack(P.pack_int32(codes), scale, None, gl, False)
@@ -196,8 +199,8 @@ def test_tile_interleaved_layout():
     cpad = torch.cat([codes, codes.new_zeros(nb * 16 - n, k)])
     spad = torch.cat([scale, scale.new_zeros(nb * 16 - n, G)])
     for b in range(nb):
-        t0 = b // 4 * 4
-        w = min(4, nb - t0)
+        t0 = b // T * T
+        w = min(T, nb - t0)
         for c in range(k8):
             chunk = flat_q[((t0 * k8) + c * w + (b - t0)) * 64:][:64].reshape(16, 4)
             cols = cpad[b * 16:(b + 1) * 16, 8 * c:8 * c + 8]

@@ -4,8 +4,8 @@ into the plain layout with pure torch (exact, done once at load/quantize time; n
 Columns (output features, N) are grouped in blocks of 16 (``Nb = ceil(N / 16)``; padded columns
 have code 0, scale 0, zero point 0), and blocks in tiles of ``TILE_BLOCKS = 4`` (the last tile has
 ``w = Nb - 4 * (ntiles - 1)`` blocks). Every array stores a tile's blocks interleaved along its
-second dimension, so that the GEMV, which runs over one tile at a time for all of K, reads each
-array as one sequential stream: a tensor of shape ``(Nb, X, Y)`` below holds, in memory, the
+second dimension, so that the GEMV, which runs over whole tiles for all of K, reads each tile of
+each array as one sequential stream: a tensor of shape ``(Nb, X, Y)`` below holds, in memory, the
 tiles one after the other, each in the order ``(X, w, Y)`` (``tile_interleave``). For K input
 features, G groups of ``gl`` features:
 
