@@ -145,6 +145,15 @@ struct X86Kernels {
   // weights of those blocks stay in L1/L2 while every row tile uses them.
   static void a16_gemv_rows(const PackedView& w, const A16Args& a, const float* sx, int64_t lo, int64_t hi,
                             const typename V::Lut& lut) {
+    if (a.m == 3 || a.m == 4) {  // row pairs over one whole tile at a time (the second pair from cache)
+      for (int64_t b = lo; b < hi; b += PackedView::kTileBlocks) {
+        const int64_t be = imin(hi, b + PackedView::kTileBlocks);
+        a16_gemv_range<2, V::kGemvNB>(w, a, sx, 0, b, be, lut);
+        if (a.m == 4) a16_gemv_range<2, V::kGemvNB>(w, a, sx, 2, b, be, lut);
+        else a16_gemv_range<1, V::kGemvNB>(w, a, sx, 2, b, be, lut);
+      }
+      return;
+    }
     const int64_t step = a.m <= 4 ? hi - lo : 4;
     for (int64_t b = lo; b < hi; b += step) {
       const int64_t be = imin(hi, b + step);
