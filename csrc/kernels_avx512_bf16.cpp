@@ -182,13 +182,17 @@ struct A16Bf16 {
       }
       if (!sx) continue;
       for (int64_t g = 0; g < G; ++g) {
-        F sv = _mm512_setzero_ps();
+        __m256 sv = _mm256_setzero_ps();
         for (int64_t i = g * w.gl; i < (g + 1) * w.gl; i += 8) {  // gl is a multiple of 8
           const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xr + i));
-          const __m256i f = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-          sv = _mm512_add_ps(sv, _mm512_zextps256_ps512(_mm256_castsi256_ps(f)));
+          sv = _mm256_add_ps(sv, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
         }
-        sx[r * G + g] = _mm512_reduce_add_ps(sv);
+        // 8 lanes -> 1 (lo + hi halves, then pairs; 256-bit ops: GCC 12 warns falsely about the
+        // 512-bit reduce intrinsics)
+        __m128 q = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
+        q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        sx[r * G + g] = _mm_cvtss_f32(q);
       }
     }
   }
