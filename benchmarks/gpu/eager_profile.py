@@ -28,7 +28,6 @@ import csv
 import io
 import pstats
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -42,17 +41,9 @@ from nybble.tensor import Int4Linear
 
 
 def wall_us(fn, reps=2000):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t0) / reps * 1e6)
-    return best
+    """Best of 3 loops of ``reps`` eager calls, wall us per call (the benchmark's own timer)."""
+    from nybble.bench.gpu import _wall_per_call
+    return _wall_per_call(fn, reps, torch)
 
 
 def graph_gpu_us(fn, reps=20):
