@@ -299,6 +299,13 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, group_size: int,
     return res
 
 
+def _damped(hessian: torch.Tensor, damp: float, dtype: torch.dtype) -> torch.Tensor:
+    """A ``dtype`` copy of the ``(K, K)`` Hessian with ``damp * mean(diag H)`` added to its diagonal."""
+    h = hessian.to(dtype, copy=True)
+    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    return h
+
+
 @torch.no_grad()
 def refine_codes(weight: torch.Tensor, hessian: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
                  zero_point: torch.Tensor | None, group_size: int, damp: float = 0.01, sweeps: int = 1) -> torch.Tensor:
@@ -311,13 +318,11 @@ def refine_codes(weight: torch.Tensor, hessian: torch.Tensor, codes: torch.Tenso
     """
     n, k = weight.shape
     g = P.group_len(group_size, k)
-    h = hessian.float().clone()
-    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    h = _damped(hessian, damp, torch.float32)
     s = scale.float().repeat_interleave(g, dim=1)                      # (N, K)
     z = 8.0 if zero_point is None else zero_point.float().repeat_interleave(g, dim=1)
     q = codes.float().clone()
-    e = weight.float() - s * (q - z)                                   # (N, K) error W - D
-    grad = e @ h                                                       # (N, K): (E H)
+    grad = (weight.float() - s * (q - z)) @ h                          # (N, K): (E H), E = W - D
     hd = torch.diagonal(h).clone()
     one = torch.ones(n, device=q.device)
     bs = 128  # lazy updates: inside a block of columns only the block's gradient is kept current
@@ -338,7 +343,6 @@ def refine_codes(weight: torch.Tensor, hessian: torch.Tensor, codes: torch.Tenso
                 step = delta * sc                                      # D changes by step on column c
                 steps[:, c - i1] = step
                 gblk.addr_(step, h[c, i1:i2], alpha=-1)
-            e[:, i1:i2] -= steps
             grad.sub_(steps @ h[i1:i2])
     return q.to(torch.uint8)
 
@@ -358,8 +362,7 @@ def refit_group_scales(weight: torch.Tensor, hessian: torch.Tensor, codes: torch
     n, k = weight.shape
     g = P.group_len(group_size, k)
     ng = k // g
-    h = hessian.double().clone()
-    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    h = _damped(hessian, damp, torch.float64)
     z = 8.0 if zero_point is None else zero_point.double().repeat_interleave(g, dim=1)
     u = codes.double() - z                                   # (N, K): d = s_g * u
     w = weight.double()

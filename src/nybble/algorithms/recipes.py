@@ -14,6 +14,7 @@ import copy
 
 import torch
 
+from ..api import replace_module
 from ..plain import PlainInt4Weight
 from .architectures import fold_into_linear, fold_into_norm, match_pattern, scale_groups
 from .block_tune import FakeQuantLinear, tune_block
@@ -49,11 +50,6 @@ class _InputScaler:
 
     def clear(self):
         self._last_in = self._last_out = None
-
-
-def _replace(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 class GPTQRecipe:
@@ -180,7 +176,7 @@ class GPTQRecipe:
                 fake = FakeQuantLinear(res.codes, res.scale, res.zero_point, self.config.group_size, lin.bias,
                                        input_scales.get(name), ctx.act_mode)
                 self._pending[name] = (fake, lin, res.zero_point, w.dtype, h if o["layer_errors"] else None)
-                _replace(ctx.model, name, fake)
+                replace_module(ctx.model, name, fake)
             else:
                 if o["layer_errors"]:
                     self._record_error(name, w, plain, h)
