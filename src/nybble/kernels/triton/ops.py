@@ -428,6 +428,12 @@ def perm8_layout(qa: torch.Tensor) -> torch.Tensor:
     return qa.view(m, k // 8, 4, 2).transpose(2, 3).reshape(m, k)
 
 
+def unperm8_layout(qa: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`perm8_layout`: codes (M, K) in the PERM8 order -> K order."""
+    m, k = qa.shape
+    return qa.view(m, k // 8, 2, 4).transpose(2, 3).reshape(m, k)
+
+
 def _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, out_dtype,
              cfg: TileConfig) -> torch.Tensor:
     """A8W4 large-M GEMM of :mod:`gemm_a8` (``configs.is_a8_gemm(cfg)``): ``qa`` in the PERM8 order;
@@ -472,7 +478,7 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                             asymmetric, bias, out_dtype, cfg)
         cfg = heuristic("a8w4", n, k, group_size, m, gemm=False)
     if perm8:
-        qa = qa.view(m, k // 8, 2, 4).transpose(2, 3).reshape(m, k)  # back to K order
+        qa = unperm8_layout(qa)  # back to K order
     if (cfg.block_m < 0 and m > -cfg.block_m) or (cfg.block_m == 1 and m > 1) or cfg.block_m == 2:
         # a GEMV config given for fewer rows than M, or the mma GEMV (it quantizes x itself)
         cfg = heuristic("a8w4", n, k, group_size, m)
