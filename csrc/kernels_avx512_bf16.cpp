@@ -30,6 +30,12 @@ struct A16Bf16 {
   using F = __m512;
   using I = __m512i;
   static constexpr int64_t kMaxM = 16;  // above: the fp32 GEMM of the VNNI path
+  // Software prefetch distance of the 2-tile M = 1 path (bytes ahead in each tile's code stream:
+  // 16 chunks = one group at group 128). Its loop issues ~13 vector instructions per 64-byte line,
+  // so the out-of-order window alone runs only a few lines ahead of its loads; prefetching one
+  // page ahead raised one core's DRAM rate by 3-7 points of the probe (benchmarks/cpu/NOTES.md,
+  // fourth session). A8W4 (~5 instructions per line) did not gain and has none.
+  static constexpr int64_t kPrefetch = 4096;
 
   // bf16 bits of t = i - offset for index i mod 16 (|t| <= 15 is exact in bf16)
   static I make_table(int offset) {
@@ -79,6 +85,12 @@ struct A16Bf16 {
             for (int p = 0; p < P; ++p) acc[r][jj][p] = _mm512_setzero_ps();
         for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
           const uint32_t* xc = x0 + c * 4;
+          if constexpr (NB > T) {  // 2-tile M = 1 path: every line of each stream, kPrefetch bytes ahead
+#pragma GCC unroll 8
+            for (int st = 0; st < NB / T; ++st)
+              for (int l = 0; l < T; ++l)
+                _mm_prefetch(reinterpret_cast<const char*>(q0 + st * tb + c * cs + kPrefetch + 64 * l), _MM_HINT_T0);
+          }
 #pragma GCC unroll 8
           for (int jj = 0; jj < NBH; ++jj) {
             const int j = h + jj;
