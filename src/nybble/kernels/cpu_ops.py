@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 from .. import _C  # an ImportError here makes NybbleCpuKernel refuse (see cpu.py), never breaks nybble
 from .. import primitives as P
 from . import cpu_layout as L
+from . import cpu_memory as M
 
 SCALE_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
@@ -35,8 +36,10 @@ def _empty(dtype: torch.dtype, device) -> torch.Tensor:
 def cpu_prepack(qdata: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor], group_size: int,
                 with_wcomp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Plain -> ``(qw uint8 (Nb, K/8, 64), scale (Nb, G, 16), zero_point int8 (Nb, G, 16) or empty,
-    wcomp int32 (Nb, G, 16) or empty)``."""
-    qw, sp, zp, wc = L.prepack(qdata, scale, zero_point, group_size, with_wcomp)
+    wcomp int32 (Nb, G, 16) or empty)``; arrays of 2 MiB or more in huge-page memory
+    (:mod:`nybble.kernels.cpu_memory`)."""
+    qw, sp, zp, wc = (None if t is None else M.to_hugepages(t)
+                      for t in L.prepack(qdata, scale, zero_point, group_size, with_wcomp))
     return (qw, sp, zp if zp is not None else _empty(torch.int8, qdata.device),
             wc if wc is not None else _empty(torch.int32, qdata.device))
 
