@@ -23,6 +23,9 @@ Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
   steps / total time of the steps.
 * memory: RSS after the model is built, quantized and freed garbage returned to the OS
   (``malloc_trim``), and peak RSS during the prefill + decode (VmHWM reset before them).
+* DRAM regime: ``torch.sum`` read bandwidth right after the timed decode and after the layer
+  profile (``probe_gbps_after_*``; this VM's DRAM alternates between ~40 and ~75-80 GB/s, which
+  moves every variant's tokens/s and the ratios between variants measured minutes apart).
 * layer profile (``--profile-steps``, after the timed decode, not part of its figures): more decode
   steps with a timer around every linear layer's forward (``nn.Linear`` or ``Int4Linear``), grouped
   by shape K x N: calls per step, median / min microseconds per call, milliseconds per step; and the
@@ -74,12 +77,14 @@ TABLE_COLUMNS = (
     C.Column("decode_x_int4", "vs torch int4", "{:.2f}x"),
     C.Column("prefill_tok_s", "prefill tok/s", "{:.1f}"), C.Column("prefill_x_bf16", "vs bf16", "{:.2f}x"),
     C.Column("model_mib", "weights MiB", "{:,.0f}"), C.Column("rss_setup_mib", "RSS MiB", "{:,.0f}"),
-    C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"), C.Column("error", "error"),
+    C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"),
+    C.Column("probe_gbps_after_decode", "DRAM GB/s", "{:.1f}"), C.Column("error", "error"),
 )
 CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
             "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
-            "threads", "threads_backend", "linear_ms_per_step", "other_ms_per_step", "error")
+            "threads", "threads_backend", "linear_ms_per_step", "other_ms_per_step", "probe_gbps_after_decode",
+            "probe_gbps_after_profile", "error")
 LAYER_KEYS = ("variant", "shape", "k", "n", "calls_per_step", "median_us", "min_us", "ms_per_step")
 LAYER_COLUMNS = (
     C.Column("variant", "variant"), C.Column("shape", "K x N"), C.Column("calls_per_step", "calls/step", "{:.0f}"),
@@ -190,6 +195,17 @@ def profile_layers(model, step, steps: int) -> tuple[list[dict], float, float]:
     return rows, linear / steps * 1e3, (total - linear) / steps * 1e3
 
 
+def dram_probe_gbps(buffers: int = 4, mib: int = 32, calls: int = 24) -> float:
+    """DRAM read bandwidth now (GB/s, median): ``torch.sum`` over ``buffers`` fp32 buffers of
+    ``mib`` MiB in turn (together > 4 x a 32 MiB L3), the process's thread count, as the kernel
+    table's probe. This VM's DRAM switches between a ~40 and a ~75-80 GB/s regime, so each variant
+    records the regime it ran in (a reading, not a denominator of any figure)."""
+    import torch
+    bufs = [torch.ones(mib * 2**18) for _ in range(buffers)]
+    t = C.time_calls(lambda i: bufs[i % buffers].sum(), budget_s=0.0, min_reps=calls, max_reps=calls, warmup=buffers)
+    return C.gbps(mib * 2**20, t.median_us)
+
+
 def _trim() -> None:
     gc.collect()
     try:
@@ -263,6 +279,7 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         row["decode_tok_s"] = len(steps) / sum(steps)
         row["decode_ms_median"] = statistics.median(steps) * 1e3
         row["peak_rss_mib"] = C.rss_bytes()[1] / 2**20
+        row["probe_gbps_after_decode"] = dram_probe_gbps()  # after the peak RSS: its buffers do not count
         if opts.get("profile_steps", 0) > 0:
             state = {"out": out}
 
@@ -273,6 +290,7 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
             layers, lin, other = profile_layers(model, one_step, opts["profile_steps"])
             row["layer_profile"] = layers
             row["linear_ms_per_step"], row["other_ms_per_step"] = lin, other
+            row["probe_gbps_after_profile"] = dram_probe_gbps()
     if variant.startswith("nybble"):
         from nybble.kernels.cpu import threads_backend
         row["threads_backend"] = threads_backend()
