@@ -207,7 +207,8 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
     """The A16W4 mma.sync GEMV (``block_m == 2`` configs, M <= 64) for every mode: 1, 2 or 4 row-blocks
     per warp, K tiles of 128 / 256 / 512, 8 to 64 rows of x per program, split-K summed in-kernel
     (the layer's counters) or by the finish kernel, evict-first loads, zero point / scale per weight
-    (16-bit, exact) or per group (fp32, ``FOLD``, groups >= 128); N = 200 (a partial row-block).
+    (16-bit, exact) or per group (fp32, ``FOLD``, groups >= 128), the register double buffer of the
+    next K tile (flag 32); N = 200 (a partial row-block).
     The counters are zero afterwards."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
@@ -224,7 +225,8 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
                 TileConfig(2, 128, 512, 4, 8, 3), TileConfig(2, 64, 512, 2, 4, 0), TileConfig(2, 128, 128, 5, 4, 2),
                 TileConfig(2, 256, 128, 2, 4, 1 | 4), TileConfig(2, 64, 128, 3, 4, 1 | 8), TileConfig(2, 64, 256, 1, 4, 8),
                 TileConfig(2, 64, 256, 2, 4, 17), TileConfig(2, 128, 512, 1, 4, 16), TileConfig(2, 128, 128, 3, 4, 16 | 4),
-                TileConfig(2, 64, 128, 2, 8, 16 | 8 | 2)):
+                TileConfig(2, 64, 128, 2, 8, 16 | 8 | 2), TileConfig(2, 64, 128, 2, 4, 1 | 32),
+                TileConfig(2, 128, 256, 1, 4, 16 | 32), TileConfig(2, 64, 128, 3, 8, 32 | 8 | 2)):
         y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma {dtype} {domain} g{group} M={m} {cfg}")
     assert not p["locks"].any(), "split-K counters not back at zero"
@@ -265,12 +267,14 @@ def test_mma_gemv_strided_and_offset_x():
         assert_close_to_reference(y, reference_out(x.contiguous(), plain, "a16", None), "mma strided x")
 
 
-@pytest.mark.parametrize("group,k", [(128, 640), (256, 768), (-1, 296), (128, 4096)])
+@pytest.mark.parametrize("group,k", [(128, 640), (256, 768), (-1, 296), (128, 4096), (-1, 16904)])
 @pytest.mark.parametrize("domain", ["none", "int"])
 @pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
 def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     """A8W4 at M = 1 on the mma GEMV with the activation quantization fused in (``block_m == 2``
-    a8w4 configs; bf16, groups >= 128 / per-channel): against the reference, the same bits on every
+    a8w4 configs; bf16, groups >= 128 / per-channel), or (flag 64) done by its own one-program
+    kernel before the PDL-launched GEMV (K = 16904: two quantization steps of 16384), with and
+    without the register double buffer (flag 32): against the reference, the same bits on every
     call, split-K in-kernel and via the finish kernel; other calls fall back to the dp4a path."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
@@ -285,7 +289,8 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     ref = reference_out(x, plain, act, bias)
     zp = p.get("zero_point")
     for cfg in (TileConfig(2, 64, 256, 1, 4, 1), TileConfig(2, 64, 128, 3, 4, 1), TileConfig(2, 128, 512, 2, 4, 3),
-                TileConfig(2, 128, 256, 2, 8, 1)):
+                TileConfig(2, 128, 256, 2, 8, 1), TileConfig(2, 64, 128, 2, 4, 97), TileConfig(2, 128, 256, 1, 8, 64),
+                TileConfig(2, 64, 256, 3, 4, 96 | 2), TileConfig(2, 128, 128, 2, 4, 33)):
         y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma a8 {act} {domain} g{group} {cfg}")
         assert torch.equal(y, ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg,
@@ -295,3 +300,46 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     y2 = ops.launch_a8w4(x2, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, TileConfig(2, 64, 256, 2, 4, 1),
                          p["locks"])
     assert_close_to_reference(y2, reference_out(x2, plain, act, bias), "mma a8 fallback M=3")
+
+
+@pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
+def test_mma_a8w4_quantize_kernel_then_pdl_gemv_chain(act):
+    """The ``A8PRE`` mode (flag 64: quantization kernel, then the GEMV launched with programmatic
+    dependent launch, which loads its first weights before it waits): a chain of 4 calls where each
+    output is the next input, eagerly and replayed from one CUDA graph, against the reference step by
+    step and bit-identical between the two."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(1024, 1024, 128, "int", torch.bfloat16)
+    p = _kernel(plain, act).prepack(plain)
+    asym = act == "a8_asym"
+    cfg = TileConfig(2, 64, 128, 2, 4, 97)
+
+    def chain(h):
+        outs = []
+        for _ in range(4):
+            h = ops.launch_a8w4(h, p["qweight"], p["scale"], p["zero_point"], p["wsum"], 128, asym, None, cfg,
+                                p["locks"]) * 0.25
+            outs.append(h)
+        return outs
+
+    x = torch.randn(1, 1024, device="cuda").to(torch.bfloat16)
+    eager = chain(x)
+    h = x
+    for y in eager:
+        assert_close_to_reference(y, reference_out(h, plain, act, None) * 0.25, f"a8 pre chain {act}")
+        h = y
+    xs = x.clone()
+    chain(xs)  # warm-up outside capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        outs = chain(xs)
+    for _ in range(3):
+        g.replay()
+        torch.cuda.synchronize()
+        for a, b in zip(outs, eager):
+            assert torch.equal(a, b)
+    assert not p["locks"].any()

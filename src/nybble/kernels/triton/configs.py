@@ -38,7 +38,10 @@ class TileConfig:
     program, ``block_k`` K values per tile, ``num_stages`` bit 0: evict-first weight loads, bit 1:
     split-K partials summed by the finish kernel instead of in-kernel, bits 2-3: at most 2 / 4 / 8
     blocks of 8 x rows per program (0 / 1 / 2; larger M is split over programs), bit 4: zero point
-    and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel));
+    and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel),
+    bit 5: register double buffer (the next K tile's words are requested before this tile's MMAs),
+    bit 6 (A8W4 at M = 1 only): the activation quantization in its own one-program kernel, the GEMV
+    launched after it with programmatic dependent launch instead of quantizing in every program);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``

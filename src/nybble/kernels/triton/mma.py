@@ -340,6 +340,24 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
 
 
 @triton.jit
+def _act_code(v, sa, za, ASYM: tl.constexpr):
+    """fp32 activations -> their int8 codes minus the zero point (``q - za``, exact fp32 integers),
+    as ``primitives.quantize_activations`` (IEEE division, rint, clamp)."""
+    r = _rint(tl.math.div_rn(v, sa))
+    if ASYM:
+        return tl.minimum(tl.maximum(r + za, 0.0), 255.0) - za
+    return tl.minimum(tl.maximum(r, -127.0), 127.0)
+
+
+@triton.jit
+def _frag_pos(kk):
+    """Where the code of K index ``kk`` goes in the MMA-ordered code row: within each run of 8,
+    K offsets 0..3 -> 0, 2, 4, 6 and 4..7 -> 1, 3, 5, 7."""
+    o = kk % 8
+    return kk - o + tl.where(o < 4, 2 * o, 2 * o - 7)
+
+
+@triton.jit
 def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr):
     """Per-token int8 quantization of x row 0 (K,) bit for bit as ``primitives.quantize_activations``
     (IEEE divisions, rint); writes the codes ``q - za`` of K range [kbeg, kend) (and zeros up to
@@ -352,15 +370,8 @@ def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, N
         kk = k0 + tid
         live = kk < kend
         v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-        r = _rint(tl.math.div_rn(v, sa))
-        if ASYM:
-            q = tl.minimum(tl.maximum(r + za, 0.0), 255.0) - za
-        else:
-            q = tl.minimum(tl.maximum(r, -127.0), 127.0)
-        q = tl.where(live, q, 0.0)
-        o = kk % 8
-        pos = kk - o + tl.where(o < 4, 2 * o, 2 * o - 7)
-        tl.store(qx_ptr + pos, q.to(tl.bfloat16), mask=kk < kpad)
+        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
+        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
     tl.debug_barrier()
     return sa
 
@@ -431,7 +442,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, SPLIT: tl.constexpr, SERIAL: tl.constexpr,
                     EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
-                    PDL: tl.constexpr = False):
+                    PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -453,12 +464,19 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     exact bf16 integers, every product and every v-block sum (< 2**24) is an exact integer in fp32, so
     ``s_w * (t - (128 + z) xs)`` is the reference's ``float(int32 group sum) * s_w``; the result is
     multiplied by the activation scale.  ``qx_ptr``: bf16 scratch (K,) for the codes.
-    ``PDL`` (launched with programmatic dependent launch): every program lets the next kernel start
-    launching at once, asks L2 for all of its weight blocks (one bulk prefetch per row-block: these
-    are constant, not written by earlier kernels), and only then waits for the previous kernel
-    (``griddepcontrol.wait``) before reading x, the counters or writing anything; so the weight
-    stream of this kernel overlaps the tail of the previous one.  Off by default (``ops._PDL``): on
-    the H100, back-to-back GEMVs got 15-30% slower with it.
+    ``PDL`` (launched with programmatic dependent launch): every program first loads its first K
+    tile's weights into registers (``PF``) or else asks L2 for all of its weight blocks (one bulk
+    prefetch per row-block: these are constant, not written by earlier kernels), and only then waits
+    for the previous kernel (``griddepcontrol.wait``) before reading x, the counters or writing
+    anything; so the weight stream of this kernel overlaps the tail of the previous one.  Each
+    program lets the next kernel launch once its weight stream is done.  Off by default for A16W4
+    (``ops._PDL``): on the H100, back-to-back GEMVs got 7-30% slower with it (trigger at the start
+    or after the K loop alike).
+    ``PF``: register double buffer: the words and scales of K tile ``it + 1`` are requested before
+    the MMAs of tile ``it`` (measured slower on the H100 for A16W4 at M = 1: more registers, fewer
+    programs per SM; used with ``A8PRE``, where it fills the wait for the quantization kernel).
+    ``A8PRE`` (with ``A8``): the codes and the activation scale were written to ``qx`` by
+    :func:`quantize_codes_kernel`, launched just before this kernel (which runs with ``PDL``).
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -490,14 +508,19 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     for nb in tl.static_range(NB):
         mrow = pid_m * (8 * NB) + nb * 8 + g
         XP = XP + (x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm,)
+    if PF:
+        # the first K tile's words and scales (constant data: safe before ``gdc_wait``)
+        WN = _load_w(QP, t0, c, K8P, EVICT, RB, NV)
+        if not PER_CHANNEL:
+            SN = _load_s(s_ptr, z_ptr, t0, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
     if PDL:
-        gdc_launch_dependents()
-        kb0 = (t0 * CK) // 256
-        kb1 = tl.minimum(tl.cdiv(t1 * CK, 256), stride_qn // 512)
-        nbytes = tl.where((lane == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
-        for r in tl.static_range(RB):
-            _prefetch_l2(qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + kb0 * 512 + lane * 0,
-                         nbytes)
+        if not PF:
+            kb0 = (t0 * CK) // 256
+            kb1 = tl.minimum(tl.cdiv(t1 * CK, 256), stride_qn // 512)
+            nbytes = tl.where((lane == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
+            for r in tl.static_range(RB):
+                _prefetch_l2(qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + kb0 * 512 + lane * 0,
+                             nbytes)
         gdc_wait()
     if IS_BF16:
         magic = tl.full([NW * 32], 0x43004300, tl.int32)
@@ -521,16 +544,33 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     zz8, ss8 = _sz(s_ptr, z_ptr, 0, ROWS[r] + 8, N, g >= 0, HAS_ZERO, IS_BF16)
                 S = S + (zz, zz8, ss, ss8)
     if A8:
-        sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW)
+        if A8PRE:  # codes and scale written by quantize_codes_kernel
+            sa = tl.load((qx_ptr + tl.cdiv(K, 512) * 512).to(tl.pointer_type(tl.float32)))
+        else:
+            sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW)
         XP = (qx_ptr,)
     for it in range(t0, t1):
-        W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
-        if not PER_CHANNEL:
-            S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
+        if PF:
+            # register double buffer: the next K tile's words (and scales) are requested before this
+            # tile's MMAs, so each thread keeps a tile of loads in flight while it computes
+            W = WN
+            nxt = tl.minimum(it + 1, t1 - 1)
+            WN = _load_w(QP, nxt, c, K8P, EVICT, RB, NV)
+            if not PER_CHANNEL:
+                S = SN
+                SN = _load_s(s_ptr, z_ptr, nxt, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
+        else:
+            W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
+            if not PER_CHANNEL:
+                S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
         if FOLD:
             acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K, A8)
         else:
             acc = _tile(W, S, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
+    if PDL:
+        # the next kernel may launch once every program is past its weight stream (only the
+        # epilogue is left): its programs take free slots, not those of this kernel's later programs
+        gdc_launch_dependents()
     if A8:
         scaled = ()
         for i in tl.static_range(NB * RB * 4):
@@ -559,3 +599,27 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                 _store_out(out_ptr, b_ptr, acc[(nb * RB + r) * 4], acc[(nb * RB + r) * 4 + 1],
                            acc[(nb * RB + r) * 4 + 2], acc[(nb * RB + r) * 4 + 3], pid_m * (8 * NB) + nb * 8 + 2 * c,
                            ROWS[r], M, N, stride_om, HAS_BIAS, IS_BF16)
+
+
+
+@triton.jit
+def quantize_codes_kernel(x_ptr, qx_ptr, K, ASYM: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """One program: per-token int8 quantization of x row 0 (bf16 (K,)) for the ``A8PRE`` mode of
+    :func:`mma_gemv_kernel`, bit for bit as :func:`_quantize_row`: the codes ``q - za`` as exact
+    bf16 integers at the MMA fragment positions (K padded with zeros to ``KP = ceil(K / 512) * 512``),
+    then the activation scale as one fp32 at element ``KP`` (``qx``: bf16 (KP + 2,)).  ``BLOCK``
+    values per step (>= K where it can: one pass for the scale, the second from L1).  With ``PDL``
+    the GEMV launched after it may start at once (it loads its first weights, then waits for this
+    kernel with ``griddepcontrol.wait``)."""
+    if PDL:
+        gdc_launch_dependents()
+    offs = tl.arange(0, BLOCK)
+    kp = tl.cdiv(K, 512) * 512
+    sa, za = row_qparams(x_ptr, offs, K, ASYM=ASYM, BLOCK=BLOCK)
+    for k0 in range(0, kp, BLOCK):
+        kk = k0 + offs
+        live = kk < K
+        v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
+        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
+        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kp)
+    tl.store((qx_ptr + kp).to(tl.pointer_type(tl.float32)), sa)

@@ -32,6 +32,7 @@ _FINISH = FastLaunch(jit.finish_kernel)
 _GEMV = FastLaunch(jit.gemv_kernel)
 _GEMV_DP4A = FastLaunch(jit.gemv_dp4a_kernel)
 _MMA = FastLaunch(mma.mma_gemv_kernel)
+_QCODES = FastLaunch(mma.quantize_codes_kernel)
 _A8_GEMM = FastLaunch(gemm_a8.a8w4_gemm_kernel)
 
 _STORES: dict[int, ConfigStore] = {}
@@ -203,7 +204,10 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     split-K partials with the finish kernel instead of in the last program of each tile (which needs
     ``locks``, int32 zeros, one per program of the grid's first axis; see :func:`mma_locks`), bits
     2-3: the largest number of 8-row x blocks per program (2, 4, 8; more rows take several programs),
-    bit 4: zero point and scale applied per group in fp32 (``FOLD``; group >= 128 or per-channel)."""
+    bit 4: zero point and scale applied per group in fp32 (``FOLD``; group >= 128 or per-channel),
+    bit 5: register double buffer of the next K tile (``PF``), bit 6 (A8W4 only): quantize x with
+    :func:`mma.quantize_codes_kernel` first and launch the GEMV with programmatic dependent launch
+    (``A8PRE``: its programs load their first weights while the quantization runs)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
@@ -220,17 +224,23 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
     serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
     a8 = a8_asym is not None
+    a8pre = a8 and bool(cfg.num_stages & 64)
+    pdl = _PDL[0] or a8pre
     out = x.new_empty(m, n)
     ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
-    qx = torch.empty(triton.cdiv(k, 512) * 512, dtype=torch.bfloat16, device=x.device) if a8 else out
+    qx = torch.empty(triton.cdiv(k, 512) * 512 + 2, dtype=torch.bfloat16, device=x.device) if a8 else out
+    if a8pre:
+        blk = min(16384, triton.next_power_of_2(k))
+        _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=blk, PDL=True), max(4, min(16, blk // 256)), 1)
     _MMA((tiles, split),
          (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
           locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
               FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
-              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=_PDL[0]), nw, 1,
-         _PDL[0])
+              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
+              PF=bool(cfg.num_stages & 32), A8PRE=a8pre), nw, 1,
+         pdl)
     if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
@@ -508,7 +518,9 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
 
     The table / cache entry if there is one: it comes from timing every kind (on the H100, the
     fused mma GEMV wins on 4096x4096 and 14336x4096; the two-launch dp4a GEMV on 4096x14336 (17.7
-    vs 19.6-20.2 us) and 8192x28672 (51.8 vs 60-61 us), see ``benchmarks/gpu/sweep_a8_m1.py``).
+    vs 19.6-20.2 us), see ``benchmarks/gpu/sweep_a8_m1.py``; on 8192x28672 the quantization kernel +
+    PDL-launched mma GEMV (flag 64: 51.2-53.6 us against 58-61 for the others,
+    ``benchmarks/gpu/sweep_m1_floor.py``)).
     Otherwise the fused mma GEMV (one launch: the quantization runs inside it) with the shape of
     every H100 winner of that sweep: 8 warps x 16 rows (128 rows per program), K tiles of 256,
     split-K up to ~1.5 programs per SM."""
@@ -526,7 +538,8 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
     """x (M, K) bf16/fp16 -> (M, N): fused per-token quantization kernel, then the int8 matmul (or,
     for a ``block_m < 0`` config, the dp4a GEMV with the codes written in its layout; for a
-    ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch).  Without a
+    ``block_m == 2`` config at M = 1, the mma GEMV that quantizes x itself: one launch, or with flag
+    64 a one-program quantization kernel and the GEMV launched with PDL).  Without a
     ``cfg``, M = 1 takes the mma GEMV wherever :func:`mma_a8_ok` (sm_90, bf16, groups >= 128 or
     per-channel) unless the table holds a faster kind (:func:`a8_m1_config`), and the table / tuned
     config elsewhere."""
