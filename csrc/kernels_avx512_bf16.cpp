@@ -63,11 +63,7 @@ struct A16Bf16 {
     const int64_t K2 = w.k >> 1, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const uint32_t* x0 = xp + m0 * K2;
     F tot[MR][NB];
-    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
-    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
-    constexpr int64_t T = PackedView::kTileBlocks;
-    const uint8_t* const q0 = w.codes(b0);
-    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
+    const BlockRun run(w, b0);  // the NB blocks' streams (x86_kernels.h)
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
@@ -85,16 +81,16 @@ struct A16Bf16 {
             for (int p = 0; p < P; ++p) acc[r][jj][p] = _mm512_setzero_ps();
         for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
           const uint32_t* xc = x0 + c * 4;
-          if constexpr (NB > T) {  // 2-tile M = 1 path: every line of each stream, kPrefetch bytes ahead
+          if constexpr (NB > BlockRun::T) {  // 2-tile M = 1 path: every line of each stream, kPrefetch bytes ahead
 #pragma GCC unroll 8
-            for (int st = 0; st < NB / T; ++st)
-              for (int l = 0; l < T; ++l)
-                _mm_prefetch(reinterpret_cast<const char*>(q0 + st * tb + c * cs + kPrefetch + 64 * l), _MM_HINT_T0);
+            for (int st = 0; st < NB / BlockRun::T; ++st)
+              for (int l = 0; l < BlockRun::T; ++l)
+                _mm_prefetch(reinterpret_cast<const char*>(run.stream(st, c) + kPrefetch + 64 * l), _MM_HINT_T0);
           }
 #pragma GCC unroll 8
           for (int jj = 0; jj < NBH; ++jj) {
             const int j = h + jj;
-            const I raw = _mm512_loadu_si512(q0 + (j / T) * tb + c * cs + 64 * (j % T));
+            const I raw = _mm512_loadu_si512(run.chunk(j, c));
             const I w0 = _mm512_permutexvar_epi16(raw, table);
             const I w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 4), table);
             const I w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(raw, 8), table);
@@ -112,7 +108,7 @@ struct A16Bf16 {
 #pragma GCC unroll 8
         for (int jj = 0; jj < NBH; ++jj) {
           const int j = h + jj;
-          const int64_t si = mb0 + (j / T) * T * G * 16 + 16 * (j % T);
+          const int64_t si = run.meta(mb0, j);
           const F s = V::scale_load(w.scale, si, w.scale_kind);
           const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : _mm512_setzero_ps();
 #pragma GCC unroll 4

@@ -36,6 +36,27 @@ namespace {  // internal linkage: see thread_pool.h
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// NB consecutive blocks from b0, as the GEMV tiles read them. Either NB <= kTileBlocks and the
+// blocks lie in one tile (b0 % NB == 0): one stream, block j's chunk 64 j bytes into the tile's
+// chunk; or NB is a multiple of kTileBlocks from a tile-aligned b0: NB / kTileBlocks full tiles, one
+// sequential stream each, tile_bytes apart. j is a compile-time constant in the kernels' unrolled
+// loops, so the divisions fold away.
+struct BlockRun {
+  static constexpr int64_t T = PackedView::kTileBlocks;
+  const uint8_t* q0;   // chunk 0 of block b0
+  int64_t cs;          // bytes from one chunk (8 k) to the next in a stream
+  int64_t tile_bytes;  // bytes from one tile's stream to the next
+  int64_t tile_meta;   // elements from one tile's scales / zero points / wcomp to the next
+  BlockRun(const PackedView& w, int64_t b0)
+      : q0(w.codes(b0)), cs(w.code_stride(b0)), tile_bytes(cs * (w.k >> 3)), tile_meta(T * w.groups() * 16) {}
+  // chunk c of block b0 + j
+  const uint8_t* chunk(int j, int64_t c) const { return q0 + (j / T) * tile_bytes + c * cs + 64 * (j % T); }
+  // chunk c of the j-th tile's stream (stream = j / T of chunk(j, c))
+  const uint8_t* stream(int t, int64_t c) const { return q0 + t * tile_bytes + c * cs; }
+  // element of (block b0 + j, group g, column 0) in scale / zp / wcomp, from mb0 = w.meta(b0, g)
+  int64_t meta(int64_t mb0, int j) const { return mb0 + (j / T) * tile_meta + 16 * (j % T); }
+};
+
 template <class V>
 struct X86Kernels {
   using F = typename V::F;
@@ -77,11 +98,7 @@ struct X86Kernels {
     const int64_t G = w.groups(), cpg = w.gl >> 3, ldx = a.ldx;
     const float* x0 = a.x + m0 * ldx;
     F tot[MR][NB];
-    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
-    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
-    constexpr int64_t T = PackedView::kTileBlocks;
-    const uint8_t* const q0 = w.codes(b0);
-    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
+    const BlockRun run(w, b0);  // the NB blocks' streams
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) tot[r][j] = V::fzero();
@@ -96,7 +113,7 @@ struct X86Kernels {
         const float* xk = x0 + c * 8;
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) {
-          const I raw = V::iload(q0 + (j / T) * tb + c * cs + 64 * (j % T));
+          const I raw = V::iload(run.chunk(j, c));
           a16_step<MR, NB, P, 0>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 1>(raw, lut, xk, ldx, acc, j);
           a16_step<MR, NB, P, 2>(raw, lut, xk, ldx, acc, j);
@@ -109,7 +126,7 @@ struct X86Kernels {
       }
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
-        const int64_t si = w.meta(b0, g) + (j / T) * T * G * 16 + 16 * (j % T);
+        const int64_t si = run.meta(w.meta(b0, g), j);
         const F s = V::scale_load(w.scale, si, w.scale_kind);
         const F zf = w.zp ? V::cvt(V::zp_load(w.zp + si)) : V::fzero();
 #pragma GCC unroll 4
@@ -353,11 +370,7 @@ struct X86Kernels {
     const int64_t K = w.k, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
     const I nib = V::iset1(0x0f0f0f0f);
     const uint8_t* qa = a.a.q + m0 * K;
-    // NB <= T: the NB blocks lie in one tile (b0 % NB == 0): one stride, block j's chunk at +64 j.
-    // NB > T: NB / T full tiles from a tile-aligned b0, one sequential stream each, tb bytes apart.
-    constexpr int64_t T = PackedView::kTileBlocks;
-    const uint8_t* const q0 = w.codes(b0);
-    const int64_t cs = w.code_stride(b0), tb = cs * (w.k >> 3);
+    const BlockRun run(w, b0);  // the NB blocks' streams
     F facc[MR][NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
@@ -378,7 +391,7 @@ struct X86Kernels {
 #pragma GCC unroll 8
           for (int jj = 0; jj < NBH; ++jj) {
             const int j = h + jj;
-            const I raw = V::iload(q0 + (j / T) * tb + c * cs + 64 * (j % T));
+            const I raw = V::iload(run.chunk(j, c));
             const I lo = V::iand(raw, nib), hi = V::iand(V::template srli<4>(raw), nib);
 #pragma GCC unroll 8
             for (int r = 0; r < MR; ++r) {
@@ -400,7 +413,7 @@ struct X86Kernels {
 #pragma GCC unroll 8
         for (int jj = 0; jj < NBH; ++jj) {
           const int j = h + jj;
-          const int64_t si = mb0 + (j / T) * T * G * 16 + 16 * (j % T);
+          const int64_t si = run.meta(mb0, j);
           const F sw = V::scale_load(w.scale, si, w.scale_kind);
           const I zw = w.zp ? V::zp_load(w.zp + si) : V::iset1(8);
           I wc = V::izero();
