@@ -55,7 +55,7 @@ struct A16Bf16 {
 
   // Rows m0 .. m0+MR-1 (xp row stride K/2 words), blocks b0 .. b0+NB-1, all of K.
   // CPG: chunks (of 8 k) per group when known at compile time (group 128: 16), else 0
-  // NBH: blocks accumulated at a time (a divisor of NB), see below
+  // NBH: blocks accumulated at a time (a divisor of NB; all callers now use NB), see below
   template <int MR, int NB, int CPG = 0, int NBH = NB>
   static void tile(const PackedView& w, const A16Bf16Args& a, const uint32_t* xp, const float* sx, int64_t m0,
                    int64_t b0, const I& table) {
@@ -168,9 +168,11 @@ struct A16Bf16 {
         switch (imin(4, a.m - m0)) {
           case 1: range<1, 4, true>(w, a, xp, sx, m0, b, be, table); break;
           case 2: range<2, 4>(w, a, xp, sx, m0, b, be, table); break;
-          // (M > 4, one tile per step) whole 4-block tiles, accumulated 2 blocks at a time
-          case 3: range<3, 4, false, 2>(w, a, xp, sx, m0, b, be, table); break;
-          default: range<4, 4, false, 2>(w, a, xp, sx, m0, b, be, table); break;
+          // (M > 4, one tile per step) whole 4-block tiles, all 4 blocks accumulated at once: 16
+          // independent vdpbf16ps chains for 4 rows. (NBH = 2, 2 blocks at a time with 8 chains,
+          // was 1.5-1.8x slower: latency-bound; benchmarks/cpu/NOTES.md, fourth session.)
+          case 3: range<3, 4>(w, a, xp, sx, m0, b, be, table); break;
+          default: range<4, 4>(w, a, xp, sx, m0, b, be, table); break;
         }
       }
     }
