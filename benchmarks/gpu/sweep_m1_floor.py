@@ -31,7 +31,7 @@ def _cands(n, k, sms, a8):
     from nybble.kernels.triton.configs import TileConfig, mma_configs
     out = []
     for c in mma_configs(n, k, sms, 128, 1):
-        for fl in ((0, 32, 64, 96) if a8 else (0, 16)):
+        for fl in ((0, 32, 96, 128, 160) if a8 else (0,)):
             out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl))
     return out
 
@@ -144,7 +144,7 @@ def main() -> int:
                         print(f"  skip {c}: {type(exc).__name__}: {exc}", flush=True)
                         continue
                     kind = ("a8" if a8 else "a16") + ("-table" if c is None else
-                                                      f"-mma-f{c.num_stages & 96}")
+                                                      f"-mma-f{c.num_stages & 224}")
                     rows.append({"K": k, "N": n, "kind": kind,
                                  "config": "x".join(map(str, (c or table).to_json())) if (c or table) else "",
                                  "us": round(us, 2), "rel_err": f"{err:.2e}", "bytes": wbytes})

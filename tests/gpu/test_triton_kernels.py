@@ -274,7 +274,8 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     """A8W4 at M = 1 on the mma GEMV with the activation quantization fused in (``block_m == 2``
     a8w4 configs; bf16, groups >= 128 / per-channel), or (flag 64) done by its own one-program
     kernel before the PDL-launched GEMV (K = 16904: two quantization steps of 16384), with and
-    without the register double buffer (flag 32): against the reference, the same bits on every
+    without the register double buffer (flag 32), with the in-kernel quantization swept in whole
+    blocks (flag 128): against the reference, the same bits on every
     call, split-K in-kernel and via the finish kernel; other calls fall back to the dp4a path."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
@@ -290,7 +291,8 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     zp = p.get("zero_point")
     for cfg in (TileConfig(2, 64, 256, 1, 4, 1), TileConfig(2, 64, 128, 3, 4, 1), TileConfig(2, 128, 512, 2, 4, 3),
                 TileConfig(2, 128, 256, 2, 8, 1), TileConfig(2, 64, 128, 2, 4, 97), TileConfig(2, 128, 256, 1, 8, 64),
-                TileConfig(2, 64, 256, 3, 4, 96 | 2), TileConfig(2, 128, 128, 2, 4, 33)):
+                TileConfig(2, 64, 256, 3, 4, 96 | 2), TileConfig(2, 128, 128, 2, 4, 33),
+                TileConfig(2, 128, 256, 3, 8, 129), TileConfig(2, 64, 128, 2, 4, 160 | 2)):
         y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma a8 {act} {domain} g{group} {cfg}")
         assert torch.equal(y, ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg,

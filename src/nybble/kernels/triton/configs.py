@@ -41,7 +41,8 @@ class TileConfig:
     and scale per group in fp32 instead of per weight in 16-bit math (group >= 128 / per-channel),
     bit 5: register double buffer (the next K tile's words are requested before this tile's MMAs),
     bit 6 (A8W4 at M = 1 only): the activation quantization in its own one-program kernel, the GEMV
-    launched after it with programmatic dependent launch instead of quantizing in every program);
+    launched after it with programmatic dependent launch instead of quantizing in every program),
+    bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``

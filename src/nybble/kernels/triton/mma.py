@@ -358,20 +358,33 @@ def _frag_pos(kk):
 
 
 @triton.jit
-def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr):
+def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr,
+                  QB: tl.constexpr = 0):
     """Per-token int8 quantization of x row 0 (K,) bit for bit as ``primitives.quantize_activations``
     (IEEE divisions, rint); writes the codes ``q - za`` of K range [kbeg, kend) (and zeros up to
     ``kpad``, the end of this program's last K tile) as bf16 into ``qx_ptr`` at the position the MMA fragments
     read them (8 j + 2 i <- K 8 j + i, 8 j + 2 i + 1 <- K 8 j + i + 4), then a barrier.  Programs with
-    the same K range write the same values.  Returns the activation scale (fp32 scalar)."""
+    the same K range write the same values.  Returns the activation scale (fp32 scalar).
+    ``QB`` > 0: the row is swept in whole blocks of ``QB`` values (several 16-byte loads per thread
+    in flight at once) and the codes written 8 per thread per step; else one value per thread per step."""
     NT: tl.constexpr = NW * 32
-    sa, za = row_qparams(x_ptr, tid, K, ASYM=ASYM, BLOCK=NT)
-    for k0 in range(kbeg, kpad, NT):
-        kk = k0 + tid
-        live = kk < kend
-        v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
-        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+    if QB > 0:
+        sa, za = row_qparams(x_ptr, tl.arange(0, QB), K, ASYM=ASYM, BLOCK=QB)
+        offs = tl.arange(0, NT * 8)
+        for k0 in range(kbeg, kpad, NT * 8):
+            kk = k0 + offs
+            live = kk < kend
+            v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
+            q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
+            tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+    else:
+        sa, za = row_qparams(x_ptr, tid, K, ASYM=ASYM, BLOCK=NT)
+        for k0 in range(kbeg, kpad, NT):
+            kk = k0 + tid
+            live = kk < kend
+            v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
+            q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
+            tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
     tl.debug_barrier()
     return sa
 
@@ -442,7 +455,8 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr, SPLIT: tl.constexpr, SERIAL: tl.constexpr,
                     EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
-                    PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False):
+                    PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False,
+                    QB: tl.constexpr = 0):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -477,6 +491,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     programs per SM; used with ``A8PRE``, where it fills the wait for the quantization kernel).
     ``A8PRE`` (with ``A8``): the codes and the activation scale were written to ``qx`` by
     :func:`quantize_codes_kernel`, launched just before this kernel (which runs with ``PDL``).
+    ``QB`` (with ``A8``, not ``A8PRE``): :func:`_quantize_row` sweeps x in blocks of ``QB`` values.
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -547,7 +562,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
         if A8PRE:  # codes and scale written by quantize_codes_kernel
             sa = tl.load((qx_ptr + tl.cdiv(K, 512) * 512).to(tl.pointer_type(tl.float32)))
         else:
-            sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW)
+            sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB)
         XP = (qx_ptr,)
     for it in range(t0, t1):
         if PF:

@@ -207,7 +207,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     bit 4: zero point and scale applied per group in fp32 (``FOLD``; group >= 128 or per-channel),
     bit 5: register double buffer of the next K tile (``PF``), bit 6 (A8W4 only): quantize x with
     :func:`mma.quantize_codes_kernel` first and launch the GEMV with programmatic dependent launch
-    (``A8PRE``: its programs load their first weights while the quantization runs)."""
+    (``A8PRE``: its programs load their first weights while the quantization runs), bit 7 (A8W4
+    only, without bit 6): the in-kernel quantization sweeps x in whole blocks (``QB``)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
@@ -239,7 +240,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
               FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
               EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
-              PF=bool(cfg.num_stages & 32), A8PRE=a8pre), nw, 1,
+              PF=bool(cfg.num_stages & 32), A8PRE=a8pre,
+              QB=min(16384, triton.next_power_of_2(k)) if a8 and cfg.num_stages & 128 else 0), nw, 1,
          pdl)
     if split > 1 and not serial:
         _finish(ws, bias, out)
@@ -517,7 +519,8 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
     """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds (sm_90, bf16, groups >= 128).
 
     The table / cache entry if there is one: it comes from timing every kind (on the H100, the
-    fused mma GEMV wins on 4096x4096 and 14336x4096; the two-launch dp4a GEMV on 4096x14336 (17.7
+    fused mma GEMV wins on 4096x4096 and 14336x4096 (there with its quantization swept in whole
+    blocks, flag 128: 17.8 against 21.0 us); the two-launch dp4a GEMV on 4096x14336 (17.7
     vs 19.6-20.2 us), see ``benchmarks/gpu/sweep_a8_m1.py``; on 8192x28672 the quantization kernel +
     PDL-launched mma GEMV (flag 64: 51.2-53.6 us against 58-61 for the others,
     ``benchmarks/gpu/sweep_m1_floor.py``)).
