@@ -27,12 +27,17 @@ import time
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
 
-def _cands(n, k, sms, a8):
+def _cands(n, k, sms, a8, odd_splits=False):
     from nybble.kernels.triton.configs import TileConfig, mma_configs
     out = []
     for c in mma_configs(n, k, sms, 128, 1):
         for fl in ((0, 32, 96, 128, 160) if a8 else (0,)):
             out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl))
+    if odd_splits and not a8:  # split-K counts outside mma_configs' powers of two (one wave of programs)
+        for bn, bk, warps in ((64, 128, 4), (64, 256, 4), (64, 512, 4), (128, 128, 8), (128, 256, 8)):
+            for split in (3, 5, 6, 7, 10, 12, 14, 20, 24, 28):
+                if -(-k // bk) >= 2 * split and -(-n // bn) * split <= 12 * sms:
+                    out.append(TileConfig(2, bn, bk, split, warps, 1))
     return out
 
 
@@ -92,6 +97,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=14)
     ap.add_argument("--no-a8", action="store_true")
+    ap.add_argument("--odd-splits", action="store_true", help="A16W4 also with split-K counts 3..28")
+    ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
     args = ap.parse_args()
     import torch
     from nybble.bench.gpu import _copies, graph_time_us, read_once_us
@@ -102,7 +109,9 @@ def main() -> int:
     sms, l2 = props.multi_processor_count, props.L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
     modes = (False,) if args.no_a8 else (False, True)
-    jobs = sorted({(c, a8) for k, n in SHAPES for a8 in modes for c in _cands(n, k, sms, a8)}, key=str)
+    shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
+    jobs = sorted({(c, a8) for k, n in shapes for a8 in modes for c in _cands(n, k, sms, a8, args.odd_splits)},
+                  key=str)
     t0 = time.time()
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
@@ -112,7 +121,7 @@ def main() -> int:
     rows = []
     torch.manual_seed(0)
     with torch.no_grad():
-        for k, n in SHAPES:
+        for k, n in shapes:
             x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
             line = f"K={k:5d} N={n:5d}:"
             for a8 in modes:
@@ -135,7 +144,7 @@ def main() -> int:
                     ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
-                for c in [None] + _cands(n, k, sms, a8):
+                for c in [None] + _cands(n, k, sms, a8, args.odd_splits):
                     try:
                         y = _run(x, p, c, a8)
                         err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
