@@ -12,10 +12,8 @@ Prints one line per shape with the A8 / A16 time ratio; the CSV holds every poin
 from __future__ import annotations
 
 import argparse
-import csv
-import multiprocessing as mp
 import sys
-import time
+from sweep_common import precompile, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -67,12 +65,7 @@ def main() -> int:
     sms, l2 = props.multi_processor_count, props.L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
     jobs = sorted({(c, False) for k, n in SHAPES for c in _cands(n, k, sms)}, key=str)
-    t0 = time.time()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
-    print(f"precompiled {len(jobs)} A8 mma configs in {time.time() - t0:.0f} s, {len(errs)} failed", flush=True)
-    for e in errs[:5]:
-        print("  ", e)
+    precompile(_compile_one, jobs, args.jobs, "A8 mma configs", 5)
     rows = []
     torch.manual_seed(0)
     with torch.no_grad():
@@ -119,10 +112,7 @@ def main() -> int:
                   f"{asym:6.1f} us {asym / a16:.2f}x", flush=True)
             del cp, p8
             torch.cuda.empty_cache()
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     return 0
 
 

@@ -20,10 +20,10 @@ runs' lists are in the logs ``sweeps/sweep_gemm_v1..v6.log``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
+from sweep_common import write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -150,10 +150,7 @@ def main() -> int:
             del x
         del c16, c8, cw, wd, p16, p8
         torch.cuda.empty_cache()
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     print(f"\nbest per key ({time.time() - t_start:.0f} s):")
     for key, (cfg, us, kind, t_cub) in sorted(best.items()):
         print(f"  {key:28s} {kind:9s} {'x'.join(map(str, cfg.to_json())):22s} {us:9.1f} us  {t_cub / us:5.2f}x bf16")

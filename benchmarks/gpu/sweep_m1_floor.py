@@ -19,10 +19,8 @@ Per shape (K x N, group 128, int zero points, bf16 x):
 from __future__ import annotations
 
 import argparse
-import csv
-import multiprocessing as mp
 import sys
-import time
+from sweep_common import precompile, write_rows
 
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
@@ -112,12 +110,7 @@ def main() -> int:
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     jobs = sorted({(c, a8) for k, n in shapes for a8 in modes for c in _cands(n, k, sms, a8, args.odd_splits)},
                   key=str)
-    t0 = time.time()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
-    print(f"precompiled {len(jobs)} configs in {time.time() - t0:.0f} s, {len(errs)} failed", flush=True)
-    for e in errs[:5]:
-        print("  ", e)
+    precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
     torch.manual_seed(0)
     with torch.no_grad():
@@ -188,10 +181,7 @@ def main() -> int:
                 del cp, p
                 torch.cuda.empty_cache()
             print(line, flush=True)
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     return 0
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import sys
 import time
+from sweep_common import precompile, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 MS = (1, 2, 4, 8, 16, 32, 64)
@@ -198,12 +198,7 @@ def main() -> int:
     # M specialisations: 1, 2..8 (NB = 1), 16 / 32 / 64 (NB = 2, divisible by 16)
     jobs = sorted({(c, j) for k, n in SHAPES for m in ms for c in cands_of(n, k, m)
                    for j in ({1} if m == 1 else {2} if m <= 8 else {m})}, key=str)
-    t0 = time.time()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
-    print(f"precompiled {len(jobs)} configs in {time.time() - t0:.0f} s, {len(errs)} failed", flush=True)
-    for e in errs[:10]:
-        print("  ", e)
+    precompile(_compile_one, jobs, args.jobs, "configs", 10)
 
     rows, winners = [], {}
     torch.manual_seed(0)
@@ -246,10 +241,7 @@ def main() -> int:
         if args.a8:
             sweep_a8(torch, store, sms, l2, args.reps, rows, winners)
         print("eager us/call:", {kk: round(v, 1) for kk, v in eager_probe(torch, ops).items()}, flush=True)
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     write_table(__import__("pathlib").Path(args.table), props.name, winners)
     return 0
 

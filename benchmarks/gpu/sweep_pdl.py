@@ -12,8 +12,8 @@ over the read bandwidth measured in the same run); results checked against the r
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
+from sweep_common import write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -72,10 +72,7 @@ def main() -> int:
             print(f"K={k:5d} N={n:5d} | " + " | ".join(line), flush=True)
             del copies, packs
             torch.cuda.empty_cache()
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     return 0
 
 

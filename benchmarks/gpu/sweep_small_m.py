@@ -11,11 +11,9 @@ Usage (repo root, on the GPU machine):
 from __future__ import annotations
 
 import argparse
-import csv
-import multiprocessing as mp
 import os
 import sys
-import time
+from sweep_common import precompile, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 MS = (1, 2, 4, 8)
@@ -76,12 +74,7 @@ def main() -> int:
 
     jobs = sorted({(op, c, m) for op in OPS for k, n in SHAPES for m in MS for c in _cands(op, n, k, m, sms)},
                   key=str)
-    t0 = time.time()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        errs = [e for e in pool.map(_compile_one, jobs, chunksize=1) if e]
-    print(f"precompiled {len(jobs)} configs in {time.time() - t0:.0f} s, {len(errs)} failed", flush=True)
-    for e in errs[:10]:
-        print("  ", e)
+    precompile(_compile_one, jobs, args.jobs, "configs", 10)
 
     rows, winners = [], {}
     torch.manual_seed(0)
@@ -116,10 +109,7 @@ def main() -> int:
                           f"{'x'.join(map(str, best[0].to_json()))}", flush=True)
                 del cp, p
                 torch.cuda.empty_cache()
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_rows(args.out, rows)
     write_table(__import__("pathlib").Path(args.table), props.name, winners)
     return 0
 
