@@ -44,7 +44,8 @@ _GPTQ = {"damp": (float, 0.3), "act_order": (bool, True), "block_size": (int, 12
          "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False),
          "bias_correction": (bool, True), "bias_center": (bool, True), "hess_shrink": (float, 0.0),
          "block_tune": (int, 0), "block_tune_lr": (float, 1e-3), "refine_sweeps": (int, 2),
-         "block_tune_norms": (bool, False)}
+         "block_tune_norms": (bool, False), "clip_weight": (str, "hdiag"), "clip_grid": (int, 0),
+         "clip_max_shrink": (float, 0.3), "hess_power": (float, 1.0)}
 _AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.3), "refit_scales": (int, 1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 
@@ -71,6 +72,9 @@ def resolve_options(algorithm: str, given: dict) -> dict:
         if typ is bool:
             if not isinstance(v, bool):
                 raise TypeError(f"algorithm option {k!r} must be True or False, got {v!r}")
+        elif typ is str:
+            if not isinstance(v, str):
+                raise TypeError(f"algorithm option {k!r} must be a string, got {v!r}")
         elif typ is int:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"algorithm option {k!r} must be an integer, got {v!r}")
@@ -88,6 +92,14 @@ def resolve_options(algorithm: str, given: dict) -> dict:
         raise ValueError(f"algorithm option 'damp' must be > 0, got {out['damp']}")
     if "awq_max_shrink" in out and not 0 <= out["awq_max_shrink"] < 1:
         raise ValueError(f"algorithm option 'awq_max_shrink' must be in [0, 1), got {out['awq_max_shrink']}")
+    if "hess_power" in out and not 0 <= out["hess_power"] <= 1:
+        raise ValueError(f"algorithm option 'hess_power' must be in [0, 1], got {out['hess_power']}")
+    if "clip_weight" in out and out["clip_weight"] not in ("hdiag", "gptq", "none"):
+        raise ValueError(f"algorithm option 'clip_weight' must be 'hdiag', 'gptq' or 'none', got {out['clip_weight']!r}")
+    if "clip_grid" in out and out["clip_grid"] < 0:
+        raise ValueError(f"algorithm option 'clip_grid' must be >= 0, got {out['clip_grid']}")
+    if "clip_max_shrink" in out and not 0 <= out["clip_max_shrink"] < 1:
+        raise ValueError(f"algorithm option 'clip_max_shrink' must be in [0, 1), got {out['clip_max_shrink']}")
     if "awq_clip_grid" in out and out["awq_clip_grid"] < 0:
         raise ValueError(f"algorithm option 'awq_clip_grid' must be >= 0, got {out['awq_clip_grid']}")
     return out

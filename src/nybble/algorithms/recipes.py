@@ -21,7 +21,7 @@ from .block_tune import FakeQuantLinear, tune_block
 from .awq import search_clip, search_clip_h, search_scale, search_scale_h
 from .calibration import BlockContext, fake_quantize_activations
 from .gptq import (CrossAccumulator, HessianAccumulator, asymmetric_target, bias_correction,
-                   centered_moments, gptq_quantize, refit_group_scales)
+                   centered_moments, gptq_quantize, refit_group_scales, spectral_shrink)
 from ..primitives import dequantize, quantize_rtn
 
 
@@ -163,10 +163,14 @@ class GPTQRecipe:
             target = w
             if c is not None:
                 target = asymmetric_target(w, h_round, c, damp=o["asym_damp"], name=name)
+            if o["hess_power"] != 1.0:
+                # round with a spectrally shrunk Hessian (the target keeps the measured moments)
+                h_round = spectral_shrink(h_round, o["hess_power"])
             res = gptq_quantize(target, h_round, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
                                 name=name, clip_search=o["clip_search"], refit_scales=o["refit_scales"], clip_grid2d=o["clip_grid2d"],
-                                refine_sweeps=o["refine_sweeps"])
+                                clip_weight=o["clip_weight"], clip_grid=o["clip_grid"],
+                                clip_max_shrink=o["clip_max_shrink"], refine_sweeps=o["refine_sweeps"])
             plain = PlainInt4Weight.from_codes(res.codes, res.scale, res.zero_point, self.config.group_size)
             if correct_bias:
                 # b' = b + W mu_f - Q mu_q: zero mean output error on the calibration tokens (the
