@@ -33,8 +33,9 @@ struct A16Bf16 {
   // Software prefetch distance of the 2-tile M = 1 path (bytes ahead in each tile's code stream:
   // 16 chunks = one group at group 128). Its loop issues ~13 vector instructions per 64-byte line,
   // so the out-of-order window alone runs only a few lines ahead of its loads; prefetching one
-  // page ahead raised one core's DRAM rate by 3-7 points of the probe (benchmarks/cpu/NOTES.md,
-  // fourth session). A8W4 (~5 instructions per line) did not gain and has none.
+  // page ahead raised one core's DRAM rate by 3-7 points of the probe, and prefetching each
+  // stream's first page when a tile pair starts by another 1.5-2.5 (benchmarks/cpu/NOTES.md, fourth
+  // session). A8W4 (~5 instructions per line) did not gain (it lost 1-3 points) and has none.
   static constexpr int64_t kPrefetch = 4096;
 
   // bf16 bits of t = i - offset for index i mod 16 (|t| <= 15 is exact in bf16)
@@ -67,6 +68,11 @@ struct A16Bf16 {
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
+    }
+    if constexpr (NB > BlockRun::T) {  // 2-tile M = 1 path: the first kPrefetch bytes of each stream
+      for (int st = 0; st < NB / BlockRun::T; ++st)
+        for (int64_t l = 0; l < kPrefetch; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(run.stream(st, 0) + l), _MM_HINT_T0);
     }
     for (int64_t g = 0; g < G; ++g) {
       const int64_t mb0 = w.meta(b0, g);
