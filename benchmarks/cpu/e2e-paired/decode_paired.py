@@ -1,0 +1,97 @@
+"""Paired end-to-end decode: bf16, nybble A16W4, nybble A8W4 and torch int4 on the random ~0.85B Llama
+of nybble.bench.e2e_cpu, all four models in ONE process, measured round robin, each round with a
+DRAM probe, so that every ratio compares variants that ran seconds apart in the same DRAM regime.
+
+    python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32]
+
+Per round: a DRAM probe (torch.sum over 4 x 32 MiB fp32 buffers, 2 threads, median of 12 calls),
+then per variant (order rotating by round) 3 warm-up decode steps after a 16-token prompt and
+`steps` timed steps (tok/s = steps / their total time), then a second probe. A round is "fast"
+when both probes read > 55 GB/s, "slow" when both read < 55 (else "mixed"). Prints every round,
+then per regime the medians of tok/s and of the per-round ratios (vs bf16, vs torch int4).
+Same model, same quantized layers (every nn.Linear incl. lm_head), same threads for all variants.
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+os.environ.setdefault("NYBBLE_NO_PROGRESS", "1")
+import nybble  # noqa: E402
+from nybble.bench.e2e_cpu import build_model  # noqa: E402
+
+CONFIGS = {
+    "bf16": (None, None),
+    "nybble_a16w4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="int"), "nybble_cpu"),
+    "nybble_a8w4": (lambda: nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point="int",
+                                                                           act_mapping="symmetric"), "nybble_cpu"),
+    "torch_int4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"),
+}
+FAST = 55.0
+
+
+def decode(model, gen, steps):
+    with torch.inference_mode():
+        out = model(input_ids=torch.randint(0, 32000, (1, 16), generator=gen), use_cache=True, logits_to_keep=1)
+        for _ in range(3):
+            out = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+        ts = []
+        for _ in range(steps):
+            tok = out.logits[:, -1:].argmax(-1)
+            t = time.perf_counter()
+            out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+            ts.append(time.perf_counter() - t)
+    return len(ts) / sum(ts)
+
+
+def probe(bufs, calls=12):
+    ts = []
+    for i in range(calls + len(bufs)):
+        t = time.perf_counter()
+        bufs[i % len(bufs)].sum()
+        if i >= len(bufs):
+            ts.append(time.perf_counter() - t)
+    return bufs[0].numel() * 4 / statistics.median(ts) / 1e9
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    models = {}
+    for name, (cfg, kernel) in CONFIGS.items():
+        m = build_model(16, 2048, 5632, 32, 8, 32000)
+        if cfg is not None:
+            nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
+        models[name] = m
+    bufs = [torch.ones(32 * 2**18) for _ in range(4)]
+    print(f"threads {torch.get_num_threads()}, {rounds} rounds x {steps} decode steps, "
+          f"start {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
+    gen = torch.Generator().manual_seed(1)
+    names = list(models)
+    rows = []
+    for r in range(rounds):
+        p0 = probe(bufs)
+        order = names[r % len(names):] + names[:r % len(names)]
+        tok = {n: decode(models[n], gen, steps) for n in order}
+        p1 = probe(bufs)
+        regime = "fast" if min(p0, p1) > FAST else "slow" if max(p0, p1) < FAST else "mixed"
+        rows.append((regime, tok))
+        print(f"round {r:2d} probe {p0:5.1f}/{p1:5.1f} GB/s {regime:5s} | "
+              + "  ".join(f"{n} {tok[n]:6.2f}" for n in names), flush=True)
+    print(f"end {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+    for regime in ("fast", "slow", "mixed"):
+        sel = [t for g, t in rows if g == regime]
+        if not sel:
+            continue
+        print(f"\n{regime} rounds: {len(sel)}")
+        for n in names:
+            tk = statistics.median(t[n] for t in sel)
+            xb = statistics.median(t[n] / t["bf16"] for t in sel)
+            xi = statistics.median(t[n] / t["torch_int4"] for t in sel)
+            print(f"  {n:13s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
+
+
+if __name__ == "__main__":
+    main()
