@@ -8,7 +8,8 @@ GPTQ saw them (the quantized previous blocks' outputs). Prints time, peak RSS an
 
 Run: ``python benchmarks/quality/run_llama_1b.py [--nsamples 8] [--seqlen 256] [--layers 16]``
 (``--hidden/--intermediate/--heads`` build a smaller model of the same style for a quick check, e.g.
-``--layers 4 --hidden 512 --intermediate 1408 --heads 8``)
+``--layers 4 --hidden 512 --intermediate 1408 --heads 8``; ``--options k=v,...`` adds GPTQ
+``algorithm_options``)
 """
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=5632)
     ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--options", default="", help="extra GPTQ algorithm_options, key=value,key=value "
+                    "(values as Python literals), e.g. hess_power=0.6,damp=0.1")
     args = ap.parse_args()
+    import ast
+    extra = {k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.options.split(",") if kv)}
     import transformers
     import nybble
     torch.manual_seed(0)
@@ -50,7 +55,9 @@ def main() -> None:
           f"RSS {rss_mib():.0f} MiB", flush=True)
     ids = torch.randint(0, cfg.vocab_size, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(1))
     qcfg = nybble.Int4WeightOnlyConfig(group_size=args.group_size, algorithm="gptq",
-                                       algorithm_options={"layer_errors": True, "batch_size": 4})
+                                       algorithm_options={"layer_errors": True, "batch_size": 4, **extra})
+    if extra:
+        print(f"GPTQ options: {extra}")
     rss0 = rss_mib()
     t0 = time.perf_counter()
     summary = nybble.quantize(model, qcfg, calibration=ids, filter_fn=lambda m, n: n != "lm_head")

@@ -89,8 +89,8 @@ def main() -> None:
         if alg == "rtn":
             rtn_err[gs] = err
         cut = f"{100 * (1 - err / rtn_err[gs]):6.1f}%" if gs in rtn_err and alg != "rtn" else "      -"
-        print(f"{alg:<10} {gs:>5} {str(opts or ''):<28} {r['mean_cosine']:9.4f} {r['p1_cosine']:8.4f} "
-              f"{r['nn_agreement']:8.3f} {err:8.4f} {cut} {dt:7.1f}", flush=True)
+        print(f"{alg:<10} {gs:>5} {str(opts or ''):<28} {r['mean_cosine']:9.5f} {r['p1_cosine']:8.4f} "
+              f"{r['nn_agreement']:8.3f} {err:8.5f} {cut} {dt:7.1f}", flush=True)
 
 
 if __name__ == "__main__":

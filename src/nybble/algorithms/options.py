@@ -4,15 +4,22 @@ Calibration (every recipe): ``nsamples`` (128) and ``seqlen`` (512) for text/ten
 data, ``batch_size`` (8) calibration samples per forward, ``layer_errors`` (False): record each
 layer's relative output error on its calibration inputs (GPTQ and RTN) in ``summary.details``.
 
-GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.3, fraction of the mean Hessian diagonal),
+GPTQ (``gptq``, ``awq+gptq``): ``damp`` (0.2, fraction of the mean Hessian diagonal),
+``hess_power`` (0.6: the rounding Hessian's eigenvalues are raised to this power, trace kept --
+spectral shrinkage, so that rounding error is not pushed into directions that merely had little
+variance in the calibration text, see :func:`.gptq.spectral_shrink`; 1.0: the measured Hessian),
 ``act_order`` (True: columns by decreasing Hessian diagonal, static groups), ``block_size`` (128),
 ``true_sequential`` (True: inside a known block, quantize q/k/v, then o, then gate/up, then down, each
 stage calibrated on the outputs of the already-quantized stages; False: one pass per block),
 ``clip_search`` (True: each group's range is shrunk by the factor minimizing its Hessian-diagonal
 weighted rounding error, see :func:`.gptq._column_params`), ``clip_grid2d`` (False: that search
-shrinks the two ends of the range independently), ``refit_scales`` (2 for GPTQ, 1 for AWQ: rounds of least-squares
-scale re-fitting for the chosen codes, each followed by a GPTQ pass with the re-fitted static
-scales, see :func:`.gptq.refit_group_scales`; for ``awq`` one re-fit of the RTN scales),
+shrinks the two ends of the range independently), ``clip_weight`` ("hdiag": what weights each
+column's squared rounding error in that search -- the Hessian diagonal; "gptq": GPTQ's own per-column
+loss weight ``1 / U_kk^2``; "none": uniform), ``clip_grid`` (0: the 11 fixed shrink factors 1.0 ... 0.7;
+``n``: ``n + 1`` factors from 1.0 down to ``1 - clip_max_shrink``), ``clip_max_shrink`` (0.3),
+``refit_scales`` (2 for GPTQ, 1 for AWQ: rounds of least-squares scale re-fitting for the chosen
+codes, each followed by a GPTQ pass with the re-fitted static scales, see
+:func:`.gptq.refit_group_scales`; for ``awq`` one re-fit of the RTN scales),
 ``refine_sweeps`` (2: after that, rounds of coordinate descent on the codes -- each code moves by
 +-1 where that lowers the layer's output error -- each followed by a scale re-fit, see
 :func:`.gptq.refine_codes`), ``bias_correction`` (True: for a linear *with* a bias, the bias is
@@ -39,13 +46,13 @@ calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 from __future__ import annotations
 
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
-_GPTQ = {"damp": (float, 0.3), "act_order": (bool, True), "block_size": (int, 128),
+_GPTQ = {"damp": (float, 0.2), "act_order": (bool, True), "block_size": (int, 128),
          "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
          "asym_damp": (float, 0.3), "refit_scales": (int, 2), "clip_grid2d": (bool, False),
          "bias_correction": (bool, True), "bias_center": (bool, True), "hess_shrink": (float, 0.0),
          "block_tune": (int, 0), "block_tune_lr": (float, 1e-3), "refine_sweeps": (int, 2),
          "block_tune_norms": (bool, False), "clip_weight": (str, "hdiag"), "clip_grid": (int, 0),
-         "clip_max_shrink": (float, 0.3), "hess_power": (float, 1.0)}
+         "clip_max_shrink": (float, 0.3), "hess_power": (float, 0.6)}
 _AWQ = {"asymmetric": (bool, True), "asym_damp": (float, 0.3), "refit_scales": (int, 1), "awq_grid": (int, 20), "awq_clip": (bool, True), "awq_clip_grid": (int, 20),
         "awq_max_shrink": (float, 0.5), "awq_tokens": (int, 4096), "awq_clip_tokens": (int, 1024)}
 
