@@ -140,6 +140,7 @@ class GPTQRecipe:
         for n in names:
             remaining[owner.get(n, n)] = remaining.get(owner.get(n, n), 0) + 1
         o = self.opts
+        shrunk: dict[tuple[str, bool], torch.Tensor] = {}
         for name in names:
             lin = ctx.linear(name)
             key = owner.get(name, name)
@@ -164,8 +165,12 @@ class GPTQRecipe:
             if c is not None:
                 target = asymmetric_target(w, h_round, c, damp=o["asym_damp"], name=name)
             if o["hess_power"] != 1.0:
-                # round with a spectrally shrunk Hessian (the target keeps the measured moments)
-                h_round = spectral_shrink(h_round, o["hess_power"])
+                # round with a spectrally shrunk Hessian (the target keeps the measured moments); one
+                # eigendecomposition per shared input (q/k/v, gate/up)
+                skey = (key, bool(correct_bias and o["bias_center"]))
+                if skey not in shrunk:
+                    shrunk[skey] = spectral_shrink(h_round, o["hess_power"])
+                h_round = shrunk[skey]
             res = gptq_quantize(target, h_round, self.config.group_size, self.config.domain, damp=o["damp"],
                                 block_size=o["block_size"], act_order=o["act_order"], scale_dtype=w.dtype,
                                 name=name, clip_search=o["clip_search"], refit_scales=o["refit_scales"], clip_grid2d=o["clip_grid2d"],
@@ -189,6 +194,8 @@ class GPTQRecipe:
             if remaining[key] == 0:
                 del hess[key]
                 cross.pop(key, None)
+                for skey in [sk for sk in shrunk if sk[0] == key]:
+                    del shrunk[skey]
 
 
 class _GroupStats:
