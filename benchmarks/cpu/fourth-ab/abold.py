@@ -39,4 +39,4 @@ for shp in shapes:
         assert torch.allclose(ys[0], ys[1], rtol=1e-3, atol=1e-3), (ys[0] - ys[1]).abs().max()
         for nm, C in mods.items():  # old: HEAD build on 4 KiB pages; new: this build on prepack's memory
             modes[f"{nm}_{op}"] = (lambda C, P, a8, x: lambda i: call(C, a8, x, P[i % copies], n, k))(C, plain if nm == 'old' and not os.environ.get('SAME') else packs, a8, x)
-    report(f"{k}x{n} M={M} {nt}thr{' thp' if thp else ''}", wb0, run_modes(modes, rounds))
+    report(f"{k}x{n} M={M} {nt}thr", wb0, run_modes(modes, rounds))
