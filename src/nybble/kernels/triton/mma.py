@@ -358,6 +358,19 @@ def _frag_pos(kk):
 
 
 @triton.jit
+def _store_codes(x_ptr, qx_ptr, idx, kbeg, kend, kpad, sa, za, ASYM: tl.constexpr, STEP: tl.constexpr):
+    """The codes ``q - za`` of x row 0 over K range [kbeg, kend) (zeros from ``kend`` up to ``kpad``)
+    as bf16 at their MMA fragment positions (:func:`_frag_pos`) in ``qx_ptr``; ``idx``: the K
+    offsets one step covers (``STEP`` of them), swept from ``kbeg`` in steps of ``STEP``."""
+    for k0 in range(kbeg, kpad, STEP):
+        kk = k0 + idx
+        live = kk < kend
+        v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
+        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
+        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+
+
+@triton.jit
 def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr,
                   QB: tl.constexpr = 0):
     """Per-token int8 quantization of x row 0 (K,) bit for bit as ``primitives.quantize_activations``
@@ -370,21 +383,10 @@ def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, N
     NT: tl.constexpr = NW * 32
     if QB > 0:
         sa, za = row_qparams(x_ptr, tl.arange(0, QB), K, ASYM=ASYM, BLOCK=QB)
-        offs = tl.arange(0, NT * 8)
-        for k0 in range(kbeg, kpad, NT * 8):
-            kk = k0 + offs
-            live = kk < kend
-            v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-            q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
-            tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+        _store_codes(x_ptr, qx_ptr, tl.arange(0, NT * 8), kbeg, kend, kpad, sa, za, ASYM, NT * 8)
     else:
         sa, za = row_qparams(x_ptr, tid, K, ASYM=ASYM, BLOCK=NT)
-        for k0 in range(kbeg, kpad, NT):
-            kk = k0 + tid
-            live = kk < kend
-            v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-            q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
-            tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+        _store_codes(x_ptr, qx_ptr, tid, kbeg, kend, kpad, sa, za, ASYM, NT)
     tl.debug_barrier()
     return sa
 
@@ -616,7 +618,6 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                            ROWS[r], M, N, stride_om, HAS_BIAS, IS_BF16)
 
 
-
 @triton.jit
 def quantize_codes_kernel(x_ptr, qx_ptr, K, ASYM: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     """One program: per-token int8 quantization of x row 0 (bf16 (K,)) for the ``A8PRE`` mode of
@@ -631,10 +632,5 @@ def quantize_codes_kernel(x_ptr, qx_ptr, K, ASYM: tl.constexpr, BLOCK: tl.conste
     offs = tl.arange(0, BLOCK)
     kp = tl.cdiv(K, 512) * 512
     sa, za = row_qparams(x_ptr, offs, K, ASYM=ASYM, BLOCK=BLOCK)
-    for k0 in range(0, kp, BLOCK):
-        kk = k0 + offs
-        live = kk < K
-        v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
-        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kp)
+    _store_codes(x_ptr, qx_ptr, offs, 0, K, kp, sa, za, ASYM, BLOCK)
     tl.store((qx_ptr + kp).to(tl.pointer_type(tl.float32)), sa)

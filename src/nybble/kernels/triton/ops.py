@@ -230,9 +230,9 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     out = x.new_empty(m, n)
     ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
     qx = torch.empty(triton.cdiv(k, 512) * 512 + 2, dtype=torch.bfloat16, device=x.device) if a8 else out
+    qblock = min(16384, triton.next_power_of_2(k))  # x values per step of the A8 quantization sweeps
     if a8pre:
-        blk = min(16384, triton.next_power_of_2(k))
-        _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=blk, PDL=True), max(4, min(16, blk // 256)), 1)
+        _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=qblock, PDL=True), max(4, min(16, qblock // 256)), 1)
     _MMA((tiles, split),
          (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
           locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
@@ -241,7 +241,7 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
               FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
               EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
               PF=bool(cfg.num_stages & 32), A8PRE=a8pre,
-              QB=min(16384, triton.next_power_of_2(k)) if a8 and cfg.num_stages & 128 else 0), nw, 1,
+              QB=qblock if a8 and cfg.num_stages & 128 else 0), nw, 1,
          pdl)
     if split > 1 and not serial:
         _finish(ws, bias, out)
