@@ -45,6 +45,8 @@ calibration rows kept per layer group) and ``awq_clip_tokens`` (1024).
 """
 from __future__ import annotations
 
+from .gptq import CLIP_WEIGHTS
+
 _COMMON = {"nsamples": (int, 128), "seqlen": (int, 512), "batch_size": (int, 8), "layer_errors": (bool, False)}
 _GPTQ = {"damp": (float, 0.2), "act_order": (bool, True), "block_size": (int, 128),
          "true_sequential": (bool, True), "clip_search": (bool, True), "asymmetric": (bool, True),
@@ -101,8 +103,8 @@ def resolve_options(algorithm: str, given: dict) -> dict:
         raise ValueError(f"algorithm option 'awq_max_shrink' must be in [0, 1), got {out['awq_max_shrink']}")
     if "hess_power" in out and not 0 <= out["hess_power"] <= 1:
         raise ValueError(f"algorithm option 'hess_power' must be in [0, 1], got {out['hess_power']}")
-    if "clip_weight" in out and out["clip_weight"] not in ("hdiag", "gptq", "none"):
-        raise ValueError(f"algorithm option 'clip_weight' must be 'hdiag', 'gptq' or 'none', got {out['clip_weight']!r}")
+    if "clip_weight" in out and out["clip_weight"] not in CLIP_WEIGHTS:
+        raise ValueError(f"algorithm option 'clip_weight' must be one of {CLIP_WEIGHTS}, got {out['clip_weight']!r}")
     if "clip_grid" in out and out["clip_grid"] < 0:
         raise ValueError(f"algorithm option 'clip_grid' must be >= 0, got {out['clip_grid']}")
     if "clip_max_shrink" in out and not 0 <= out["clip_max_shrink"] < 1:
