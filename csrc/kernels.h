@@ -91,6 +91,22 @@ struct A16Bf16Args {
   const float* bias;
 };
 
+// Decode attention (attention.h): one query token per head, fp32 softmax; see attention.h.
+struct AttnArgs {
+  const void* q;
+  int64_t q_head;
+  const void* k;
+  int64_t k_head, k_pos;
+  const void* v;
+  int64_t v_head, v_pos;
+  const float* mask;  // (L,) additive fp32 or null
+  void* out;
+  int64_t o_head;
+  int kind;  // ScaleKind of q, k, v and out
+  int64_t h, hkv, l, d;
+  float scale;
+};
+
 using A16Fn = void (*)(const PackedView&, const A16Args&, int nthreads);
 using A16Bf16Fn = void (*)(const PackedView&, const A16Bf16Args&, int nthreads);
 using A8Fn = void (*)(const PackedView&, const A8Args&, int nthreads);
@@ -101,6 +117,8 @@ using FromF32Fn = void (*)(const float* src, void* dst, int kind, int64_t count)
 
 // Per-token quantization of one row (see quantize_activations below): x (K) -> q (K), *sa, *za,
 // sums (K / gl).
+using AttnFn = void (*)(const AttnArgs&, int nthreads);
+
 using QuantRowFn = void (*)(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
                             int32_t* sums);
 
@@ -114,6 +132,7 @@ struct IsaKernels {
   // M <= a16w4_bf16_max_m
   A16Bf16Fn a16w4_bf16 = nullptr;
   int64_t a16w4_bf16_max_m = 0;
+  AttnFn attn_decode = nullptr;  // decode attention (attention.h)
 };
 
 // One per translation unit (each compiled with its ISA's flags only).

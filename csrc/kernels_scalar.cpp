@@ -1,6 +1,7 @@
 // The scalar reference path: plain loops over the packed layout, same arithmetic as the SIMD paths.
 #include <vector>
 
+#include "attention.h"
 #include "kernels.h"
 #include "scale_load.h"
 #include "thread_pool.h"
@@ -69,8 +70,27 @@ void a8w4_scalar(const PackedView& w, const A8Args& a, int nthreads) {
   });
 }
 
+struct AttnOpsScalar {
+  static void to_f32(const void* src, int kind, float* dst, int64_t n) { to_f32_scalar(src, kind, dst, n); }
+  static void from_f32(const float* src, void* dst, int kind, int64_t n) { from_f32_scalar(src, dst, kind, n); }
+  static float dot(const float* a, const float* b, int64_t n) {
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  static void axpy(float alpha, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+};
+
+void attn_decode_scalar(const AttnArgs& a, int nthreads) { attn_decode_impl<AttnOpsScalar>(a, nthreads); }
+
 }  // namespace
 
-IsaKernels kernels_scalar() { return {a16w4_scalar, a8w4_scalar, to_f32_scalar, from_f32_scalar, quantize_row_scalar}; }
+IsaKernels kernels_scalar() {
+  IsaKernels t{a16w4_scalar, a8w4_scalar, to_f32_scalar, from_f32_scalar, quantize_row_scalar};
+  t.attn_decode = attn_decode_scalar;
+  return t;
+}
 
 }  // namespace nybble

@@ -153,6 +153,20 @@ void quantize_acts(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, 
                                ptr<int32_t>(za), ptr<int32_t>(sums), nthreads < 1 ? 1 : nthreads);
 }
 
+void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos,
+                      uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, uintptr_t out, int64_t o_head,
+                      int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale, int nthreads) {
+  const nybble::IsaKernels kern = nybble::isa_kernels(isa);
+  check_kind(kind, "q/k/v");
+  if (h < 1 || hkv < 1 || h % hkv || l < 1 || d < 1)
+    throw std::invalid_argument("nybble._C.decode_attention: need H, Hkv, L, D >= 1 and H a multiple of Hkv");
+  const nybble::AttnArgs a{ptr<const void>(q), q_head, ptr<const void>(k), k_head, k_pos, ptr<const void>(v), v_head,
+                           v_pos, ptr<const float>(mask), ptr<void>(out), o_head, kind, h, hkv, l, d,
+                           static_cast<float>(scale)};
+  nb::gil_scoped_release release;
+  kern.attn_decode(a, nthreads < 1 ? 1 : nthreads);
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -185,6 +199,10 @@ NB_MODULE(_C, m) {
     check_kind(kind, "src");
     nybble::isa_kernels(isa).to_f32(ptr<const void>(src), kind, ptr<float>(dst), count);
   }, "bf16/f16 bits -> fp32 of `count` values, as the ops convert inputs (for tests).");
+  m.def("decode_attention", &decode_attention,
+        "One query token per head against a KV cache (see csrc/attention.h): isa, q, q_head, k, k_head, k_pos, v, "
+        "v_head, v_pos, mask (fp32 (L,) additive or 0), out, o_head, kind (0/1/2 = fp32/bf16/fp16 for q, k, v, out), "
+        "H, Hkv, L, D, scale, nthreads; strides in elements, rows of D contiguous.");
   m.def("quantize_activations", &quantize_acts,
         "Per-token activation quantization (for tests): isa, x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");

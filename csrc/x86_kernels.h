@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "attention.h"
 #include "kernels.h"
 #include "scale_load.h"
 #include "thread_pool.h"
@@ -640,7 +641,42 @@ struct X86Kernels {
     }
   }
 
-  static IsaKernels table() { return {a16w4, a8w4, to_f32, from_f32, quant_row}; }
+  // ------------------------------------------------------------------ decode attention rows
+  struct AttnOps {
+    static void to_f32(const void* src, int kind, float* dst, int64_t n) { X86Kernels::to_f32(src, kind, dst, n); }
+    static void from_f32(const float* src, void* dst, int kind, int64_t n) { X86Kernels::from_f32(src, dst, kind, n); }
+    static float dot(const float* a, const float* b, int64_t n) {
+      F acc0 = V::fzero(), acc1 = V::fzero();
+      int64_t i = 0;
+      for (; i + 32 <= n; i += 32) {
+        acc0 = V::fmadd(V::fload(a + i), V::fload(b + i), acc0);
+        acc1 = V::fmadd(V::fload(a + i + 16), V::fload(b + i + 16), acc1);
+      }
+      for (; i < n; i += 16) {
+        const int c = static_cast<int>(imin(16, n - i));
+        acc0 = V::fmadd(V::fload_part(a + i, c), V::fload_part(b + i, c), acc0);
+      }
+      alignas(64) float t[16];
+      V::fstore_full(t, V::fadd(acc0, acc1));
+      float sum = 0.f;
+      for (int l = 0; l < 16; ++l) sum += t[l];
+      return sum;
+    }
+    static void axpy(float alpha, const float* x, float* y, int64_t n) {
+      const F av = V::fset1(alpha);
+      for (int64_t i = 0; i < n; i += 16) {
+        const int c = static_cast<int>(imin(16, n - i));
+        V::fstore_part(y + i, V::fmadd(av, V::fload_part(x + i, c), V::fload_part(y + i, c)), c);
+      }
+    }
+  };
+  static void attn_decode(const AttnArgs& a, int nthreads) { attn_decode_impl<AttnOps>(a, nthreads); }
+
+  static IsaKernels table() {
+    IsaKernels t{a16w4, a8w4, to_f32, from_f32, quant_row};
+    t.attn_decode = attn_decode;
+    return t;
+  }
 };
 
 }  // namespace

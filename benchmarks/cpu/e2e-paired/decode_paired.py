@@ -2,7 +2,10 @@
 of nybble.bench.e2e_cpu, all four models in ONE process, measured round robin, each round with a
 DRAM probe, so that every ratio compares variants that ran seconds apart in the same DRAM regime.
 
-    python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32]
+    python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32] [attention=sdpa|nybble|both]
+
+attention: the attention function of EVERY model (transformers' sdpa, or nybble.kernels.cpu_attention's
+decode attention); `both` times each model with each, i.e. 8 variants per round.
 
 Per round: a DRAM probe (torch.sum over 4 x 32 MiB fp32 buffers, 2 threads, median of 12 calls),
 then per variant (order rotating by round) 3 warm-up decode steps after a 16-token prompt and
@@ -59,22 +62,36 @@ def probe(bufs, calls=12):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 12
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    attention = sys.argv[3] if len(sys.argv) > 3 else "sdpa"
+    impls = {"sdpa": ["sdpa"], "nybble": ["nybble"], "both": ["sdpa", "nybble"]}[attention]
     models = {}
     for name, (cfg, kernel) in CONFIGS.items():
         m = build_model(16, 2048, 5632, 32, 8, 32000)
         if cfg is not None:
             nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
         models[name] = m
+    if "nybble" in impls:
+        from nybble.kernels.cpu_attention import register
+        nybble_attn = register()
+    variants = {}
+    for impl in impls:  # (model, attention implementation); `+na` = nybble attention
+        for name, m in models.items():
+            variants[name if impl == "sdpa" else name + "+na"] = (m, "sdpa" if impl == "sdpa" else nybble_attn)
     bufs = [torch.ones(32 * 2**18) for _ in range(4)]
     print(f"threads {torch.get_num_threads()}, {rounds} rounds x {steps} decode steps, "
           f"start {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
     gen = torch.Generator().manual_seed(1)
-    names = list(models)
+    names = list(variants)
     rows = []
+
+    def run(n):
+        m, impl = variants[n]
+        m.set_attn_implementation(impl)
+        return decode(m, gen, steps)
     for r in range(rounds):
         p0 = probe(bufs)
         order = names[r % len(names):] + names[:r % len(names)]
-        tok = {n: decode(models[n], gen, steps) for n in order}
+        tok = {n: run(n) for n in order}
         p1 = probe(bufs)
         regime = "fast" if min(p0, p1) > FAST else "slow" if max(p0, p1) < FAST else "mixed"
         rows.append((regime, tok))
@@ -88,9 +105,10 @@ def main():
         print(f"\n{regime} rounds: {len(sel)}")
         for n in names:
             tk = statistics.median(t[n] for t in sel)
-            xb = statistics.median(t[n] / t["bf16"] for t in sel)
-            xi = statistics.median(t[n] / t["torch_int4"] for t in sel)
-            print(f"  {n:13s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
+            suf = "+na" if n.endswith("+na") else ""  # ratios against the baselines with the same attention
+            xb = statistics.median(t[n] / t["bf16" + suf] for t in sel)
+            xi = statistics.median(t[n] / t["torch_int4" + suf] for t in sel)
+            print(f"  {n:16s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
 
 
 if __name__ == "__main__":

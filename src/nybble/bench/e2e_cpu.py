@@ -15,6 +15,10 @@ vocab 32000)`` ~= 0.85e9 parameters (``--layers 22`` gives 1.12e9, TinyLlama's s
 meta device and filled from a pool of 2^24 N(0, 0.02) bf16 values at random offsets (initialising
 1e9 values one by one takes ~25 s here).
 
+Attention (``--attention``, the same for every variant): ``sdpa`` (transformers' default: torch's
+``scaled_dot_product_attention``, ~100 us per layer per decode step here) or ``nybble``
+(:mod:`nybble.kernels.cpu_attention`: one C++ call per layer at decode, prefill still sdpa).
+
 Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
 
 * prefill: one forward over a ``--prompt-tokens`` (512) random prompt with ``logits_to_keep=1``
@@ -67,6 +71,8 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
     "vocab": (int, 32000, "vocabulary size"),
     "prompt-tokens": (int, 512, "prefill prompt length"),
     "decode-tokens": (int, 32, "decode steps timed"),
+    "attention": (str, "sdpa", "attention function of EVERY variant: sdpa (transformers') or nybble "
+                  "(nybble.kernels.cpu_attention: C++ decode attention, prefill still sdpa)"),
     "profile-steps": (int, 8, "decode steps of the per-layer profile after the timed decode (0: none)"),
     "timeout": (int, 1200, "seconds allowed per variant subprocess"),
 }
@@ -80,7 +86,7 @@ TABLE_COLUMNS = (
     C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"),
     C.Column("probe_gbps_after_decode", "DRAM GB/s", "{:.1f}"), C.Column("error", "error"),
 )
-CSV_KEYS = ("variant", "kernel", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
+CSV_KEYS = ("variant", "kernel", "attention", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
             "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
             "threads", "threads_backend", "linear_ms_per_step", "other_ms_per_step", "probe_gbps_after_decode",
@@ -242,6 +248,12 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         kernel = ", ".join(sorted(summary.kernels))
         row["quantize_s"] = summary.seconds
     row["kernel"] = kernel
+    row["attention"] = opts.get("attention", "sdpa")
+    if row["attention"] == "nybble":
+        from nybble.kernels.cpu_attention import use_decode_attention
+        use_decode_attention(model)
+    elif row["attention"] != "sdpa":
+        raise ValueError(f"attention {row['attention']!r} is not sdpa or nybble")
     row["model_mib"] = model_nbytes(model) / 2**20  # unpacks int4 layers: transient memory, trimmed next
     _trim()
     row["setup_s"] = time.perf_counter() - t0
@@ -309,6 +321,8 @@ def run_all(args, prefix: str = "", log=print) -> dict:
     variants = C.parse_choices(opts["variants"], VARIANTS, "e2e variant")
     if opts["zero_point"] not in ("int", "none"):
         raise ValueError(f"--{prefix}zero-point must be int or none, got {opts['zero_point']!r}")
+    if opts["attention"] not in ("sdpa", "nybble"):
+        raise ValueError(f"--{prefix}attention must be sdpa or nybble, got {opts['attention']!r}")
     threads = getattr(args, "threads", None) or torch.get_num_threads()
     rows = []
     for v in variants:
