@@ -7,6 +7,8 @@ Paths (``kind`` column):
   a8_old                ``jit.a8w4_kernel`` with a forced config, quantization included
   a16_old               ``jit.a16w4_kernel`` (swap-AB, weights as the register operand)
   a16_deq               dequantize slices + cuBLAS (config ``block_m == 0``)
+  a16_wg                the Gluon TMA + async wgmma GEMM of ``wgmma.py`` (config ``block_m == 3``; ``--ops a16wg``
+                        times only it and the table's config, ``--ops a16,wg`` adds it to the others)
 Every config is first checked against the reference on the first 64 rows (``err`` column: max
 abs difference / max abs reference).  The fastest correct config per (op, shape, M) goes to
 ``--table`` (shipped-table JSON entries) and is printed.
@@ -67,6 +69,12 @@ def a16_cands(m=2048):
             ("a16_deq", T(0, 2048, 0, 1, 4, 0)), ("a16_deq", T(0, 512, 0, 1, 4, 0))]
 
 
+def wg_cands(m):
+    """The Gluon wgmma GEMM (``wgmma.py``, config ``block_m == WGMMA``)."""
+    from nybble.kernels.triton.configs import wgmma_configs
+    return [("a16_wg", c) for c in wgmma_configs(m)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -116,8 +124,12 @@ def main() -> int:
             cands = []
             if "a8" in want and m >= 32:
                 cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands(m)
+            if "a16" in want or "a16wg" in want:
+                cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))]
             if "a16" in want:
-                cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))] + a16_cands(m)
+                cands += a16_cands(m)
+            if "a16wg" in want or "wg" in want:
+                cands += wg_cands(m)
             line = [f"K={k} N={n} M={m} cublas={t_cub:.1f}us"]
             for kind, cfg in cands:
                 op = "a8" if kind.startswith("a8") else "a16"

@@ -23,6 +23,9 @@ from pathlib import Path
 #: M buckets: a call with M rows uses the config of the smallest bucket >= M (the last covers more)
 M_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
+#: ``TileConfig.block_m`` of the A16W4 Gluon wgmma GEMM (``wgmma.py``)
+WGMMA = 3
+
 _TABLE_DIR = Path(__file__).with_name("tables")
 _lock = threading.Lock()
 
@@ -43,6 +46,10 @@ class TileConfig:
     bit 6 (A8W4 at M = 1 only): the activation quantization in its own one-program kernel, the GEMV
     launched after it with programmatic dependent launch instead of quantizing in every program),
     bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks);
+    ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
+    wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
+    pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: dequantize in 16-bit math, bit
+    5: warp specialization (a loader warp issues the TMA);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -119,6 +126,8 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     g = k if group_size == -1 else group_size
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
+    if cfg.block_m == WGMMA:  # one scale per row per K step
+        return group_size == -1 or group_size % cfg.block_k == 0
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -206,6 +215,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
+    if op == "a16w4" and mb >= 64:
+        out += wgmma_configs(mb)
     if op == "a8w4" and mb >= 32 and group_size != -1:
         out += a8_gemm_configs(mb)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
@@ -318,6 +329,22 @@ def a8_gemm_configs(mb: int = 2048) -> list[TileConfig]:
         return [TileConfig(64, 128, 0, 1, 4, 4), TileConfig(64, 64, 0, 1, 4, 4), TileConfig(64, 32, 0, 1, 4, 4)]
     return [A8_GEMM_DEFAULT, TileConfig(128, 64, 0, 1, 4, 3), TileConfig(256, 64, 0, 1, 8, 4),
             TileConfig(64, 128, 0, 1, 4, 4), TileConfig(128, 128, 0, 1, 8, 4)]
+
+
+def wgmma_configs(mb: int) -> list[TileConfig]:
+    """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
+    tokens per program, warps, TMA slots | 16]`` (bit 4 of the last field: 16-bit dequantization, which
+    won on every shape measured).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2)
+    + 3 x rows x K step x 2 bytes, at most ~200 KiB."""
+    m16 = 16
+    if mb <= 128:
+        bm = 64 if mb <= 64 else 128
+        return [TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16), TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16 | 32),
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16), TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16 | 32)]
+    ws = 32
+    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16), TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16 | ws),
+            TileConfig(WGMMA, 128, 64, 128, 8, 3 | m16), TileConfig(WGMMA, 64, 64, 256, 4, 3 | m16),
+            TileConfig(WGMMA, 128, 64, 128, 8, 4 | m16 | ws)]
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

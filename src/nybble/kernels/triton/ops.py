@@ -22,7 +22,7 @@ import triton
 from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
-from .configs import A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
+from .configs import WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -143,6 +143,10 @@ def launch_a16w4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ze
     if cfg.block_m == 2:  # mma.sync GEMV (M <= 64, blocked layout, sm_90)
         if m <= 64 and mma_ok(x, qweight):
             return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg, locks)
+        cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
+    if cfg.block_m == WGMMA:  # Gluon TMA + async wgmma GEMM (large M, sm_90)
+        if wgmma_ok(x, qweight, group_size, cfg):
+            return _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg)
         cfg = heuristic("a16w4", n, k, group_size, m, mma=False)
     if cfg.block_m == 0:
         return _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg)
@@ -350,6 +354,58 @@ def _launch_dequant(qweight, scale, zero, group_size, dst, r0, r, dtype):
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
               IS_BF16=dtype == torch.bfloat16, EVEN_K=k % bk == 0, USE_ASM=use_asm(), BLOCK_N=32, BLOCK_K=bk, LN=ln, LW=lw),
          4, 1)
+
+
+_WGMMA_CAP: dict[int, bool] = {}
+
+
+def wgmma_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int, cfg: TileConfig) -> bool:
+    """Can :func:`_wgmma_gemm` serve this call with ``cfg``: an sm_90 GPU (wgmma exists on Hopper
+    only) with Gluon, the blocked 16 x 32 weight layout, one scale per row per K step (``block_k``
+    divides the group and 256), x rows usable by TMA (16-byte aligned start and row stride)."""
+    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    cap = _WGMMA_CAP.get(idx)
+    if cap is None:
+        cap = torch.cuda.get_device_capability(idx) == (9, 0) and os.environ.get("TRITON_INTERPRET") != "1"
+        if cap:
+            try:
+                from . import wgmma  # noqa: F401  (needs triton.experimental.gluon, Triton >= 3.5)
+            except ImportError:
+                cap = False
+        _WGMMA_CAP[idx] = cap
+    bk = cfg.block_k
+    return (cap and qweight.dim() == 4 and qweight.shape[2] == 16 and qweight.shape[3] == 32
+            and 256 % bk == 0 and (group_size == -1 or group_size % bk == 0)
+            and cfg.block_n % (16 * cfg.num_warps) == 0
+            and x.stride(1) == 1 and x.data_ptr() % 16 == 0 and (x.stride(0) * x.element_size()) % 16 == 0)
+
+
+def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
+    """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
+    ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
+    ``cfg.num_stages & 15`` TMA slots, bit 4: dequantize in 16-bit math (``MAGIC``), bit 5: warp
+    specialization (a loader warp issues the TMA)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from . import wgmma
+    m, k = x.shape
+    n = scale.shape[1]
+    bn, bk, bm = cfg.block_n, cfg.block_k, cfg.split_k
+    gdt = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
+    x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], [bm, bk],
+                              gl.NVMMASharedLayout.get_default_for([bm, bk], gdt))
+    nb, kb = qweight.shape[0], qweight.shape[1]
+    w_block = [bn // 16, 16, bk // 8]
+    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
+                              gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
+    out = x.new_empty(m, n)
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    wgmma.a16w4_wgmma_kernel[grid](
+        x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
+        m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
+        HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15, MAGIC=bool(cfg.num_stages & 16),
+        WS=bool(cfg.num_stages & 32), num_warps=cfg.num_warps)
+    return out
 
 
 def _a16w4_dequant_mm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:

@@ -1,0 +1,256 @@
+"""A16W4 at large M on Hopper: a Gluon kernel with TMA loads and asynchronous wgmma (sm_90 only).
+
+The Triton-language kernels of ``jit.py`` leave the tensor cores idle while they dequantize: Triton
+3.6 waits for every wgmma before the next tile's dequantization starts.  Gluon (Triton's explicit
+layout/pipeline dialect, shipped with Triton >= 3.5) lets the kernel say exactly what overlaps:
+
+* computes ``out^T = W x^T`` ("swap AB"): the dequantized weight tile ``[BLOCK_N, BLOCK_K]`` is the
+  wgmma A operand, the activation tile ``[BLOCK_M, BLOCK_K]`` (transposed view) the B operand, so the
+  weight rows fill the instruction's 64-row M side and ``BLOCK_M`` tokens its N side (8..256);
+* activations and packed weight words arrive by TMA into ``STAGES`` shared-memory slots (one mbarrier
+  per slot);
+* per K step: issue the wgmma of step ``k`` (asynchronous), wait until only it is in flight (step
+  ``k - 1`` done), dequantize step ``k + 1``'s words into one of three bf16/fp16 operand buffers (the
+  buffer last read by step ``k - 2``), fence, one CTA barrier, then issue the TMA of step
+  ``k + STAGES - 1`` into the slot that step ``k - 1`` used.  So the dequantization of one step runs
+  while the tensor cores work on the previous one.
+
+Arithmetic: each weight is ``round_to_dtype((q - z) * s)`` (``fma(q, s, -z s)`` in fp32 is exact
+because ``|q - z| <= 15`` and ``s`` has an 8/11-bit mantissa), the same value as the reference's
+dequantization; products and sums are fp32 in the tensor cores.
+
+Inputs (see ``kernel.py`` for the packed layout):
+
+* ``x_desc``: TMA descriptor of x ``(M, K)`` bf16/fp16, K contiguous, block ``[BLOCK_M, BLOCK_K]``;
+* ``w_desc``: TMA descriptor of the blocked A16W4 words viewed as ``(N/16, K8/32 * 16, 32)`` int32
+  (``qweight.reshape(nb, kb * 16, 32)``: row-block, then (K block, row in block), then word),
+  block ``[BLOCK_N / 16, 16, BLOCK_K / 8]``; words hold the paired nibble order ``layout.PAIR_K``;
+* ``s_ptr`` scale ``(G, N)`` x's dtype; ``z_ptr`` zero point int8 ``(G, N)`` (``HAS_ZERO``);
+  ``b_ptr`` bias ``(N,)`` (``HAS_BIAS``);
+* ``out_ptr``: ``(M, N)`` x's dtype, row stride ``N``.
+
+Constraints (checked by :func:`ops.wgmma_ok`): sm_90, ``BLOCK_K`` divides 256 and is <= the group
+size (one scale per row per K step), ``BLOCK_N = 16 * num_warps * r``, x 16-byte aligned with a row
+stride that is a multiple of 8 elements.
+"""
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.runtime.jit import constexpr_function
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+#: operand buffers of dequantized weights: step k + 1 is written while step k is in flight and step
+#: k - 1 may still be finishing in the other warpgroup, so three
+WBUFS = gl.constexpr(3)
+
+
+@constexpr_function
+def _dequant_layout(block_n, block_k, num_warps):
+    """4-D register layout of one K step's codes ``[BLOCK_N/16, 16, BLOCK_K/8, 8]``: a thread holds the
+    8 codes of one word, the threads of a warp cover (rows, words) with words fastest."""
+    words = block_k // 8
+    tw = min(words, 32)
+    return gl.BlockedLayout(size_per_thread=[1, 1, 1, 8], threads_per_warp=[1, 32 // tw, tw, 1],
+                            warps_per_cta=[num_warps, 1, 1, 1], order=[3, 2, 1, 0])
+
+
+@constexpr_function
+def _store_layout(block_n, block_m, num_warps):
+    """2-D ``[BLOCK_N, BLOCK_M]`` layout of the epilogue: 8 consecutive outputs (16 bytes of a row of
+    ``out``) per thread, threads along N first, so the transposed store is coalesced."""
+    tn = min(max(block_n // 8, 1), 32)
+    return gl.BlockedLayout(size_per_thread=[8, 1], threads_per_warp=[tn, 32 // tn],
+                            warps_per_cta=[1, num_warps], order=[0, 1])
+
+
+@gluon.jit
+def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, off_m, nb0,
+                 BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """TMA of K step ``step`` (activations and words) into slot ``step % STAGES`` (no-op past the end)."""
+    pred = step < n_steps
+    slot = step % STAGES
+    bar = bars.index(slot)
+    k0 = step * BLOCK_K
+    mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, xs.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(w_desc, [nb0, (k0 // 256) * 16, (k0 % 256) // 8], bar, ws.index(slot), pred=pred)
+
+
+@gluon.jit
+def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
+                  GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, MAGIC: gl.constexpr, num_warps: gl.constexpr):
+    """Scale and ``-z * s`` of K step ``step`` (one group, ``BLOCK_K <= GROUP``) for the tile's rows:
+    two fp32 ``[BLOCK_N/16, 16]`` tensors (zeros past the last step or row)."""
+    RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, _dequant_layout(BLOCK_N, BLOCK_K, num_warps)))
+    nb = gl.arange(0, BLOCK_N // 16, layout=gl.SliceLayout(1, RL))
+    nr = gl.arange(0, 16, layout=gl.SliceLayout(0, RL))
+    rows = off_n + gl.expand_dims(nb, 1) * 16 + gl.expand_dims(nr, 0)
+    if PER_CHANNEL:
+        g = 0
+    else:
+        g = (step * BLOCK_K) // GROUP
+    rmask = (rows < N) & (g < G) & (step < n_steps)
+    s = gl.load(s_ptr + g * N + rows, mask=rmask, other=0.0)
+    if HAS_ZERO:
+        z = gl.load(z_ptr + g * N + rows, mask=rmask, other=0).to(gl.float32)
+    else:
+        z = gl.full([BLOCK_N // 16, 16], 8.0, gl.float32, layout=RL)
+    if MAGIC:
+        bias: gl.constexpr = 128.0 if s_ptr.dtype.element_ty == gl.bfloat16 else 1024.0
+        zs = (z + bias).to(s.dtype)
+    else:
+        s = s.to(gl.float32)
+        zs = -z * s
+    return s, zs
+
+
+@gluon.jit
+def _dequant_step(ws, bars, wbuf, s, zs, step,
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, MAGIC: gl.constexpr,
+                  num_warps: gl.constexpr):
+    """Wait for step ``step``'s words, dequantize them with the step's ``s`` / ``zs`` (see
+    :func:`_load_qparams`) into ``wbuf`` ``[BLOCK_N, BLOCK_K]``."""
+    L4: gl.constexpr = _dequant_layout(BLOCK_N, BLOCK_K, num_warps)
+    WL: gl.constexpr = gl.SliceLayout(3, L4)
+    slot = step % STAGES
+    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+    words = ws.index(slot).load(WL)  # [BLOCK_N/16, 16, BLOCK_K/8] int32
+    s4 = gl.expand_dims(gl.expand_dims(s, 2), 3)
+    zs4 = gl.expand_dims(gl.expand_dims(zs, 2), 3)
+    # position p of a word holds nibble inv(PAIR_K)[p] = 4 (p & 1) + (p >> 1)
+    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    shift = gl.expand_dims(gl.expand_dims(gl.expand_dims((p & 1) * 16 + (p >> 1) * 4, 0), 0), 0)
+    q = (gl.expand_dims(words, 3) >> shift) & 15
+    if MAGIC:
+        # 16-bit math: (q | 0x4300) is the bf16 128 + q (fp16: 0x6400 | q = 1024 + q), exact;
+        # zs holds 128 + z (1024 + z): the difference is the exact integer q - z, times s rounded once
+        if wbuf.dtype == gl.bfloat16:
+            hq = (q | 0x4300).to(gl.int16).to(gl.bfloat16, bitcast=True)
+        else:
+            hq = (q | 0x6400).to(gl.int16).to(gl.float16, bitcast=True)
+        w = (hq - zs4) * s4
+    else:
+        w = gl.fma(q.to(gl.float32), s4, zs4).to(wbuf.dtype)
+    wbuf.store(gl.reshape(w, [BLOCK_N, BLOCK_K]))
+
+
+@gluon.jit
+def _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr,
+               BLOCK_M: gl.constexpr, dtype: gl.constexpr, num_warps: gl.constexpr):
+    """``out[m, n] = acc[n, m] (+ bias[n])`` in ``dtype``, masked to the ``(M, N)`` output."""
+    rn_acc = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, acc.type.layout))
+    if HAS_BIAS:
+        acc = acc + gl.expand_dims(gl.load(b_ptr + rn_acc, mask=rn_acc < N, other=0.0).to(gl.float32), 1)
+    SL: gl.constexpr = _store_layout(BLOCK_N, BLOCK_M, num_warps)
+    out = gl.convert_layout(acc.to(dtype), SL)
+    rn = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, SL))
+    rm = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, SL))
+    mask = gl.expand_dims(rn < N, 1) & gl.expand_dims(rm < M, 0)
+    gl.store(out_ptr + gl.expand_dims(rm, 0) * N + gl.expand_dims(rn, 1), out, mask=mask)
+
+
+@gluon.jit
+def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, nb0,
+               BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """Worker partition (one warp, ``WS``): the TMA of every K step, each into a slot released by the
+    compute warps (``empty``)."""
+    for i in range(n_steps):
+        slot = i % STAGES
+        # fill f = i // STAGES of the slot waits for the release of fill f - 1 (parity (f - 1) & 1)
+        mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1, pred=i >= STAGES)
+        _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, nb0, BLOCK_K, STAGES)
+
+
+@gluon.jit
+def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
+             GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
+             BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+             MAGIC: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+    """The dequantization + wgmma loop; returns ``(acc,)``, the fp32 ``[BLOCK_N, BLOCK_M]`` accumulator.
+
+    Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` into operand
+    buffer ``(k + 1) % 3`` (last read by step ``k - 2``, done in both warpgroups: see the barrier)
+    while the tensor cores work on ``k - 1`` and ``k``; wait until only ``k`` is in flight; one CTA
+    barrier (so step ``k - 1`` is done in every warpgroup); then refill step ``k - 1``'s slot: issue
+    the TMA of step ``k + STAGES - 1`` (or, with ``WS``, release the slot to the loader warp)."""
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, BLOCK_M, 16])
+    acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=mma_layout)
+    if not WS:
+        for i in gl.static_range(STAGES - 1):
+            _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
+    # the scales of a step are requested one loop iteration before its dequantization, after that
+    # iteration's proxy fence (which waits for every outstanding load of the thread)
+    s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
+                            MAGIC, num_warps)
+    _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, MAGIC, num_warps)
+    fence_async_shared()
+    gl.thread_barrier()
+    s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
+                            MAGIC, num_warps)
+    for k in range(n_steps):
+        slot = k % STAGES
+        mbarrier.wait(ready.index(slot), (k // STAGES) & 1)
+        acc = warpgroup_mma(wbuf.index(k % WBUFS), xs.index(slot).permute((1, 0)), acc, is_async=True)
+        if k + 1 < n_steps:
+            _dequant_step(ws, ready, wbuf.index((k + 1) % WBUFS), s1, zs1, k + 1, BLOCK_N, BLOCK_K, STAGES, MAGIC,
+                          num_warps)
+            fence_async_shared()
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+        gl.thread_barrier()  # every warpgroup's step k - 1 is done: its slot may be refilled
+        if WS:
+            mbarrier.arrive(empty.index((k + STAGES - 1) % STAGES), pred=k >= 1)
+        else:
+            _issue_loads(x_desc, w_desc, xs, ws, ready, k + STAGES - 1, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+                                BLOCK_K, MAGIC, num_warps)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    return (acc, )
+
+
+@gluon.jit
+def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
+                       GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
+                       HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                       MAGIC: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+    """One program: outputs ``[BLOCK_M tokens, BLOCK_N rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))``
+    (the M tiles of one weight tile are neighbours, so the weight is read from HBM about once).
+    ``MAGIC``: dequantize in 16-bit math; ``WS``: warp specialization, one extra loader warp issues
+    the TMA, so the compute warps do not stop for the copies (nor for the barriers Triton puts
+    around them)."""
+    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
+    dtype: gl.constexpr = x_desc.dtype
+    off_m = gl.program_id(0) * BLOCK_M
+    off_n = gl.program_id(1) * BLOCK_N
+    n_steps = gl.cdiv(K, BLOCK_K)
+    xs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    ws = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
+    wl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_K], dtype)
+    wbuf = gl.allocate_shared_memory(dtype, [WBUFS, BLOCK_N, BLOCK_K], wl)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    if WS:
+        (acc, ) = gl.warp_specialize([
+            (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
+                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, num_warps)),
+            (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)),
+        ], [1], [40])
+    else:
+        (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
+                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, num_warps)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(i))
+        mbarrier.invalidate(empty.index(i))
+    _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)

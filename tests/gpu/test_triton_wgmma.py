@@ -1,0 +1,79 @@
+"""The A16W4 Gluon wgmma GEMM (``wgmma.py``, config ``block_m == WGMMA``) against the reference kernel
+on random data: one config of each kind and every shipped one, bf16 / fp16, zero point none / int
+(with a bias), every group size and per-channel, M not a multiple of the token tile, N not a multiple of the
+weight tile, K not a multiple of 256 (the blocked layout's padding).  Hopper only (sm_90): elsewhere
+the launcher falls back, which the last test checks on any GPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpu_util import assert_close_to_reference, random_plain, reference_out
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+MS = (1, 17, 64, 200, 257, 1024)
+#: (group, K): K = 288 / 576 / 640 / 768 are not multiples of 256; -1 is per-channel
+GROUP_K = ((32, 288), (64, 576), (128, 640), (128, 1024), (256, 768), (-1, 296), (-1, 512))
+N = 200
+
+
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def _configs(group: int, k: int):
+    """The shipped wgmma configs plus one of each kind of candidate: one warpgroup, two warpgroups
+    with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, the dequantization
+    in fp32 and in 16-bit math, with and without a loader warp (warp specialization)."""
+    from nybble.kernels.triton.configs import WGMMA, ConfigStore, TileConfig, group_tile_ok
+    store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
+    shipped = [c for c in store.shipped.values() if c.block_m == WGMMA]
+    kinds = [TileConfig(WGMMA, 64, 64, 64, 4, 4), TileConfig(WGMMA, 128, 64, 256, 8, 4),
+             TileConfig(WGMMA, 256, 64, 128, 8, 4), TileConfig(WGMMA, 128, 32, 256, 8, 6),
+             TileConfig(WGMMA, 128, 128, 128, 8, 3),
+             TileConfig(WGMMA, 64, 64, 64, 4, 4 | 16), TileConfig(WGMMA, 128, 64, 256, 8, 4 | 16),  # 16-bit math
+             TileConfig(WGMMA, 128, 64, 256, 8, 3 | 16 | 32), TileConfig(WGMMA, 64, 32, 64, 4, 4 | 32)]  # + loader warp
+    return [c for c in dict.fromkeys(kinds + shipped) if group_tile_ok(c, group, k, "a16w4")]
+
+
+@pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_wgmma_matches_reference(dtype, domain, group, k):
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.kernel import TritonKernel
+    plain = random_plain(N, k, group, domain, dtype)
+    kern = TritonKernel(LinearSpec.for_weight(plain, "a16"))
+    p = kern.prepack(plain)
+    cfgs = _configs(group, k)
+    assert cfgs, "no wgmma config for this group"
+    for m in MS:
+        x = torch.randn(m, k, device="cuda").to(dtype)
+        bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+        ref = reference_out(x, plain, "a16", bias)
+        for cfg in cfgs:
+            assert ops.wgmma_ok(x, p["qweight"], group, cfg)
+            y = ops.launch_a16w4(x, p["qweight"], p["scale"], p.get("zero_point"), group, bias, cfg, p["locks"])
+            assert_close_to_reference(y, ref, f"wgmma {dtype} {domain} g{group} K={k} M={m} {cfg}")
+
+
+def test_wgmma_config_falls_back_when_it_cannot_run():
+    """A wgmma config on an x whose rows TMA cannot address (start not 16-byte aligned), or on a group
+    smaller than the config's K step, or on a non-Hopper GPU, runs another kernel: same results."""
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import WGMMA, TileConfig
+    from nybble.kernels.triton.kernel import TritonKernel
+    k, group = 256, 32
+    plain = random_plain(N, k, group, "int", torch.bfloat16)
+    p = TritonKernel(LinearSpec.for_weight(plain, "a16")).prepack(plain)
+    base = torch.randn(300 * k + 1, device="cuda").to(torch.bfloat16)
+    x = base[1:].view(300, k)  # data_ptr 2 bytes past an aligned address
+    cfg = TileConfig(WGMMA, 128, 64, 128, 8, 4)  # K step 64 > group 32
+    assert not ops.wgmma_ok(x, p["qweight"], group, cfg)
+    y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, None, cfg, p["locks"])
+    assert_close_to_reference(y, reference_out(x, plain, "a16", None), "wgmma fallback")
