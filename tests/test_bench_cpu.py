@@ -137,11 +137,11 @@ def test_e2e_tiny_model_in_subprocess(tmp_path):
     rc = e2e_cpu.cli(["--layers", "1", "--hidden", "128", "--intermediate", "256", "--heads", "4",
                       "--kv-heads", "2", "--vocab", "512", "--prompt-tokens", "16", "--decode-tokens", "3",
                       "--variants", "nybble_a16w4", "--kernel", "reference", "--threads", "1",
-                      "--attention", "nybble", "--out", str(tmp_path)])
+                      "--attention", "nybble", "--fuse", "1", "--out", str(tmp_path)])
     assert rc == 0
     (r,) = list(csv.DictReader((tmp_path / "e2e.csv").open()))
     assert r["variant"] == "nybble_a16w4" and r["kernel"] == "reference" and not r["error"]
-    assert r["attention"] == "nybble"
+    assert r["attention"] == "nybble" and r["fused_groups"] == "2"
     assert float(r["decode_tok_s"]) > 0 and float(r["prefill_tok_s"]) > 0
     assert int(r["decode_tokens"]) == 3 and int(r["prompt_tokens"]) == 16
     assert float(r["peak_rss_mib"]) > 0 and float(r["rss_setup_mib"]) > float(r["rss_base_mib"]) > 0

@@ -2,10 +2,13 @@
 of nybble.bench.e2e_cpu, all four models in ONE process, measured round robin, each round with a
 DRAM probe, so that every ratio compares variants that ran seconds apart in the same DRAM regime.
 
-    python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32] [attention=sdpa|nybble|both]
+    python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32] [attention=sdpa|nybble|both] [fuse=0|1|both]
 
 attention: the attention function of EVERY model (transformers' sdpa, or nybble.kernels.cpu_attention's
-decode attention); `both` times each model with each, i.e. 8 variants per round.
+decode attention; suffix `+na`); `both` times each model with each.
+fuse: nybble.kernels.cpu_fuse.fuse_siblings on EVERY int4 model (nybble and torch int4 alike; suffix
+`+f`); `both` builds each int4 model twice (unfused and fused). Ratios compare variants with the same
+suffixes (e.g. nybble_a8w4+f+na against bf16+na and torch_int4+f+na).
 
 Per round: a DRAM probe (torch.sum over 4 x 32 MiB fp32 buffers, 2 threads, median of 12 calls),
 then per variant (order rotating by round) 3 warm-up decode steps after a 16-token prompt and
@@ -64,12 +67,18 @@ def main():
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     attention = sys.argv[3] if len(sys.argv) > 3 else "sdpa"
     impls = {"sdpa": ["sdpa"], "nybble": ["nybble"], "both": ["sdpa", "nybble"]}[attention]
+    fuse = sys.argv[4] if len(sys.argv) > 4 else "0"
+    fusings = {"0": [False], "1": [True], "both": [False, True]}[fuse]
     models = {}
     for name, (cfg, kernel) in CONFIGS.items():
-        m = build_model(16, 2048, 5632, 32, 8, 32000)
-        if cfg is not None:
-            nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
-        models[name] = m
+        for fused in fusings if cfg is not None else [False]:
+            m = build_model(16, 2048, 5632, 32, 8, 32000)
+            if cfg is not None:
+                nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
+            if fused:
+                from nybble.kernels.cpu_fuse import fuse_siblings
+                fuse_siblings(m)
+            models[name + ("+f" if fused else "")] = m
     if "nybble" in impls:
         from nybble.kernels.cpu_attention import register
         nybble_attn = register()
@@ -105,9 +114,10 @@ def main():
         print(f"\n{regime} rounds: {len(sel)}")
         for n in names:
             tk = statistics.median(t[n] for t in sel)
-            suf = "+na" if n.endswith("+na") else ""  # ratios against the baselines with the same attention
-            xb = statistics.median(t[n] / t["bf16" + suf] for t in sel)
-            xi = statistics.median(t[n] / t["torch_int4" + suf] for t in sel)
+            na = "+na" if n.endswith("+na") else ""  # ratios against the baselines with the same suffixes
+            f = "+f" if "+f" in n else ""
+            xb = statistics.median(t[n] / t["bf16" + na] for t in sel)
+            xi = statistics.median(t[n] / t["torch_int4" + f + na] for t in sel)
             print(f"  {n:16s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
 
 

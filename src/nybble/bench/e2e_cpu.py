@@ -19,6 +19,9 @@ Attention (``--attention``, the same for every variant): ``sdpa`` (transformers'
 ``scaled_dot_product_attention``, ~100 us per layer per decode step here) or ``nybble``
 (:mod:`nybble.kernels.cpu_attention`: one C++ call per layer at decode, prefill still sdpa).
 
+``--fuse 1`` runs every int4 variant (nybble's and torch int4 alike) with its q/k/v and gate/up
+layers fused into one call each (:mod:`nybble.kernels.cpu_fuse`).
+
 Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
 
 * prefill: one forward over a ``--prompt-tokens`` (512) random prompt with ``logits_to_keep=1``
@@ -73,6 +76,8 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
     "decode-tokens": (int, 32, "decode steps timed"),
     "attention": (str, "sdpa", "attention function of EVERY variant: sdpa (transformers') or nybble "
                   "(nybble.kernels.cpu_attention: C++ decode attention, prefill still sdpa)"),
+    "fuse": (int, 0, "1: nybble.kernels.cpu_fuse.fuse_siblings (q/k/v and gate/up in one call) on EVERY int4 "
+             "variant, nybble and torch int4 alike"),
     "profile-steps": (int, 8, "decode steps of the per-layer profile after the timed decode (0: none)"),
     "timeout": (int, 1200, "seconds allowed per variant subprocess"),
 }
@@ -86,7 +91,7 @@ TABLE_COLUMNS = (
     C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"),
     C.Column("probe_gbps_after_decode", "DRAM GB/s", "{:.1f}"), C.Column("error", "error"),
 )
-CSV_KEYS = ("variant", "kernel", "attention", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
+CSV_KEYS = ("variant", "kernel", "attention", "fused_groups", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
             "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
             "threads", "threads_backend", "linear_ms_per_step", "other_ms_per_step", "probe_gbps_after_decode",
@@ -247,6 +252,9 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         summary = nybble.quantize(model, cfg, force_kernel=force, show_progress=False)
         kernel = ", ".join(sorted(summary.kernels))
         row["quantize_s"] = summary.seconds
+        if opts.get("fuse"):
+            from nybble.kernels.cpu_fuse import fuse_siblings
+            row["fused_groups"] = fuse_siblings(model)
     row["kernel"] = kernel
     row["attention"] = opts.get("attention", "sdpa")
     if row["attention"] == "nybble":
