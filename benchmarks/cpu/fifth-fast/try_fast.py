@@ -8,9 +8,12 @@ Probes the DRAM (``nybble.bench.e2e_cpu.dram_probe_gbps``: torch.sum over 4 x 32
 2 threads, median of 24 calls). Only when it reads >= 65 GB/s (or with --force) it runs, in this
 same lock hold:
   1. the kernel table of the issue's M = 1 cells
-     (``python -m nybble.bench.cpu --shapes 4096x14336,14336x4096 --m 1 --out <dir>/HHMM-kernels``),
-  2. the paired end-to-end decode (``benchmarks/cpu/e2e-paired/decode_paired.py 6 24 both``: every model
-     with transformers' sdpa and with nybble's decode attention),
+     (``python -m nybble.bench.cpu --shapes 4096x14336,14336x4096 --m 1 --rounds 9 --out
+     <dir>/HHMM-kernels``; 9 interleaved rounds instead of 3, so the probe and the kernels alternate
+     more often),
+  2. the paired end-to-end decode (``benchmarks/cpu/e2e-paired/decode_paired.py 4 24 both both``: every
+     model with transformers' sdpa and with nybble's decode attention, every int4 model unfused and
+     fused),
 each followed by another probe. Every attempt (UTC time, probes, what ran, where its output is) is
 appended to ``attempts.csv`` next to this file; outputs keep their CSV / MD / log files only.
 """
@@ -60,7 +63,7 @@ def main() -> int:
     kdir = HERE / f"{stamp}-kernels"
     env = dict(os.environ, NYBBLE_NO_PROGRESS="1")
     subprocess.run([PY, "-m", "nybble.bench.cpu", "--shapes", "4096x14336,14336x4096", "--m", "1",
-                    "--out", str(kdir)], cwd=ROOT, env=env, check=False)
+                    "--rounds", "9", "--out", str(kdir)], cwd=ROOT, env=env, check=False)
     for f in kdir.glob("*"):
         if f.suffix not in (".csv", ".md"):
             f.unlink()
