@@ -110,10 +110,10 @@ def test_llama_decode_matches_sdpa():
     for a, b in zip(got[1:], ref[1:]):
         assert (a - b).abs().max() <= 0.05 * b.abs().max()
     calls = []
-    orig = A.decode_attention
+    orig = A._run
     try:
-        A.decode_attention = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        A._run = lambda *a, **k: calls.append(1) or orig(*a, **k)
         run(A.NAME)
     finally:
-        A.decode_attention = orig
+        A._run = orig
     assert len(calls) == 5 * cfg.num_hidden_layers  # every decode step of every layer took the fast path

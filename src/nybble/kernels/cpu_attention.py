@@ -37,6 +37,11 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     (added), broadcastable to (1, 1, 1, L). Returns (1, 1, H, D) in the query dtype (the layout
     transformers' attention functions return). Computed in fp32, rounded once.
     """
+    _check(query, key, value)
+    return _run(query, key, value, scaling, mask)
+
+
+def _check(query, key, value) -> None:
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
         raise ValueError("decode_attention: query, key and value must be 4-D (batch, heads, tokens, head dim)")
     b, h, q_len, d = query.shape
@@ -52,6 +57,13 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                         f"{query.dtype}, {key.dtype}, {value.dtype}")
     if not (query.is_cpu and key.is_cpu and value.is_cpu):
         raise ValueError("decode_attention: CPU tensors only")
+
+
+def _run(query, key, value, scaling, mask) -> torch.Tensor:
+    """:func:`decode_attention` on inputs already checked (by :func:`_check` or :func:`_fast_path_ok`)."""
+    _, h, _, d = query.shape
+    hkv, length = key.shape[1], key.shape[2]
+    kind = _KIND[query.dtype]
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     m = None
     if mask is not None:
@@ -83,7 +95,8 @@ def _fast_path_ok(module, query, key, value, attention_mask, dropout, kwargs) ->
         return False
     if value.shape != key.shape or key.shape[-1] != query.shape[-1] or query.shape[1] % key.shape[1]:
         return False
-    if query.dtype not in _KIND or key.dtype != query.dtype or value.dtype != query.dtype or not query.is_cpu:
+    if (query.dtype not in _KIND or key.dtype != query.dtype or value.dtype != query.dtype
+            or not (query.is_cpu and key.is_cpu and value.is_cpu) or key.shape[0] != 1):
         return False
     if attention_mask is not None and (attention_mask.dim() != 4 or attention_mask.shape[1] != 1
                                        or attention_mask.shape[0] != 1 or attention_mask.shape[2] != 1
@@ -98,7 +111,7 @@ def hf_attention_forward(module, query, key, value, attention_mask, dropout: flo
     applies (see the module docstring), else transformers' ``sdpa_attention_forward``. Returns
     ``(attn_output (B, Q, H, D), None)``."""
     if _fast_path_ok(module, query, key, value, attention_mask, dropout, kwargs):
-        return decode_attention(query, key, value, scaling, attention_mask), None
+        return _run(query, key, value, scaling, attention_mask), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 

@@ -30,6 +30,16 @@ from torch import nn
 from ..plain import PlainInt4Weight
 from ..tensor import Int4Linear
 
+def _libc_memcmp():
+    import ctypes
+    fn = ctypes.CDLL(None).memcmp
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_memcmp = _libc_memcmp()
+
 #: sibling groups looked for by default (child names; the first one computes the group)
 DEFAULT_GROUPS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
@@ -59,7 +69,12 @@ class FusedInt4Linear(nn.Module):
     @staticmethod
     def _unchanged(x: torch.Tensor, check) -> bool:
         if isinstance(check, torch.Tensor):
-            return check.shape == x.shape and check.dtype == x.dtype and torch.equal(check, x)
+            if check.shape != x.shape or check.dtype != x.dtype:
+                return False
+            if x.is_cpu and x.is_contiguous() and check.is_contiguous():
+                # the same bytes (~0.5 us; torch.equal costs ~2 us at decode sizes)
+                return _memcmp(check.data_ptr(), x.data_ptr(), x.numel() * x.element_size()) == 0
+            return torch.equal(check, x)
         return not x.is_inference() and x._version == check
 
     def _columns(self, y: torch.Tensor, i: int) -> torch.Tensor:
