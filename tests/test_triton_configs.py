@@ -46,6 +46,12 @@ def test_candidates_and_heuristic_are_valid(op, group, m):
             assert m == 1  # the GEMV serves M = 1 only
         if c.block_m < 0:
             assert op == "a8w4" and m <= -c.block_m <= 8  # the dp4a GEMV: A8W4 at small M only
+        if c.block_m == C.WGMMA:  # the Gluon wgmma GEMM: A16W4, M >= 64, one scale per row per K step
+            assert op == "a16w4" and m >= 64 and 256 % c.block_k == 0
+            assert group == -1 or group % c.block_k == 0
+            assert c.block_n % (16 * c.num_warps) == 0 and 8 <= c.split_k <= 256
+    if op == "a16w4" and m >= 64:
+        assert any(c.block_m == C.WGMMA for c in cands), "every group size gets wgmma candidates"
 
 
 def test_shipped_h100_table_parses_and_is_valid():
@@ -55,6 +61,8 @@ def test_shipped_h100_table_parses_and_is_valid():
         op, n, k, g, mb = key.split("|")
         assert op in ("a16w4", "a8w4") and int(mb) in C.M_BUCKETS
         assert C.group_tile_ok(cfg, int(g), int(k), op), (key, cfg)
+        if cfg.block_m == C.WGMMA:
+            assert op == "a16w4" and int(mb) >= 64, (key, cfg)
     assert store.source("a16w4|28672|8192|128|1") == "table"
 
 

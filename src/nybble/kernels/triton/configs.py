@@ -215,8 +215,9 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
     out += dp4a_configs(n, k, mb, num_sms, group_size, op=op)
     if op == "a16w4" and mb >= 128:
         out += dequant_mm_configs(k, n)
-    if op == "a16w4" and mb >= 64:
-        out += wgmma_configs(mb)
+    if op == "a16w4" and mb >= 64:  # K steps no longer than the group (one scale per row per step)
+        out += [TileConfig(c.block_m, c.block_n, min(c.block_k, group_size) if group_size != -1 else c.block_k,
+                           c.split_k, c.num_warps, c.num_stages) for c in wgmma_configs(mb)]
     if op == "a8w4" and mb >= 32 and group_size != -1:
         out += a8_gemm_configs(mb)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
