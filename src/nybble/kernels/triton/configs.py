@@ -49,7 +49,8 @@ class TileConfig:
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: dequantize in 16-bit math, bit
-    5: warp specialization (a loader warp issues the TMA);
+    5: warp specialization (a loader warp issues the TMA), bit 6: dequantize into the A-operand
+    registers instead of shared memory;
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -334,18 +335,19 @@ def a8_gemm_configs(mb: int = 2048) -> list[TileConfig]:
 
 def wgmma_configs(mb: int) -> list[TileConfig]:
     """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
-    tokens per program, warps, TMA slots | 16]`` (bit 4 of the last field: 16-bit dequantization, which
-    won on every shape measured).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2)
-    + 3 x rows x K step x 2 bytes, at most ~200 KiB."""
-    m16 = 16
+    tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 4: 16-bit dequantization, which
+    won on every shape measured; bit 5: loader warp; bit 6: dequantization into the A-operand
+    registers).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1)
+    x rows x K step x 2 bytes, at most ~200 KiB."""
+    m16, ws, rega = 16, 32, 64
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
-        return [TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16), TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16 | 32),
-                TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16), TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16 | 32)]
-    ws = 32
-    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16), TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16 | ws),
-            TileConfig(WGMMA, 128, 64, 128, 8, 3 | m16), TileConfig(WGMMA, 64, 64, 256, 4, 3 | m16),
-            TileConfig(WGMMA, 128, 64, 128, 8, 4 | m16 | ws)]
+        return [TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega)]
+    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16 | ws), TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega), TileConfig(WGMMA, 256, 64, 128, 8, 4 | ws | rega),
+            TileConfig(WGMMA, 128, 128, 128, 8, 3 | ws | rega), TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega),
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega)]
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

@@ -384,7 +384,8 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
     ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
     ``cfg.num_stages & 15`` TMA slots, bit 4: dequantize in 16-bit math (``MAGIC``), bit 5: warp
-    specialization (a loader warp issues the TMA)."""
+    specialization (a loader warp issues the TMA), bit 6: dequantize straight into the wgmma A-operand
+    registers (16-bit math; implies bit 4)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma
@@ -404,7 +405,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
         m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
         HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15, MAGIC=bool(cfg.num_stages & 16),
-        WS=bool(cfg.num_stages & 32), num_warps=cfg.num_warps)
+        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), num_warps=cfg.num_warps)
     return out
 
 

@@ -86,10 +86,11 @@ def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, off_m, nb0,
 @gluon.jit
 def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
                   GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
-                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, MAGIC: gl.constexpr, num_warps: gl.constexpr):
-    """Scale and ``-z * s`` of K step ``step`` (one group, ``BLOCK_K <= GROUP``) for the tile's rows:
-    two fp32 ``[BLOCK_N/16, 16]`` tensors (zeros past the last step or row)."""
-    RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, _dequant_layout(BLOCK_N, BLOCK_K, num_warps)))
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, MAGIC: gl.constexpr, L4: gl.constexpr):
+    """Scale and zero term of K step ``step`` (one group, ``BLOCK_K <= GROUP``) for the tile's rows,
+    two ``[BLOCK_N/16, 16]`` tensors in the row layout of ``L4`` (zeros past the last step or row):
+    fp32 ``s`` and ``-z s``, or with ``MAGIC`` ``s`` and ``128 + z`` (fp16: ``1024 + z``) in x's dtype."""
+    RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, L4))
     nb = gl.arange(0, BLOCK_N // 16, layout=gl.SliceLayout(1, RL))
     nr = gl.arange(0, 16, layout=gl.SliceLayout(0, RL))
     rows = off_n + gl.expand_dims(nb, 1) * 16 + gl.expand_dims(nr, 0)
@@ -115,10 +116,9 @@ def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
 @gluon.jit
 def _dequant_step(ws, bars, wbuf, s, zs, step,
                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, MAGIC: gl.constexpr,
-                  num_warps: gl.constexpr):
+                  L4: gl.constexpr):
     """Wait for step ``step``'s words, dequantize them with the step's ``s`` / ``zs`` (see
     :func:`_load_qparams`) into ``wbuf`` ``[BLOCK_N, BLOCK_K]``."""
-    L4: gl.constexpr = _dequant_layout(BLOCK_N, BLOCK_K, num_warps)
     WL: gl.constexpr = gl.SliceLayout(3, L4)
     slot = step % STAGES
     mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
@@ -140,6 +140,48 @@ def _dequant_step(ws, bars, wbuf, s, zs, step,
     else:
         w = gl.fma(q.to(gl.float32), s4, zs4).to(wbuf.dtype)
     wbuf.store(gl.reshape(w, [BLOCK_N, BLOCK_K]))
+
+
+@constexpr_function
+def _split_layout(dll):
+    """The A-operand register layout ``dll`` (a linear layout of ``[BLOCK_N, BLOCK_K]``) seen as
+    ``[BLOCK_N/16, 16, BLOCK_K/8, 8]`` (row block, row, word, K offset in the word): every basis is one
+    bit of n or k, so it splits into the same bit of the 4-D index."""
+    def split(b):
+        n, k = b
+        return [n // 16, n % 16, k // 8, k % 8]
+    bn, bk = dll.shape
+    return gl.DistributedLinearLayout([split(b) for b in dll.reg_bases], [split(b) for b in dll.lane_bases],
+                                      [split(b) for b in dll.warp_bases], [], [bn // 16, 16, bk // 8, 8])
+
+
+@gluon.jit
+def _dequant_regs(ws, bars, s, zs, step, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                  DOT: gl.constexpr, L4: gl.constexpr):
+    """Step ``step``'s weights straight into the wgmma A-operand registers (layout ``DOT``, x's dtype).
+
+    In ``DOT`` each lane holds K offsets 2c, 2c + 1 of every 8 (c = lane % 4) of its rows: in the paired
+    word order (``layout.PAIR_K``) those are nibbles c and c + 4 of the word, so one shift and one
+    ``lop3`` give the 16-bit pair ``(128 + q, 128 + q')`` (fp16: ``1024 + q``), exact, which meets
+    ``128 + z`` and the scale in packed 16-bit math (one rounding, the reference's value).  ``s`` /
+    ``zs``: :func:`_load_qparams` with ``MAGIC``."""
+    slot = step % STAGES
+    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+    words = ws.index(slot).load(gl.SliceLayout(3, L4))  # [BLOCK_N/16, 16, BLOCK_K/8] int32, 4 lanes per word
+    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    shift = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * (p & 6), 0), 0), 0)  # the pair's nibble c, times 4
+    if s.dtype == gl.bfloat16:
+        hq = gl.inline_asm_elementwise(
+            "{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xEA; }",
+            "=r,r,r,r,r", [gl.expand_dims(words, 3), shift], dtype=gl.bfloat16, is_pure=True, pack=2)
+    else:
+        hq = gl.inline_asm_elementwise(
+            "{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xEA; }",
+            "=r,r,r,r,r", [gl.expand_dims(words, 3), shift], dtype=gl.float16, is_pure=True, pack=2)
+    s4 = gl.expand_dims(gl.expand_dims(s, 2), 3)
+    zs4 = gl.expand_dims(gl.expand_dims(zs, 2), 3)
+    w = gl.reshape((hq - zs4) * s4, [BLOCK_N, BLOCK_K])
+    return gl.convert_layout(w, DOT, assert_trivial=True)
 
 
 @gluon.jit
@@ -170,49 +212,91 @@ def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, nb0,
 
 
 @gluon.jit
+def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n,
+            BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr):
+    """After the CTA barrier of step ``k`` (step ``k - 1`` done everywhere): refill its slot with step
+    ``k + STAGES - 1`` (or, with ``WS``, release it to the loader warp)."""
+    if WS:
+        mbarrier.arrive(empty.index((k + STAGES - 1) % STAGES), pred=k >= 1)
+    else:
+        _issue_loads(x_desc, w_desc, xs, ws, ready, k + STAGES - 1, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
+
+
+@gluon.jit
 def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-             MAGIC: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+             MAGIC: gl.constexpr, WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
     """The dequantization + wgmma loop; returns ``(acc,)``, the fp32 ``[BLOCK_N, BLOCK_M]`` accumulator.
 
-    Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` into operand
-    buffer ``(k + 1) % 3`` (last read by step ``k - 2``, done in both warpgroups: see the barrier)
-    while the tensor cores work on ``k - 1`` and ``k``; wait until only ``k`` is in flight; one CTA
-    barrier (so step ``k - 1`` is done in every warpgroup); then refill step ``k - 1``'s slot: issue
-    the TMA of step ``k + STAGES - 1`` (or, with ``WS``, release the slot to the loader warp)."""
+    Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` while the
+    tensor cores work on ``k - 1`` and ``k`` -- into operand buffer ``(k + 1) % 3`` in shared memory
+    (last read by step ``k - 2``, done in both warpgroups: see the barrier), or with ``REGA`` into the
+    A-operand registers; wait until only ``k`` is in flight; one CTA barrier (so step ``k - 1`` is done
+    in every warpgroup); then refill step ``k - 1``'s slot (:func:`_refill`).  Scales are requested one
+    iteration ahead, after the iteration's proxy fence (which waits for every outstanding load)."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, BLOCK_M, 16])
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=mma_layout)
+    if REGA:
+        DOT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_layout, k_width=2)
+        L4: gl.constexpr = _split_layout(gl.to_linear_layout(DOT, [BLOCK_N, BLOCK_K]))
+    else:
+        L4: gl.constexpr = _dequant_layout(BLOCK_N, BLOCK_K, num_warps)
     if not WS:
         for i in gl.static_range(STAGES - 1):
             _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
-    # the scales of a step are requested one loop iteration before its dequantization, after that
-    # iteration's proxy fence (which waits for every outstanding load of the thread)
     s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
-                            MAGIC, num_warps)
-    _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, MAGIC, num_warps)
-    fence_async_shared()
-    gl.thread_barrier()
-    s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
-                            MAGIC, num_warps)
-    for k in range(n_steps):
-        slot = k % STAGES
-        mbarrier.wait(ready.index(slot), (k // STAGES) & 1)
-        acc = warpgroup_mma(wbuf.index(k % WBUFS), xs.index(slot).permute((1, 0)), acc, is_async=True)
-        if k + 1 < n_steps:
-            _dequant_step(ws, ready, wbuf.index((k + 1) % WBUFS), s1, zs1, k + 1, BLOCK_N, BLOCK_K, STAGES, MAGIC,
-                          num_warps)
-            fence_async_shared()
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
-        gl.thread_barrier()  # every warpgroup's step k - 1 is done: its slot may be refilled
-        if WS:
-            mbarrier.arrive(empty.index((k + STAGES - 1) % STAGES), pred=k >= 1)
-        else:
-            _issue_loads(x_desc, w_desc, xs, ws, ready, k + STAGES - 1, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
-        s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
-                                BLOCK_K, MAGIC, num_warps)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+                            MAGIC or REGA, L4)
+    if REGA:
+        # two steps per iteration (n_steps is even here, see the kernel), so the A registers of the
+        # two steps in flight alternate between two fixed sets: a register written while a wgmma
+        # that reads it may still run would make ptxas serialize every wgmma
+        a0 = _dequant_regs(ws, ready, s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
+        a1 = a0
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+                                BLOCK_K, True, L4)
+        for kk in range(0, n_steps, 2):
+            mbarrier.wait(ready.index(kk % STAGES), (kk // STAGES) & 1)
+            acc = warpgroup_mma(a0, xs.index(kk % STAGES).permute((1, 0)), acc, is_async=True)
+            acc, a1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a1))  # step kk - 1 done
+            gl.thread_barrier()
+            _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
+            a1 = _dequant_regs(ws, ready, s1, zs1, kk + 1, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+                                    BLOCK_N, BLOCK_K, True, L4)
+            k1 = kk + 1
+            mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
+            acc = warpgroup_mma(a1, xs.index(k1 % STAGES).permute((1, 0)), acc, is_async=True)
+            acc, a0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a0))  # step kk done
+            gl.thread_barrier()
+            _refill(x_desc, w_desc, xs, ws, ready, empty, k1, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
+            # past the last step this re-reads the last slot (still full): computed, never used
+            a0 = _dequant_regs(ws, ready, s1, zs1, gl.minimum(kk + 2, n_steps - 1), BLOCK_N, BLOCK_K, STAGES,
+                               DOT, L4)
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 3, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+                                    BLOCK_N, BLOCK_K, True, L4)
+        acc, a0, a1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a0, a1))
+    else:
+        _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, MAGIC, L4)
+        fence_async_shared()
+        gl.thread_barrier()
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+                                BLOCK_K, MAGIC, L4)
+        for k in range(n_steps):
+            slot = k % STAGES
+            mbarrier.wait(ready.index(slot), (k // STAGES) & 1)
+            acc = warpgroup_mma(wbuf.index(k % WBUFS), xs.index(slot).permute((1, 0)), acc, is_async=True)
+            if k + 1 < n_steps:
+                _dequant_step(ws, ready, wbuf.index((k + 1) % WBUFS), s1, zs1, k + 1, BLOCK_N, BLOCK_K, STAGES,
+                              MAGIC, L4)
+                fence_async_shared()
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+            gl.thread_barrier()  # every warpgroup's step k - 1 is done: its slot may be refilled
+            _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+                                    BLOCK_N, BLOCK_K, MAGIC, L4)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     return (acc, )
 
 
@@ -220,22 +304,27 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
 def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                       MAGIC: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+                       MAGIC: gl.constexpr, WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
     """One program: outputs ``[BLOCK_M tokens, BLOCK_N rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))``
     (the M tiles of one weight tile are neighbours, so the weight is read from HBM about once).
     ``MAGIC``: dequantize in 16-bit math; ``WS``: warp specialization, one extra loader warp issues
     the TMA, so the compute warps do not stop for the copies (nor for the barriers Triton puts
-    around them)."""
+    around them); ``REGA``: dequantize straight into the A-operand registers (16-bit math, no shared
+    memory round trip, no proxy fence)."""
     BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
     dtype: gl.constexpr = x_desc.dtype
     off_m = gl.program_id(0) * BLOCK_M
     off_n = gl.program_id(1) * BLOCK_N
     n_steps = gl.cdiv(K, BLOCK_K)
+    if REGA:
+        # an even number of steps: one past K reads zeros (TMA fills out-of-bounds boxes with zeros,
+        # and the masked scales are 0), so it adds nothing
+        n_steps = n_steps + (n_steps % 2)
     xs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
     ws = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
     wl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_K], dtype)
-    wbuf = gl.allocate_shared_memory(dtype, [WBUFS, BLOCK_N, BLOCK_K], wl)
+    wbuf = gl.allocate_shared_memory(dtype, [1 if REGA else WBUFS, BLOCK_N, BLOCK_K], wl)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -244,12 +333,12 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
     if WS:
         (acc, ) = gl.warp_specialize([
             (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, num_warps)),
+                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, REGA, num_warps)),
             (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)),
         ], [1], [40])
     else:
         (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, num_warps)
+                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, REGA, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
