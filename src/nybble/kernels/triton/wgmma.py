@@ -9,15 +9,20 @@ layout/pipeline dialect, shipped with Triton >= 3.5) lets the kernel say exactly
   weight rows fill the instruction's 64-row M side and ``BLOCK_M`` tokens its N side (8..256);
 * activations and packed weight words arrive by TMA into ``STAGES`` shared-memory slots (one mbarrier
   per slot);
-* per K step: issue the wgmma of step ``k`` (asynchronous), wait until only it is in flight (step
-  ``k - 1`` done), dequantize step ``k + 1``'s words into one of three bf16/fp16 operand buffers (the
-  buffer last read by step ``k - 2``), fence, one CTA barrier, then issue the TMA of step
-  ``k + STAGES - 1`` into the slot that step ``k - 1`` used.  So the dequantization of one step runs
-  while the tensor cores work on the previous one.
+* per K step: issue the wgmma of step ``k`` (asynchronous), dequantize step ``k + 1`` while the tensor
+  cores work, wait until only step ``k`` is in flight, one CTA barrier, then refill the slot that step
+  ``k - 1`` used (see :func:`_compute`);
+* where the dequantized weights go: with ``REGA`` (the shipped configs) straight into the wgmma
+  A-operand registers (:func:`_dequant_regs`: one shift + ``lop3`` per bf16x2 pair thanks to the
+  ``PAIR_K`` word order, no shared-memory round trip); otherwise into one of three shared-memory
+  operand buffers (:func:`_dequant_step`);
+* ``WS``: one extra loader warp issues the TMA (warp specialization).
 
-Arithmetic: each weight is ``round_to_dtype((q - z) * s)`` (``fma(q, s, -z s)`` in fp32 is exact
-because ``|q - z| <= 15`` and ``s`` has an 8/11-bit mantissa), the same value as the reference's
-dequantization; products and sums are fp32 in the tensor cores.
+Arithmetic: each weight is ``round_to_dtype((q - z) * s)``, the same value as the reference's
+dequantization: in fp32, ``fma(q, s, -z s)`` is exact because ``|q - z| <= 15`` and ``s`` has an 8/11-bit
+mantissa; in 16-bit math (``MAGIC`` / ``REGA``), ``(128 + q) - (128 + z)`` is the exact integer
+``q - z`` (``1024 +`` for fp16) and the product with ``s`` is rounded once.  Products and sums are fp32
+in the tensor cores.
 
 Inputs (see ``kernel.py`` for the packed layout):
 
