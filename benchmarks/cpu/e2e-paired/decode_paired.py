@@ -117,7 +117,8 @@ def main():
             na = "+na" if n.endswith("+na") else ""  # ratios against the baselines with the same suffixes
             f = "+f" if "+f" in n else ""
             xb = statistics.median(t[n] / t["bf16" + na] for t in sel)
-            xi = statistics.median(t[n] / t["torch_int4" + f + na] for t in sel)
+            ti = next(c for c in ("torch_int4" + f + na, "torch_int4+f" + na, "torch_int4" + na) if c in t)
+            xi = statistics.median(t[n] / t[ti] for t in sel)
             print(f"  {n:16s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
 
 
