@@ -10,7 +10,7 @@ same lock hold:
   1. the kernel table of the issue's M = 1 cells
      (``python -m nybble.bench.cpu --shapes 4096x14336,14336x4096 --m 1 --rounds 9 --out
      <dir>/HHMM-kernels``; 9 interleaved rounds instead of 3, so the probe and the kernels alternate
-     more often),
+     more often), then ``m1_paired.py 150`` (the same cells paired per round),
   2. the paired end-to-end decode (``benchmarks/cpu/e2e-paired/decode_paired.py 4 24 both both``: every
      model with transformers' sdpa and with nybble's decode attention, every int4 model unfused and
      fused),
@@ -68,12 +68,16 @@ def main() -> int:
         if f.suffix not in (".csv", ".md"):
             f.unlink()
     row["probe_after_kernels"] = f"{probe():.1f}"
+    plog = HERE / f"{stamp}-m1-paired.log"
+    with open(plog, "w") as f:  # the same cells paired per round (short rounds: catches brief fast phases)
+        subprocess.run([PY, str(HERE / "m1_paired.py"), "150"], cwd=ROOT, env=env, stdout=f,
+                       stderr=subprocess.STDOUT, check=False)
     elog = HERE / f"{stamp}-e2e-paired.log"
     with open(elog, "w") as f:
         subprocess.run([PY, str(ROOT / "benchmarks/cpu/e2e-paired/decode_paired.py"), "6", "24"], cwd=ROOT,
                        env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     row["probe_after_e2e"] = f"{probe():.1f}"
-    row["output"] = f"{kdir.name}/, {elog.name}"
+    row["output"] = f"{kdir.name}/, {plog.name}, {elog.name}"
     log(row)
     print(row, flush=True)
     return 0
