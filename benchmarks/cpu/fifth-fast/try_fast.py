@@ -11,9 +11,8 @@ same lock hold:
      (``python -m nybble.bench.cpu --shapes 4096x14336,14336x4096 --m 1 --rounds 9 --out
      <dir>/HHMM-kernels``; 9 interleaved rounds instead of 3, so the probe and the kernels alternate
      more often), then ``m1_paired.py 150`` (the same cells paired per round),
-  2. the paired end-to-end decode (``benchmarks/cpu/e2e-paired/decode_paired.py 4 24 both both``: every
-     model with transformers' sdpa and with nybble's decode attention, every int4 model unfused and
-     fused),
+  2. the paired end-to-end decode (``benchmarks/cpu/e2e-paired/decode_paired.py 12 12 sdpa 0``, then
+     ``... 12 12 nybble 1``: nybble's decode attention and fused q/k/v, gate/up for every model),
 each followed by another probe. Every attempt (UTC time, probes, what ran, where its output is) is
 appended to ``attempts.csv`` next to this file; outputs keep their CSV / MD / log files only.
 """
@@ -74,8 +73,11 @@ def main() -> int:
                        stderr=subprocess.STDOUT, check=False)
     elog = HERE / f"{stamp}-e2e-paired.log"
     with open(elog, "w") as f:
-        subprocess.run([PY, str(ROOT / "benchmarks/cpu/e2e-paired/decode_paired.py"), "6", "24"], cwd=ROOT,
-                       env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
+        for extra in (["sdpa", "0"], ["nybble", "1"]):  # short rounds (4 models x 12 steps): few mixed rounds
+            f.write(f"== decode_paired.py 12 12 {' '.join(extra)}\n")
+            f.flush()
+            subprocess.run([PY, str(ROOT / "benchmarks/cpu/e2e-paired/decode_paired.py"), "12", "12", *extra],
+                           cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     row["probe_after_e2e"] = f"{probe():.1f}"
     row["output"] = f"{kdir.name}/, {plog.name}, {elog.name}"
     log(row)
