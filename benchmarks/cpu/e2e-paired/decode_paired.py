@@ -3,6 +3,7 @@ of nybble.bench.e2e_cpu, all four models in ONE process, measured round robin, e
 DRAM probe, so that every ratio compares variants that ran seconds apart in the same DRAM regime.
 
     python benchmarks/cpu/e2e-paired/decode_paired.py [rounds=12] [steps=32] [attention=sdpa|nybble|both] [fuse=0|1|both]
+    python benchmarks/cpu/e2e-paired/decode_paired.py --summary LOG   (the summary again from a log)
 
 attention: the attention function of EVERY model (transformers' sdpa, or nybble.kernels.cpu_attention's
 decode attention; suffix `+na`); `both` times each model with each.
@@ -107,6 +108,12 @@ def main():
         print(f"round {r:2d} probe {p0:5.1f}/{p1:5.1f} GB/s {regime:5s} | "
               + "  ".join(f"{n} {tok[n]:6.2f}" for n in names), flush=True)
     print(f"end {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+    summarize(rows, names)
+
+
+def summarize(rows, names):
+    """Per regime: medians of tok/s and of the per-round ratios against bf16 and torch int4 with
+    the same suffixes (the fused torch int4 if only that one ran)."""
     for regime in ("fast", "slow", "mixed"):
         sel = [t for g, t in rows if g == regime]
         if not sel:
@@ -117,10 +124,31 @@ def main():
             na = "+na" if n.endswith("+na") else ""  # ratios against the baselines with the same suffixes
             f = "+f" if "+f" in n else ""
             xb = statistics.median(t[n] / t["bf16" + na] for t in sel)
-            ti = next(c for c in ("torch_int4" + f + na, "torch_int4+f" + na, "torch_int4" + na) if c in t)
+            ti = next(c for c in ("torch_int4" + f + na, "torch_int4+f" + na, "torch_int4" + na) if c in sel[0])
             xi = statistics.median(t[n] / t[ti] for t in sel)
             print(f"  {n:16s} {tk:7.2f} tok/s   {xb:5.2f}x bf16   {xi:5.2f}x torch int4  (medians of per-round ratios)")
 
 
+def summarize_log(path):
+    """``--summary LOG``: the summary again from the round lines of a log (each run in it separately)."""
+    import re
+    runs, rows = [], None
+    for line in open(path):
+        if line.startswith("threads "):
+            rows = []
+            runs.append(rows)
+        m = re.match(r"round\s+\d+ probe\s+[\d.]+/\s*[\d.]+ GB/s (\w+)\s+\| (.*)", line)
+        if m and rows is not None:
+            toks = m.group(2).split()
+            rows.append((m.group(1), {toks[i]: float(toks[i + 1]) for i in range(0, len(toks), 2)}))
+    for rows in runs:
+        if rows:
+            print(f"== {len(rows)} rounds")
+            summarize(rows, list(rows[0][1]))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--summary"]:
+        summarize_log(sys.argv[2])
+    else:
+        main()
