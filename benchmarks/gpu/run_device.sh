@@ -39,7 +39,7 @@ if [[ $what == mma ]]; then
 fi
 if [[ $what == tests || $what == all ]]; then
   t0=$(date +%s)
-  timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} tests/gpu -rfE 2>&1 | tee "$OUT/pytest.log" | tail -n 60
+  timeout ${TEST_TIMEOUT:-480} python3 -m pytest -q -p no:cacheprovider -n ${NJOBS:-16} tests/gpu -rfE 2>&1 | tee "$OUT/pytest.log" | tail -n 60
   echo "tests took $(( $(date +%s) - t0 )) s"
 fi
 if [[ $what == bench || $what == all ]]; then
