@@ -115,10 +115,10 @@ using ToF32Fn = void (*)(const void* src, int kind, float* dst, int64_t count);
 // dst[i] = round-to-nearest-even(src[i]) in kind (bf16 / f16; NaN stays NaN, overflow -> inf)
 using FromF32Fn = void (*)(const float* src, void* dst, int kind, int64_t count);
 
-// Per-token quantization of one row (see quantize_activations below): x (K) -> q (K), *sa, *za,
-// sums (K / gl).
 using AttnFn = void (*)(const AttnArgs&, int nthreads);
 
+// Per-token quantization of one row (see quantize_activations below): x (K) -> q (K), *sa, *za,
+// sums (K / gl).
 using QuantRowFn = void (*)(const float* x, int64_t k, int64_t gl, bool asym, uint8_t* q, float* sa, int32_t* za,
                             int32_t* sums);
 
