@@ -58,9 +58,8 @@ class FusedInt4Linear(nn.Module):
         self.names = names
         self.splits = splits
         self.offsets = tuple(sum(splits[:i]) for i in range(len(splits)))
-        # plain attributes (object.__setattr__): nn.Module.__setattr__ / __getattr__ cost ~2-4 us per
-        # access, i.e. more than the rest of a decode-time member call
-        object.__setattr__(self, "_lin", linear)
+        # a plain attribute (object.__setattr__) and direct _modules lookups: nn.Module.__setattr__ /
+        # __getattr__ cost ~2-4 us per access, more than the rest of a decode-time member call
         object.__setattr__(self, "_kept", None)  # {"x", "check", "y", "left": member indices not yet served}
 
     @staticmethod
@@ -90,7 +89,7 @@ class FusedInt4Linear(nn.Module):
             if not kept["left"]:
                 object.__setattr__(self, "_kept", None)
             return kept["y"][i]
-        y = self._lin(x)
+        y = self._modules["linear"](x)
         if torch.compiler.is_compiling():  # traced: each member its own (fused) call, nothing kept
             return self._columns(y, i)
         # keep the result for the other members (dropped once all have taken theirs, or on the next call)
