@@ -1,6 +1,8 @@
 """The issue's M = 1 cells, paired per round, split by DRAM regime (fifth session).
 
-    flock -x /tmp/nybble_bench.lock python benchmarks/cpu/fifth-fast/m1_paired.py [rounds=150] [shapes=4096x14336,14336x4096]
+    flock -x /tmp/nybble_bench.lock python benchmarks/cpu/fifth-fast/m1_paired.py [rounds=150] [shapes=4096x14336,14336x4096] [modes]
+
+modes: a comma separated subset of the four below (default all); a speedup column needs its baseline.
 
 The same modes and weights as ``python -m nybble.bench.cpu`` (its ``build_case``: nybble A16W4 bf16,
 nybble A8W4, torch int4 ``_weight_int4pack_mm_for_cpu``, torch bf16 ``F.linear``; group 128, copies
@@ -29,6 +31,7 @@ FAST = 55.0
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 150
     shapes = C.parse_shapes(sys.argv[2] if len(sys.argv) > 2 else "4096x14336,14336x4096")
+    modes = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else MODES
     torch.set_num_threads(2)
     args = argparse.Namespace(kernel="nybble_cpu", group=128, zero_point="int", cache_factor=4.0)
     l3 = C.cpu_cache_bytes()
@@ -37,7 +40,7 @@ def main() -> int:
     for k, n in shapes:
         from nybble.bench.cpu import weight_bytes_estimate
         cases = {m: build_case(m, k, n, C.copies_for(weight_bytes_estimate(m, k, n, 128), l3, 4.0), args, gen)
-                 for m in MODES}
+                 for m in modes}
         probe = build_probe(k, n, l3, args)
         x = torch.randn(1, k, generator=gen).to(torch.bfloat16)
         allc = dict(cases, probe=probe)
@@ -66,14 +69,15 @@ def main() -> int:
                 continue
             probe_gbps = statistics.median(gbps[j] for j in sel)
             print(f"  {regime} rounds ({len(sel)}), probe {probe_gbps:.1f} GB/s:")
-            for m in MODES:
+            for m in modes:
                 wb = cases[m].weight_bytes
                 pct = statistics.median(100 * t["probe"][j] / t[m][j] * wb / pb for j in sel)
-                xi = statistics.median(t["torch_int4"][j] / t[m][j] for j in sel)
-                xb = statistics.median(t["torch_bf16"][j] / t[m][j] for j in sel)
                 us = statistics.median(t[m][j] for j in sel) * 1e6
-                print(f"    {m:18s} {us:8.1f} us  {pct:5.1f}% of probe  {xi:5.2f}x torch int4  {xb:5.2f}x torch bf16",
-                      flush=True)
+                line = f"    {m:18s} {us:8.1f} us  {pct:5.1f}% of probe"
+                for base, label in (("torch_int4", "torch int4"), ("torch_bf16", "torch bf16")):
+                    if base in t:
+                        line += f"  {statistics.median(t[base][j] / t[m][j] for j in sel):5.2f}x {label}"
+                print(line, flush=True)
     return 0
 
 
