@@ -25,17 +25,16 @@ def _hopper() -> bool:
 
 def _configs(group: int, k: int):
     """The shipped wgmma configs plus one of each kind of candidate: one warpgroup, two warpgroups
-    with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, the dequantization
-    in fp32 and in 16-bit math, with and without a loader warp (warp specialization), into shared
-    memory or straight into the A-operand registers."""
+    with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, with and without
+    a loader warp (warp specialization), dequantized into shared memory or straight into the A-operand
+    registers."""
     from nybble.kernels.triton.configs import WGMMA, ConfigStore, TileConfig, group_tile_ok
     store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     shipped = [c for c in store.shipped.values() if c.block_m == WGMMA]
     kinds = [TileConfig(WGMMA, 64, 64, 64, 4, 4), TileConfig(WGMMA, 128, 64, 256, 8, 4),
              TileConfig(WGMMA, 256, 64, 128, 8, 4), TileConfig(WGMMA, 128, 32, 256, 8, 6),
              TileConfig(WGMMA, 128, 128, 128, 8, 3),
-             TileConfig(WGMMA, 64, 64, 64, 4, 4 | 16), TileConfig(WGMMA, 128, 64, 256, 8, 4 | 16),  # 16-bit math
-             TileConfig(WGMMA, 128, 64, 256, 8, 3 | 16 | 32), TileConfig(WGMMA, 64, 32, 64, 4, 4 | 32),  # + loader warp
+             TileConfig(WGMMA, 128, 64, 256, 8, 3 | 32), TileConfig(WGMMA, 64, 32, 64, 4, 4 | 32),  # + loader warp
              # A operand in registers: 4 / 8 warps, 128 / 256 rows, K steps 32 / 64 / 128, with and without loader
              TileConfig(WGMMA, 64, 64, 64, 4, 4 | 64), TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64),
              TileConfig(WGMMA, 256, 64, 128, 8, 4 | 32 | 64), TileConfig(WGMMA, 128, 32, 256, 8, 6 | 64),

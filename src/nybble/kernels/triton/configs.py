@@ -48,9 +48,9 @@ class TileConfig:
     bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks);
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
-    pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: dequantize in 16-bit math, bit
-    5: warp specialization (a loader warp issues the TMA), bit 6: dequantize into the A-operand
-    registers instead of shared memory;
+    pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
+    warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory
+    (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -127,8 +127,10 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     g = k if group_size == -1 else group_size
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
-    if cfg.block_m == WGMMA:  # one scale per row per K step
-        return group_size == -1 or group_size % cfg.block_k == 0
+    if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
+        # whole 16-row blocks per warp
+        return ((group_size == -1 or group_size % cfg.block_k == 0) and 256 % cfg.block_k == 0
+                and cfg.block_n % (16 * cfg.num_warps) == 0)
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -335,16 +337,15 @@ def a8_gemm_configs(mb: int = 2048) -> list[TileConfig]:
 
 def wgmma_configs(mb: int) -> list[TileConfig]:
     """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
-    tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 4: 16-bit dequantization, which
-    won on every shape measured; bit 5: loader warp; bit 6: dequantization into the A-operand
-    registers).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1)
+    tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 5: loader warp; bit 6:
+    dequantization into the A-operand registers).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1)
     x rows x K step x 2 bytes, at most ~200 KiB."""
-    m16, ws, rega = 16, 32, 64
+    ws, rega = 32, 64
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
-        return [TileConfig(WGMMA, 64, 128, bm, 4, 3 | m16), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
-                TileConfig(WGMMA, 128, 64, bm, 8, 4 | m16 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega)]
-    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | m16 | ws), TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega),
+        return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega)]
+    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws), TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega), TileConfig(WGMMA, 256, 64, 128, 8, 4 | ws | rega),
             TileConfig(WGMMA, 128, 128, 128, 8, 3 | ws | rega), TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega),
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega)]

@@ -22,7 +22,8 @@ import triton
 from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
-from .configs import WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, heuristic, is_a8_gemm, make_key
+from .configs import (WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
+                      is_a8_gemm, make_key)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -361,31 +362,29 @@ _WGMMA_CAP: dict[int, bool] = {}
 
 def wgmma_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int, cfg: TileConfig) -> bool:
     """Can :func:`_wgmma_gemm` serve this call with ``cfg``: an sm_90 GPU (wgmma exists on Hopper
-    only) with Gluon, the blocked 16 x 32 weight layout, one scale per row per K step (``block_k``
-    divides the group and 256), x rows usable by TMA (16-byte aligned start and row stride)."""
+    only) with Gluon, the blocked 16 x 32 weight layout (:func:`mma_ok`), a config valid for the group
+    (:func:`configs.group_tile_ok`: one scale per row per K step), x rows usable by TMA (16-byte
+    aligned start and row stride)."""
     idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
     cap = _WGMMA_CAP.get(idx)
     if cap is None:
-        cap = torch.cuda.get_device_capability(idx) == (9, 0) and os.environ.get("TRITON_INTERPRET") != "1"
+        cap = torch.cuda.get_device_capability(idx) == (9, 0)  # (mma_ok below: not under the interpreter)
         if cap:
             try:
                 from . import wgmma  # noqa: F401  (needs triton.experimental.gluon, Triton >= 3.5)
             except ImportError:
                 cap = False
         _WGMMA_CAP[idx] = cap
-    bk = cfg.block_k
-    return (cap and qweight.dim() == 4 and qweight.shape[2] == 16 and qweight.shape[3] == 32
-            and 256 % bk == 0 and (group_size == -1 or group_size % bk == 0)
-            and cfg.block_n % (16 * cfg.num_warps) == 0
+    return (cap and mma_ok(x, qweight) and group_tile_ok(cfg, group_size, x.shape[1], "a16w4")
             and x.stride(1) == 1 and x.data_ptr() % 16 == 0 and (x.stride(0) * x.element_size()) % 16 == 0)
 
 
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
     """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
     ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
-    ``cfg.num_stages & 15`` TMA slots, bit 4: dequantize in 16-bit math (``MAGIC``), bit 5: warp
-    specialization (a loader warp issues the TMA), bit 6: dequantize straight into the wgmma A-operand
-    registers (16-bit math; implies bit 4)."""
+    ``cfg.num_stages & 15`` TMA slots, bit 5: warp specialization (a loader warp issues the TMA), bit
+    6: dequantize straight into the wgmma A-operand registers (bit 4 is ignored: it chose the 16-bit
+    dequantization, now the only one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma
@@ -404,8 +403,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     wgmma.a16w4_wgmma_kernel[grid](
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
         m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-        HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15, MAGIC=bool(cfg.num_stages & 16),
-        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), num_warps=cfg.num_warps)
+        HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15, WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), num_warps=cfg.num_warps)
     return out
 
 

@@ -15,14 +15,14 @@ layout/pipeline dialect, shipped with Triton >= 3.5) lets the kernel say exactly
 * where the dequantized weights go: with ``REGA`` (the shipped configs) straight into the wgmma
   A-operand registers (:func:`_dequant_regs`: one shift + ``lop3`` per bf16x2 pair thanks to the
   ``PAIR_K`` word order, no shared-memory round trip); otherwise into one of three shared-memory
-  operand buffers (:func:`_dequant_step`);
+  operand buffers (:func:`_dequant_step`, a per-weight unpack);
 * ``WS``: one extra loader warp issues the TMA (warp specialization).
 
 Arithmetic: each weight is ``round_to_dtype((q - z) * s)``, the same value as the reference's
-dequantization: in fp32, ``fma(q, s, -z s)`` is exact because ``|q - z| <= 15`` and ``s`` has an 8/11-bit
-mantissa; in 16-bit math (``MAGIC`` / ``REGA``), ``(128 + q) - (128 + z)`` is the exact integer
-``q - z`` (``1024 +`` for fp16) and the product with ``s`` is rounded once.  Products and sums are fp32
-in the tensor cores.
+dequantization, computed in 16-bit math: ``(128 + q) - (128 + z)`` is the exact integer ``q - z``
+(``1024 +`` for fp16) and the product with ``s`` is rounded once.  (An fp32 dequantization,
+``fma(q, s, -z s)``, was measured and always lost: ``benchmarks/gpu/README.md``, fifth session.)
+Products and sums are fp32 in the tensor cores.
 
 Inputs (see ``kernel.py`` for the packed layout):
 
@@ -91,10 +91,10 @@ def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, off_m, nb0,
 @gluon.jit
 def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
                   GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
-                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, MAGIC: gl.constexpr, L4: gl.constexpr):
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, L4: gl.constexpr):
     """Scale and zero term of K step ``step`` (one group, ``BLOCK_K <= GROUP``) for the tile's rows,
-    two ``[BLOCK_N/16, 16]`` tensors in the row layout of ``L4`` (zeros past the last step or row):
-    fp32 ``s`` and ``-z s``, or with ``MAGIC`` ``s`` and ``128 + z`` (fp16: ``1024 + z``) in x's dtype."""
+    two ``[BLOCK_N/16, 16]`` tensors in the row layout of ``L4`` (zeros past the last step or row),
+    in x's dtype: ``s`` and ``128 + z`` (fp16: ``1024 + z``)."""
     RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, L4))
     nb = gl.arange(0, BLOCK_N // 16, layout=gl.SliceLayout(1, RL))
     nr = gl.arange(0, 16, layout=gl.SliceLayout(0, RL))
@@ -109,41 +109,36 @@ def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
         z = gl.load(z_ptr + g * N + rows, mask=rmask, other=0).to(gl.float32)
     else:
         z = gl.full([BLOCK_N // 16, 16], 8.0, gl.float32, layout=RL)
-    if MAGIC:
-        bias: gl.constexpr = 128.0 if s_ptr.dtype.element_ty == gl.bfloat16 else 1024.0
-        zs = (z + bias).to(s.dtype)
-    else:
-        s = s.to(gl.float32)
-        zs = -z * s
-    return s, zs
+    bias: gl.constexpr = 128.0 if s_ptr.dtype.element_ty == gl.bfloat16 else 1024.0
+    return s, (z + bias).to(s.dtype)
+
+
+@gluon.jit
+def _step_words(ws, bars, step, STAGES: gl.constexpr, L4: gl.constexpr):
+    """Wait for K step ``step``'s TMA, then its words ``[BLOCK_N/16, 16, BLOCK_K/8, 1]`` int32 in ``L4``,
+    and the word positions ``[1, 1, 1, 8]`` (``L4``'s last dimension)."""
+    slot = step % STAGES
+    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+    words = ws.index(slot).load(gl.SliceLayout(3, L4))
+    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    return gl.expand_dims(words, 3), gl.expand_dims(gl.expand_dims(gl.expand_dims(p, 0), 0), 0)
 
 
 @gluon.jit
 def _dequant_step(ws, bars, wbuf, s, zs, step,
-                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, MAGIC: gl.constexpr,
-                  L4: gl.constexpr):
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, L4: gl.constexpr):
     """Wait for step ``step``'s words, dequantize them with the step's ``s`` / ``zs`` (see
     :func:`_load_qparams`) into ``wbuf`` ``[BLOCK_N, BLOCK_K]``."""
-    WL: gl.constexpr = gl.SliceLayout(3, L4)
-    slot = step % STAGES
-    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-    words = ws.index(slot).load(WL)  # [BLOCK_N/16, 16, BLOCK_K/8] int32
-    s4 = gl.expand_dims(gl.expand_dims(s, 2), 3)
-    zs4 = gl.expand_dims(gl.expand_dims(zs, 2), 3)
+    words, p = _step_words(ws, bars, step, STAGES, L4)
     # position p of a word holds nibble inv(PAIR_K)[p] = 4 (p & 1) + (p >> 1)
-    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
-    shift = gl.expand_dims(gl.expand_dims(gl.expand_dims((p & 1) * 16 + (p >> 1) * 4, 0), 0), 0)
-    q = (gl.expand_dims(words, 3) >> shift) & 15
-    if MAGIC:
-        # 16-bit math: (q | 0x4300) is the bf16 128 + q (fp16: 0x6400 | q = 1024 + q), exact;
-        # zs holds 128 + z (1024 + z): the difference is the exact integer q - z, times s rounded once
-        if wbuf.dtype == gl.bfloat16:
-            hq = (q | 0x4300).to(gl.int16).to(gl.bfloat16, bitcast=True)
-        else:
-            hq = (q | 0x6400).to(gl.int16).to(gl.float16, bitcast=True)
-        w = (hq - zs4) * s4
+    q = (words >> ((p & 1) * 16 + (p >> 1) * 4)) & 15
+    # (q | 0x4300) is the bf16 128 + q (fp16: 0x6400 | q = 1024 + q), exact; zs holds 128 + z
+    # (1024 + z): the difference is the exact integer q - z, times s rounded once
+    if wbuf.dtype == gl.bfloat16:
+        hq = (q | 0x4300).to(gl.int16).to(gl.bfloat16, bitcast=True)
     else:
-        w = gl.fma(q.to(gl.float32), s4, zs4).to(wbuf.dtype)
+        hq = (q | 0x6400).to(gl.int16).to(gl.float16, bitcast=True)
+    w = (hq - gl.expand_dims(gl.expand_dims(zs, 2), 3)) * gl.expand_dims(gl.expand_dims(s, 2), 3)
     wbuf.store(gl.reshape(w, [BLOCK_N, BLOCK_K]))
 
 
@@ -169,23 +164,19 @@ def _dequant_regs(ws, bars, s, zs, step, BLOCK_N: gl.constexpr, BLOCK_K: gl.cons
     word order (``layout.PAIR_K``) those are nibbles c and c + 4 of the word, so one shift and one
     ``lop3`` give the 16-bit pair ``(128 + q, 128 + q')`` (fp16: ``1024 + q``), exact, which meets
     ``128 + z`` and the scale in packed 16-bit math (one rounding, the reference's value).  ``s`` /
-    ``zs``: :func:`_load_qparams` with ``MAGIC``."""
-    slot = step % STAGES
-    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-    words = ws.index(slot).load(gl.SliceLayout(3, L4))  # [BLOCK_N/16, 16, BLOCK_K/8] int32, 4 lanes per word
-    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
-    shift = gl.expand_dims(gl.expand_dims(gl.expand_dims(2 * (p & 6), 0), 0), 0)  # the pair's nibble c, times 4
+    ``zs``: :func:`_load_qparams`."""
+    words, p = _step_words(ws, bars, step, STAGES, L4)  # 4 lanes per word
+    shift = 2 * (p & 6)  # the pair's nibble c, times 4
     if s.dtype == gl.bfloat16:
         hq = gl.inline_asm_elementwise(
             "{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xEA; }",
-            "=r,r,r,r,r", [gl.expand_dims(words, 3), shift], dtype=gl.bfloat16, is_pure=True, pack=2)
+            "=r,r,r,r,r", [words, shift], dtype=gl.bfloat16, is_pure=True, pack=2)
     else:
         hq = gl.inline_asm_elementwise(
             "{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xEA; }",
-            "=r,r,r,r,r", [gl.expand_dims(words, 3), shift], dtype=gl.float16, is_pure=True, pack=2)
-    s4 = gl.expand_dims(gl.expand_dims(s, 2), 3)
-    zs4 = gl.expand_dims(gl.expand_dims(zs, 2), 3)
-    w = gl.reshape((hq - zs4) * s4, [BLOCK_N, BLOCK_K])
+            "=r,r,r,r,r", [words, shift], dtype=gl.float16, is_pure=True, pack=2)
+    w = (hq - gl.expand_dims(gl.expand_dims(zs, 2), 3)) * gl.expand_dims(gl.expand_dims(s, 2), 3)
+    w = gl.reshape(w, [BLOCK_N, BLOCK_K])
     return gl.convert_layout(w, DOT, assert_trivial=True)
 
 
@@ -231,7 +222,7 @@ def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n,
 def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-             MAGIC: gl.constexpr, WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
+             WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
     """The dequantization + wgmma loop; returns ``(acc,)``, the fp32 ``[BLOCK_N, BLOCK_M]`` accumulator.
 
     Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` while the
@@ -252,7 +243,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
         for i in gl.static_range(STAGES - 1):
             _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
     s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
-                            MAGIC or REGA, L4)
+                            L4)
     if REGA:
         # two steps per iteration (n_steps is even here, see the kernel), so the A registers of the
         # two steps in flight alternate between two fixed sets: a register written while a wgmma
@@ -260,7 +251,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
         a0 = _dequant_regs(ws, ready, s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
         a1 = a0
         s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
-                                BLOCK_K, True, L4)
+                                BLOCK_K, L4)
         for kk in range(0, n_steps, 2):
             mbarrier.wait(ready.index(kk % STAGES), (kk // STAGES) & 1)
             acc = warpgroup_mma(a0, xs.index(kk % STAGES).permute((1, 0)), acc, is_async=True)
@@ -269,7 +260,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
             _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
             a1 = _dequant_regs(ws, ready, s1, zs1, kk + 1, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
             s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
-                                    BLOCK_N, BLOCK_K, True, L4)
+                                    BLOCK_N, BLOCK_K, L4)
             k1 = kk + 1
             mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
             acc = warpgroup_mma(a1, xs.index(k1 % STAGES).permute((1, 0)), acc, is_async=True)
@@ -280,27 +271,27 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
             a0 = _dequant_regs(ws, ready, s1, zs1, gl.minimum(kk + 2, n_steps - 1), BLOCK_N, BLOCK_K, STAGES,
                                DOT, L4)
             s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 3, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
-                                    BLOCK_N, BLOCK_K, True, L4)
+                                    BLOCK_N, BLOCK_K, L4)
         acc, a0, a1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a0, a1))
     else:
-        _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, MAGIC, L4)
+        _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, L4)
         fence_async_shared()
         gl.thread_barrier()
         s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
-                                BLOCK_K, MAGIC, L4)
+                                BLOCK_K, L4)
         for k in range(n_steps):
             slot = k % STAGES
             mbarrier.wait(ready.index(slot), (k // STAGES) & 1)
             acc = warpgroup_mma(wbuf.index(k % WBUFS), xs.index(slot).permute((1, 0)), acc, is_async=True)
             if k + 1 < n_steps:
                 _dequant_step(ws, ready, wbuf.index((k + 1) % WBUFS), s1, zs1, k + 1, BLOCK_N, BLOCK_K, STAGES,
-                              MAGIC, L4)
+                              L4)
                 fence_async_shared()
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
             gl.thread_barrier()  # every warpgroup's step k - 1 is done: its slot may be refilled
             _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
             s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
-                                    BLOCK_N, BLOCK_K, MAGIC, L4)
+                                    BLOCK_N, BLOCK_K, L4)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     return (acc, )
 
@@ -309,13 +300,13 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
 def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                       MAGIC: gl.constexpr, WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
+                       WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
     """One program: outputs ``[BLOCK_M tokens, BLOCK_N rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))``
     (the M tiles of one weight tile are neighbours, so the weight is read from HBM about once).
-    ``MAGIC``: dequantize in 16-bit math; ``WS``: warp specialization, one extra loader warp issues
+    ``WS``: warp specialization, one extra loader warp issues
     the TMA, so the compute warps do not stop for the copies (nor for the barriers Triton puts
-    around them); ``REGA``: dequantize straight into the A-operand registers (16-bit math, no shared
-    memory round trip, no proxy fence)."""
+    around them); ``REGA``: dequantize straight into the A-operand registers (no shared memory round
+    trip, no proxy fence)."""
     BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
     dtype: gl.constexpr = x_desc.dtype
@@ -338,12 +329,12 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
     if WS:
         (acc, ) = gl.warp_specialize([
             (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, REGA, num_warps)),
+                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)),
             (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)),
         ], [1], [40])
     else:
         (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, MAGIC, WS, REGA, num_warps)
+                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
