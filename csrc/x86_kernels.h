@@ -187,6 +187,15 @@ struct X86Kernels {
   }
 
   // Per-group sums of x: sx[r * G + g] = sum of x[r, g*gl .. (g+1)*gl) (fp32, 16 lanes then across).
+  // Sum of the 16 lanes of v, lane 0 first (the same order everywhere, so results are reproducible).
+  static float hsum(F v) {
+    alignas(64) float t[16];
+    V::fstore_full(t, v);
+    float sum = 0.f;
+    for (int l = 0; l < 16; ++l) sum += t[l];
+    return sum;
+  }
+
   static void group_sums(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t gl, float* sx) {
     const int64_t G = k / gl;
     for (int64_t r = 0; r < m; ++r) {
@@ -196,11 +205,7 @@ struct X86Kernels {
         int64_t i = 0;
         for (; i + 16 <= gl; i += 16) sv = V::fadd(sv, V::fload(xr + i));
         if (i < gl) sv = V::fadd(sv, V::fload_part(xr + i, static_cast<int>(gl - i)));
-        alignas(64) float t[16];
-        V::fstore_full(t, sv);
-        float sum = 0.f;
-        for (int l = 0; l < 16; ++l) sum += t[l];
-        sx[r * G + g] = sum;
+        sx[r * G + g] = hsum(sv);
       }
     }
   }
@@ -656,11 +661,7 @@ struct X86Kernels {
         const int c = static_cast<int>(imin(16, n - i));
         acc0 = V::fmadd(V::fload_part(a + i, c), V::fload_part(b + i, c), acc0);
       }
-      alignas(64) float t[16];
-      V::fstore_full(t, V::fadd(acc0, acc1));
-      float sum = 0.f;
-      for (int l = 0; l < 16; ++l) sum += t[l];
-      return sum;
+      return hsum(V::fadd(acc0, acc1));
     }
     static void axpy(float alpha, const float* x, float* y, int64_t n) {
       const F av = V::fset1(alpha);
