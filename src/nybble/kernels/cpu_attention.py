@@ -67,9 +67,9 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     m = None
     if mask is not None:
-        m = mask.reshape(-1)[-length:] if mask.numel() >= length else None
-        if m is None or m.numel() != length or mask.numel() != length:
+        if mask.numel() != length:
             raise ValueError(f"decode_attention: mask must broadcast to (1, 1, 1, {length}), got {tuple(mask.shape)}")
+        m = mask.reshape(-1)
         if m.dtype == torch.bool:
             m = torch.zeros(length, dtype=torch.float32).masked_fill_(~m, -math.inf)
         else:
