@@ -90,11 +90,32 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
         assert float(r["gflops"]) == pytest.approx(2 * int(r["m"]) * 256 * 128 / us / 1e3, rel=1e-3)
         if r["mode"] == "torch_fp32":
             assert float(r["x_fp32"]) == pytest.approx(1.0)
-        # %BW: against the DRAM probe interleaved with the same shape and M
         assert float(r["probe_gbps"]) > 0
-        assert float(r["pct_bw"]) == pytest.approx(100 * float(r["weight_gbps"]) / float(r["probe_gbps"]), rel=1e-3)
+        assert int(r["rounds"]) == int(r["reps"]) == int(r["rounds_fast"] or 0) + int(r["rounds_slow"] or 0) + int(
+            r["rounds_mixed"] or 0) or (r["rounds_fast"] == "" and int(r["rounds_mixed"]) == 0)
         if r["check_rel_err"]:
             assert float(r["check_rel_err"]) < 3e-2, r
+    # per-round figures: medians over the rounds of rounds.csv of per-round ratios
+    import statistics
+    rounds = list(csv.DictReader((out / "rounds.csv").open()))
+    for r in rows:
+        sel = [x for x in rounds if x["m"] == r["m"]]
+        assert len(sel) == int(r["rounds"])
+        us = [float(x[r["mode"] + "_us"]) for x in sel]
+        assert float(r["median_us"]) == pytest.approx(statistics.median(us), rel=1e-4)
+        x4 = statistics.median(float(x["torch_int4_us"]) / float(x[r["mode"] + "_us"]) for x in sel)
+        assert float(r["x_int4"]) == pytest.approx(x4, rel=1e-4)
+        # the probe's bytes from a round's rate and its two calls' mean time
+        x0 = sel[0]
+        pb = float(x0["probe_gbps"]) * 1e3 * 0.5 * (float(x0["probe_before_us"]) + float(x0["probe_after_us"]))
+        pct = statistics.median(100 * int(r["weight_bytes"]) * 0.5 * (float(x["probe_before_us"]) + float(
+            x["probe_after_us"])) / (pb * float(x[r["mode"] + "_us"])) for x in sel)
+        assert float(r["pct_bw"]) == pytest.approx(pct, rel=1e-3)
+        fast = [x for x in sel if x["regime"] == "fast"]
+        if fast:
+            assert float(r["median_us_fast"]) == pytest.approx(
+                statistics.median(float(x[r["mode"] + "_us"]) for x in fast), rel=1e-4)
+        assert {x["regime"] for x in sel} <= {"fast", "slow", "mixed", "unsplit"}
     # int4 weight bytes: codes + bf16 scales + int8 zero points (group 128)
     a16 = next(r for r in rows if r["mode"] == "nybble_a16w4_bf16")
     assert int(a16["weight_bytes"]) == 128 * 256 // 2 + 128 * 2 * 3
@@ -109,6 +130,7 @@ def test_bench_cpu_smoke_through_cli(tmp_path):
     assert int(block["copies"]) >= 2 and int(block["reps"]) >= 4
     md = (out / "RESULTS.md").read_text()
     assert "nybble bench cpu --shapes 256x128" in md and "DRAM read bandwidth" in md
+    assert "fast / slow rounds" in md and "rounds all/fast/slow/mixed" in md
     # --rerender rebuilds the report from the saved files alone (also without run.json)
     (out / "RESULTS.md").rename(out / "old.md")
     assert main(["bench", "cpu", "--rerender", str(out)]) == 0
@@ -158,3 +180,76 @@ def test_build_model_is_random_llama():
     ids = torch.randint(0, 100, (1, 5))
     with torch.inference_mode():
         assert torch.isfinite(m(input_ids=ids).logits.float()).all()
+
+
+def test_regime_split_on_synthetic_probe_readings():
+    from nybble.bench.cpu import regime_split
+    slow = [38.0 + (i % 7) for i in range(60)]      # 38..44 GB/s
+    fast = [66.0 + (i % 11) for i in range(40)]     # 66..76 GB/s
+    s = regime_split(slow + fast)
+    assert s["rule"] == "otsu" and 44.0 < s["threshold_gbps"] < 66.0
+    assert s["threshold_gbps"] == pytest.approx((44.0 * 66.0) ** 0.5)  # geometric middle of the gap
+    assert 38 < s["low_gbps"] < 44 and 66 < s["high_gbps"] < 76
+    # one regime (spread within 1.25x): no split
+    assert regime_split(slow)["threshold_gbps"] is None and regime_split(slow)["rule"] == "none"
+    # a few outliers below min_share do not make a regime of their own
+    assert regime_split(slow + [5.0, 6.0])["rule"] == "none"
+    # nor does one wide peak (a flat spread 30..52 GB/s: means 1.3x apart, but not separated)
+    flat = [30.0 + 22.0 * i / 299 for i in range(300)]
+    assert regime_split(flat)["rule"] == "none" and regime_split(flat)["separation"] < 3.5
+    # too few readings, or all equal
+    assert regime_split([40.0, 70.0])["rule"] == "none" and regime_split([50.0] * 30)["rule"] == "none"
+    # a fixed threshold wins, whatever the data
+    f = regime_split(slow + fast, fixed_gbps=55.0)
+    assert f["threshold_gbps"] == 55.0 and f["rule"] == "fixed" and f["low_gbps"] < 45 < 66 < f["high_gbps"]
+    with pytest.raises(ValueError, match="fast-gbps"):
+        regime_split(slow, fixed_gbps=0.0)
+
+
+def test_classify_rounds_uses_both_probes_around_a_round():
+    from nybble.bench.cpu import classify_rounds
+    # probe readings before round 0, between rounds 0/1, 1/2, 2/3 and after round 3
+    assert classify_rounds([70, 72, 40, 41, 80], 55.0) == ["fast", "mixed", "slow", "mixed"]
+    assert classify_rounds([55.0, 55.0], 55.0) == ["slow"]  # at the threshold counts as slow
+    assert classify_rounds([70, 40, 70], None) == ["unsplit", "unsplit"]
+
+
+def test_cell_stats_medians_of_per_round_ratios():
+    from nybble.bench.cpu import RoundTimes, cell_stats
+    # 4 rounds; probe of 1e6 bytes: 10 us (100 GB/s) around rounds 0-1, 20 us (50 GB/s) around round 3
+    rt = RoundTimes(us={"nybble_a8w4": [10.0, 12.0, 30.0, 22.0], "torch_int4": [20.0, 18.0, 33.0, 22.0]},
+                    probe_us=[10.0, 10.0, 10.0, 20.0, 20.0], k=256, n=128, m=1)
+    labels = ["fast", "fast", "mixed", "slow"]
+    st = cell_stats(rt, labels, {"nybble_a8w4": 500_000, "torch_int4": 600_000}, 1_000_000)
+    a8 = st["nybble_a8w4"]
+    assert (a8["rounds"], a8["rounds_fast"], a8["rounds_slow"], a8["rounds_mixed"]) == (4, 2, 1, 1)
+    assert a8["median_us"] == pytest.approx(17.0) and a8["median_us_fast"] == pytest.approx(11.0)
+    assert a8["median_us_slow"] == pytest.approx(22.0) and a8["min_us"] == 10.0
+    # per-round speedups 2.0, 1.5, 1.1, 1.0 -> median 1.3 (not 23 us / 17 us of the medians)
+    assert a8["x_int4"] == pytest.approx(1.3) and a8["x_int4_fast"] == pytest.approx(1.75)
+    assert a8["x_int4_slow"] == pytest.approx(1.0)
+    assert a8["x_bf16"] is None and st["torch_int4"]["x_int4"] == pytest.approx(1.0)
+    # %BW per round = 100 * 5e5 * probe_us / (1e6 * us): 50, 41.67, 25 (probe 15 us), 45.45
+    assert a8["pct_bw_fast"] == pytest.approx((50 + 500 / 12) / 2)
+    assert a8["pct_bw_slow"] == pytest.approx(100 * 0.5 * 20 / 22)
+    assert a8["pct_bw"] == pytest.approx((500 / 12 + 100 * 0.5 * 20 / 22) / 2)
+    assert st["probe"]["probe_gbps_fast"] == pytest.approx(100.0) and st["probe"]["probe_gbps_slow"] == pytest.approx(50.0)
+    assert a8["gflops_fast"] == pytest.approx(2 * 256 * 128 / 11.0 / 1e3)
+    # an empty selection gives None, not an error
+    none = cell_stats(rt, ["slow"] * 4, {"nybble_a8w4": 1, "torch_int4": 1}, 1)["nybble_a8w4"]
+    assert none["rounds_fast"] == 0 and none["median_us_fast"] is None and none["x_int4_fast"] is None
+    with pytest.raises(ValueError, match="labels"):
+        cell_stats(rt, labels[:3], {"nybble_a8w4": 1, "torch_int4": 1}, 1)
+
+
+def test_targets_report_all_and_fast_rounds_side_by_side():
+    from nybble.bench.cpu import _verdict, targets
+    row = {"shape": "4096x14336", "m": 1, "mode": "nybble_a8w4", "n": 14336, "k": 4096, "min_us": 800.0,
+           "pct_bw": 93.0, "pct_bw_fast": 95.0, "pct_bw_slow": 92.0, "x_int4": 1.2, "x_int4_fast": 1.9,
+           "x_int4_slow": 1.1, "x_bf16": 6.0, "x_bf16_fast": 10.0, "x_bf16_slow": 5.5,
+           "rounds": 100, "rounds_fast": 60, "rounds_slow": 35}
+    ts = {t["target"]: t for t in targets([row])}
+    t = ts["decode M=1 4096x14336 nybble_a8w4: speedup vs torch int4"]
+    assert t["met"] is False and t["met_fast"] is True and t["met_slow"] is False
+    assert _verdict(t) == "1.20x (NO, 100 rounds)" and _verdict(t, "_fast") == "1.90x (yes, 60 rounds)"
+    assert ts["decode M=1 14336x4096 nybble_a8w4: speedup vs torch int4"]["value"] is None

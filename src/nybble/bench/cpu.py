@@ -14,22 +14,33 @@ activation rows M, every mode computes ``y = x @ W.T`` (x: (M, K), W: (N, K)):
 * ``torch_fp32`` / ``torch_bf16``: ``F.linear`` with a dense fp32 / bf16 weight (oneDNN/MKL).
 
 Each mode rotates through enough independent copies of its weight (together > ``--cache-factor``
-x the last-level cache) that every call reads its weight from DRAM. Each cell reports the median
-per-call time, the weight bytes streamed per second (``weight GB/s`` = bytes of the weight in the
-mode's own storage: int4 codes + scales (+ zero points) for the int4 modes, the dense matrix for
-F.linear), that rate as % of the DRAM read bandwidth measured alongside (``%BW``, see below),
-GFLOP/s-equivalent (2*M*N*K / t), and speedups against the three torch baselines of the same shape
-and M.
+x the last-level cache) that every call reads its weight from DRAM.
 
-The DRAM read probe (``dram_probe``) is timed as one more mode, interleaved with the kernels at
-every M: ``torch.sum`` over fp32 buffers of the int4 weight's size, rotated like the weights
-(copies totalling > ``--cache-factor`` x L3), with the same threads. ``%BW`` divides by the median
-of the probe calls of the same shape and M (timed in the same interleaved rounds as the cell), so
-a kernel is compared with what DRAM delivered while it ran; ``%BWrun`` by the median over the whole
-run. ``bandwidth.csv`` has the per-(shape, M) probe, each shape's pooled median ("block"), the run
-median, and a probe over one large buffer at the start and the end (reference only).
+The DRAM read probe (``dram_probe``): ``torch.sum`` over fp32 buffers of the int4 weight's size,
+rotated like the weights (copies totalling > ``--cache-factor`` x L3), with the same threads.
 
-Outputs (under ``--out``): ``kernels.csv``, ``speedup.png`` (speedup vs torch bf16 linear and vs
+Method (rounds): for each shape and M the modes are timed in ROUNDS. A round calls every mode once
+(each on its next weight copy; the order rotates by one mode per round), and the probe is called
+right before and right after every round (one call between two rounds serves both). This VM's DRAM
+flips between a slow (~40 GB/s) and a fast (~60-80 GB/s) regime within seconds, so a figure pooled
+over bursts of one mode mixes regimes; a round takes milliseconds (M = 1) and sees one phase.
+Per cell: the median time over all rounds; ``%BW`` = the median over the rounds of the mode's weight
+rate / the round's probe rate (the mean time of its two probe calls); the speedups = the medians
+over the rounds of baseline time / mode time in the same round. The same figures over the ``fast``
+and the ``slow`` rounds (suffixes ``_fast`` / ``_slow``): a round is fast when both probe calls
+around it read above the run's split, slow when both read at or below it, ``mixed`` otherwise
+(counted, in the all-rounds figures only); the split is ``--fast-gbps`` or, by default, Otsu's
+two-class split of the log GB/s of all the run's probe calls when its two classes' geometric means
+differ by >= 1.25x and lie >= 3.5 pooled standard deviations apart (else no split: one regime; see
+:func:`regime_split`). Every figure says how many rounds it has.
+``weight GB/s`` = bytes of the weight in the mode's own storage (int4 codes + scales (+ zero points)
+for the int4 modes, the dense matrix for F.linear) / median time; GFLOP/s-equivalent = 2*M*N*K / t.
+``%BWrun`` divides the median time's rate by the run's probe median. ``bandwidth.csv`` has the
+per-(shape, M) probe (all / fast / slow rounds), each shape's pooled median ("block"), the run
+median with the split, and a probe over one large buffer at the start and the end (reference only).
+
+Outputs (under ``--out``): ``kernels.csv``, ``rounds.csv`` (every call of every round), ``bandwidth.csv``,
+``speedup.png`` (speedup vs torch bf16 linear and vs
 torch int4 against M), ``RESULTS.md`` and, with ``--e2e``, ``e2e.csv`` (see :mod:`nybble.bench.e2e_cpu`).
 """
 from __future__ import annotations
@@ -263,12 +274,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="zero-point domain of the nybble weights (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch.get_num_threads())")
-    p.add_argument("--reps", type=int, default=50, help="max timed calls per cell (default: %(default)s)")
-    p.add_argument("--min-reps", type=int, default=3, help="min timed calls per cell (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds over the modes per M; samples pooled (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=200,
+                   help="max rounds per shape and M (each round calls every mode once) (default: %(default)s)")
+    p.add_argument("--min-reps", type=int, default=3, help="min rounds per shape and M (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="exactly this many rounds per shape and M (default: as many as fit in --cell-seconds "
+                        "x the number of modes, within --min-reps..--reps)")
     p.add_argument("--cell-seconds", type=float, default=0.5,
-                   help="time budget per cell; slow cells get --min-reps calls (default: %(default)s)")
+                   help="time budget per cell (shape, M, mode); slow cells get --min-reps rounds (default: %(default)s)")
+    p.add_argument("--fast-gbps", type=float, default=None,
+                   help="split rounds into fast / slow at this DRAM probe rate in GB/s (default: Otsu's split of "
+                        "the run's probe readings when they show two regimes, see RESULTS.md; else no split)")
     p.add_argument("--cache-factor", type=float, default=None,
                    help="rotate weight copies totalling > this x the last-level cache (default: 4, 1 with --quick)")
     p.add_argument("--quick", action="store_true",
@@ -302,8 +318,10 @@ def _resolve(args) -> tuple[list[tuple[int, int]], list[int], list[str]]:
 
 
 def run_kernels(args, log=print) -> dict:
-    """Run the kernel table; returns ``{"rows", "probes", "skipped", "l3_bytes", "bandwidth_gbps"}``
-    (``probes``: the rows of bandwidth.csv; ``bandwidth_gbps``: the run median of the interleaved probe)."""
+    """Run the kernel table; returns ``{"rows", "probes", "skipped", "l3_bytes", "bandwidth_gbps",
+    "split", "rounds"}`` (``probes``: the rows of bandwidth.csv; ``bandwidth_gbps``: the run median of
+    the interleaved probe calls; ``split``: :func:`regime_split` of the run's probe calls; ``rounds``:
+    the per-round call times, the rows of rounds.csv)."""
     shapes, ms, modes = _resolve(args)
     if args.cache_factor is None:
         args.cache_factor = 1.0 if args.quick else 4.0
@@ -319,9 +337,8 @@ def run_kernels(args, log=print) -> dict:
     log(f"DRAM read probe (torch.sum over {p0['buffer_mib']:.0f} MiB, reference only): median "
         f"{p0['median_gbps_nthr']:.1f} GB/s with {threads} threads, {p0['median_gbps_1thr']:.1f} GB/s with 1; "
         f"L3 {l3 / 2**20:.0f} MiB")
-    rows: list[dict] = []
     skipped: dict[str, str] = {}
-    run_samples_gbps: list[float] = []
+    cells: list[tuple[list[Case], Case, RoundTimes]] = []
     for k, n in shapes:
         cases: list[Case] = []
         for mode in progress(modes, desc=f"build {k}x{n}"):
@@ -337,89 +354,292 @@ def run_kernels(args, log=print) -> dict:
                     f"against the reference exceeds {CHECK_TOL[case.dtype]:.0e}")
             cases.append(case)
         probe = build_probe(k, n, l3, args)
-        shape_rows, block_us = [], []
-        for m in progress(ms, desc=f"time {k}x{n}", unit="M"):
+        pos = {c.mode: 0 for c in cases + [probe]}
+        shape_probe_us: list[float] = []
+        for j, m in enumerate(progress(ms, desc=f"time {k}x{n}", unit="M")):
             xs = {dt: torch.randn(m, k, generator=gen).to(dt) for dt in (torch.float32, torch.bfloat16)}
-            *timings, pt = time_interleaved(cases + [probe], xs, args)
-            block_us.extend(pt.samples_us)
-            pm = {"kind": "interleaved", "shape": f"{k}x{n}", "m": m,
-                  "time_utc": time.strftime("%H:%M:%S", time.gmtime()), "reps": pt.n,
-                  "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
-                  "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, pt.median_us),
-                  "best_gbps": C.gbps(probe.weight_bytes, pt.min_us)}
-            probes.append(pm)
-            for case, t in zip(cases, timings):
-                us = t.median_us
-                shape_rows.append({
-                    "shape": f"{k}x{n}", "k": k, "n": n, "m": m, "mode": case.mode, "kernel": case.kernel,
-                    "median_us": us, "min_us": t.min_us, "p90_us": t.quantile_us(0.9), "reps": t.n,
-                    "copies": len(case.copies), "weight_bytes": case.weight_bytes,
-                    "weight_gbps": C.gbps(case.weight_bytes, us), "gflops": C.gflops(m, n, k, us),
-                    "check_rel_err": case.check_err,
-                    "probe_gbps": pm["median_gbps"], "probe_best_gbps": pm["best_gbps"],
-                })
-        block = {"kind": "block", "shape": f"{k}x{n}", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
-                 "reps": len(block_us), "buffer_mib": probe.weight_bytes / 2**20, "copies": len(probe.copies),
-                 "threads": threads, "median_gbps": C.gbps(probe.weight_bytes, statistics.median(block_us)),
-                 "best_gbps": C.gbps(probe.weight_bytes, min(block_us))}
-        probes.append(block)
-        run_samples_gbps.extend(C.gbps(probe.weight_bytes, us) for us in block_us)
-        log(f"  DRAM probe {k}x{n} (interleaved, {block['buffer_mib']:.1f} MiB x {block['copies']} buffers): "
-            f"median {block['median_gbps']:.1f} GB/s, best {block['best_gbps']:.1f}")
+            rt = time_rounds(cases, probe, xs, args, pos, warm_all_copies=(j == 0))
+            rt.shape, rt.k, rt.n, rt.m = f"{k}x{n}", k, n, m
+            shape_probe_us.extend(rt.probe_us)
+            # keep only what the summaries need (the Case objects hold the weight copies)
+            light = [Case(c.mode, c.kernel, c.dtype, c.weight_bytes, [], None, c.check_err, c.check_ok) for c in cases]
+            cells.append((light, Case(PROBE_MODE, probe.kernel, probe.dtype, probe.weight_bytes, [None] * len(probe.copies),
+                                      None), rt))
+        block_gbps = [C.gbps(probe.weight_bytes, us) for us in shape_probe_us]
+        probes.append({"kind": "block", "shape": f"{k}x{n}", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                       "reps": len(block_gbps), "buffer_mib": probe.weight_bytes / 2**20,
+                       "copies": len(probe.copies), "threads": threads,
+                       "median_gbps": statistics.median(block_gbps), "best_gbps": max(block_gbps)})
+        log(f"  DRAM probe {k}x{n} (interleaved, {probe.weight_bytes / 2**20:.1f} MiB x {len(probe.copies)} buffers): "
+            f"median {probes[-1]['median_gbps']:.1f} GB/s, best {probes[-1]['best_gbps']:.1f}")
         del cases, probe
         gc.collect()
-        rows.extend(shape_rows)
     probes.append(dict(kind="whole_buffer", **probe_bandwidth(probe_buf)))
     del probe_buf
-    bw = statistics.median(run_samples_gbps) if run_samples_gbps else probes[0]["median_gbps"]
+    all_gbps = [C.gbps(pc.weight_bytes, us) for _, pc, rt in cells for us in rt.probe_us]
+    split = regime_split(all_gbps, fixed_gbps=getattr(args, "fast_gbps", None))
+    rows: list[dict] = []
+    round_rows: list[dict] = []
+    for cases, pc, rt in cells:
+        labels = classify_rounds([C.gbps(pc.weight_bytes, us) for us in rt.probe_us], split["threshold_gbps"])
+        stats = cell_stats(rt, labels, {c.mode: c.weight_bytes for c in cases}, pc.weight_bytes)
+        pm = {"kind": "interleaved", "shape": rt.shape, "m": rt.m, "time_utc": rt.time_utc, "reps": len(rt.probe_us),
+              "buffer_mib": pc.weight_bytes / 2**20, "copies": len(pc.copies), "threads": threads,
+              "median_gbps": stats["probe"]["probe_gbps"], "best_gbps": C.gbps(pc.weight_bytes, min(rt.probe_us)),
+              "rounds": len(labels)}
+        for g in REGIMES:
+            pm[f"rounds_{g}"] = labels.count(g)
+            if g != "mixed":
+                pm[f"median_gbps_{g}"] = stats["probe"][f"probe_gbps_{g}"]
+        probes.append(pm)
+        for case in cases:
+            s = stats[case.mode]
+            rows.append({
+                "shape": rt.shape, "k": rt.k, "n": rt.n, "m": rt.m, "mode": case.mode, "kernel": case.kernel,
+                "p90_us": C.Timing(rt.us[case.mode]).quantile_us(0.9), "reps": len(labels),
+                "copies": rt.copies[case.mode], "weight_bytes": case.weight_bytes,
+                "check_rel_err": case.check_err, "probe_best_gbps": pm["best_gbps"], **s})
+        round_rows.extend(rt.as_rows(labels, pc.weight_bytes))
+    run_bw = statistics.median(all_gbps) if all_gbps else probes[0]["median_gbps"]
     probes.append({"kind": "run", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
-                   "reps": len(run_samples_gbps), "threads": threads, "median_gbps": bw,
-                   "best_gbps": max(run_samples_gbps) if run_samples_gbps else None})
-    add_derived(rows, bw)
-    return {"rows": rows, "probes": probes, "skipped": skipped, "l3_bytes": l3, "bandwidth_gbps": bw}
+                   "reps": len(all_gbps), "threads": threads, "median_gbps": run_bw,
+                   "best_gbps": max(all_gbps) if all_gbps else None,
+                   "split_gbps": split["threshold_gbps"], "split_rule": split["rule"]})
+    add_derived(rows, run_bw)
+    return {"rows": rows, "probes": probes, "skipped": skipped, "l3_bytes": l3, "bandwidth_gbps": run_bw,
+            "split": split, "rounds": round_rows}
 
 
-def time_interleaved(cases: list[Case], xs: dict, args) -> list[C.Timing]:
-    """Time every case on one M in ``args.rounds`` interleaved rounds (order alternating), so that
-    a burst of load from other processes hits all modes alike; samples of the rounds are pooled.
-    Round 1 warms up with 2 calls; later rounds with 1, or none for calls slower than 0.2 s."""
-    rounds = max(1, args.rounds)
-    per_round_min = max(1, math.ceil(args.min_reps / rounds))
-    per_round_max = max(per_round_min, math.ceil(max(args.reps, args.min_reps) / rounds))
-    out = [C.Timing() for _ in cases]
-    for r in range(rounds):
-        order = list(range(len(cases)))
-        if r % 2:
-            order.reverse()
-        for j in order:
-            case, t = cases[j], out[j]
-            x = xs[case.dtype]
-            warm = 2 if r == 0 else (0 if t.estimate_s > 0.2 else 1)
-            t.extend(C.time_calls(lambda i: case.run(x, i), budget_s=args.cell_seconds / rounds,
-                                  min_reps=per_round_min, max_reps=per_round_max, warmup=warm,
-                                  start=t.next_index, estimate_s=t.estimate_s if r else None))
+# ---------------------------------------------------------------------------------------------
+# rounds: every mode once per round, between two probe calls; split by DRAM regime
+# ---------------------------------------------------------------------------------------------
+
+#: round labels: both probes around the round above the split, both at or below it, one of each;
+#: ``unsplit`` when the run's probe shows no two regimes (:func:`regime_split`)
+REGIMES = ("fast", "slow", "mixed")
+
+
+@dataclass
+class RoundTimes:
+    """The timed rounds of one (shape, M) cell.
+
+    ``us[mode][r]``: the wall time (us) of ``mode``'s call in round ``r``; ``probe_us[r]`` and
+    ``probe_us[r + 1]``: the DRAM probe calls right before and right after round ``r`` (so
+    ``len(probe_us) == rounds + 1``; a probe call between two rounds serves both). ``order[r]``: the
+    modes in the order round ``r`` called them. ``copies[mode]``: how many weight copies it rotates."""
+
+    us: dict[str, list[float]]
+    probe_us: list[float]
+    order: list[list[str]] = field(default_factory=list)
+    copies: dict[str, int] = field(default_factory=dict)
+    shape: str = ""
+    k: int = 0
+    n: int = 0
+    m: int = 0
+    time_utc: str = ""
+
+    @property
+    def rounds(self) -> int:
+        return len(self.probe_us) - 1
+
+    def as_rows(self, labels: list[str], probe_bytes: int) -> list[dict]:
+        """rounds.csv rows: one per round, the probe times around it and every mode's time."""
+        out = []
+        for r in range(self.rounds):
+            row = {"shape": self.shape, "m": self.m, "round": r, "regime": labels[r],
+                   "probe_before_us": self.probe_us[r], "probe_after_us": self.probe_us[r + 1],
+                   "probe_gbps": C.gbps(probe_bytes, 0.5 * (self.probe_us[r] + self.probe_us[r + 1])),
+                   "order": " ".join(self.order[r]) if self.order else ""}
+            row.update({f"{mode}_us": ts[r] for mode, ts in self.us.items()})
+            out.append(row)
+        return out
+
+
+def time_rounds(cases: list[Case], probe: Case, xs: dict, args, pos: dict[str, int],
+                warm_all_copies: bool = False, clock: Callable[[], float] = time.perf_counter) -> RoundTimes:
+    """Time every case on one M in rounds: each round calls every case once (on its next weight
+    copy; the order rotates by one mode per round), and the DRAM probe is called before the first
+    round and after every round, so that all calls of a round and the probes around it see the same
+    DRAM phase (this VM's DRAM flips between regimes within seconds; per-round ratios cancel that).
+
+    One untimed warm-up round first (every copy of every case once with ``warm_all_copies``, at a
+    shape's first M: each copy's first call builds its cached call plan); its duration sets the
+    number of rounds: ``args.rounds`` if given, else as many as fit in ``args.cell_seconds`` x the
+    number of cases, clamped to ``[args.min_reps, args.reps]``. ``pos``: each mode's next rotation
+    index, carried across the Ms of a shape."""
+    def call(c: Case) -> float:
+        x = xs[c.dtype] if c.mode != PROBE_MODE else None
+        t0 = clock()
+        c.run(x, pos[c.mode])
+        dt = clock() - t0
+        pos[c.mode] += 1
+        return dt
+
+    t0 = clock()
+    call(probe)
+    for c in cases:
+        for _ in range(len(c.copies) if warm_all_copies else 1):
+            call(c)
+    call(probe)
+    est = (clock() - t0) if not warm_all_copies else sum(call(c) for c in cases)
+    if getattr(args, "rounds", None):
+        n_rounds = max(1, args.rounds)
+    else:
+        lo = max(1, args.min_reps)
+        hi = max(lo, args.reps)
+        n_rounds = max(lo, min(hi, int(args.cell_seconds * max(1, len(cases)) / max(est, 1e-9))))
+    names = [c.mode for c in cases]
+    by = {c.mode: c for c in cases}
+    out = RoundTimes({mode: [] for mode in names}, [call(probe) * 1e6],
+                     copies={c.mode: len(c.copies) for c in cases},
+                     time_utc=time.strftime("%H:%M:%S", time.gmtime()))
+    for r in range(n_rounds):
+        k = r % max(1, len(names))
+        order = names[k:] + names[:k]
+        for mode in order:
+            out.us[mode].append(call(by[mode]) * 1e6)
+        out.probe_us.append(call(probe) * 1e6)
+        out.order.append(order)
+    return out
+
+
+def regime_split(gbps: list[float], fixed_gbps: float | None = None, min_ratio: float = 1.25,
+                 min_separation: float = 3.5, min_share: float = 0.05) -> dict:
+    """Where to split a run's probe readings (GB/s, one per probe call) into a fast and a slow regime.
+
+    ``fixed_gbps`` given: split there (rule ``fixed``). Else Otsu's two-class split of log(GB/s)
+    (the threshold that maximizes the between-class variance, each class holding at least
+    ``min_share`` of the readings and at least 2), placed at the geometric middle of the two
+    readings on either side of it. It counts as two regimes (rule ``otsu``) only when the classes'
+    geometric means differ by >= ``min_ratio`` AND the classes are well apart: Ashman's D =
+    sqrt(2) |mean1 - mean0| / sqrt(var0 + var1) of the log readings >= ``min_separation`` (Otsu's
+    halves of one normal peak give D ~ 2.7, of a flat spread ~ 3.4; this VM's two DRAM regimes
+    ~ 4-5). Else no split (rule ``none``: threshold None, one regime). Returns
+    ``{"threshold_gbps", "rule", "low_gbps", "high_gbps", "separation"}`` (the classes' geometric
+    means and D; None where not computed)."""
+    vals = sorted(v for v in gbps if v > 0 and math.isfinite(v))
+
+    def gm(xs):
+        return math.exp(statistics.fmean(map(math.log, xs))) if xs else None
+    if fixed_gbps is not None:
+        if fixed_gbps <= 0:
+            raise ValueError(f"--fast-gbps must be positive, got {fixed_gbps}")
+        return {"threshold_gbps": float(fixed_gbps), "rule": "fixed", "separation": None,
+                "low_gbps": gm([v for v in vals if v <= fixed_gbps]), "high_gbps": gm([v for v in vals if v > fixed_gbps])}
+    none = {"threshold_gbps": None, "rule": "none", "low_gbps": None, "high_gbps": None, "separation": None}
+    n = len(vals)
+    least = max(2, math.ceil(min_share * n))
+    if n < 2 * least:
+        return none
+    logs = [math.log(v) for v in vals]
+    prefix = [0.0]
+    for v in logs:
+        prefix.append(prefix[-1] + v)
+    best, best_i = -1.0, None
+    for i in range(least, n - least + 1):  # class 0 = vals[:i], class 1 = vals[i:]
+        if vals[i - 1] == vals[i]:
+            continue
+        m0, m1 = prefix[i] / i, (prefix[n] - prefix[i]) / (n - i)
+        between = i * (n - i) * (m1 - m0) ** 2
+        if between > best:
+            best, best_i = between, i
+    if best_i is None:
+        return none
+    lo, hi = logs[:best_i], logs[best_i:]
+    m0, m1 = statistics.fmean(lo), statistics.fmean(hi)
+    spread = math.sqrt(statistics.pvariance(lo) + statistics.pvariance(hi))
+    sep = math.inf if spread == 0 else math.sqrt(2) * (m1 - m0) / spread
+    none["separation"] = sep
+    if math.exp(m1 - m0) < min_ratio or sep < min_separation:
+        return dict(none, low_gbps=math.exp(m0), high_gbps=math.exp(m1))
+    return {"threshold_gbps": math.sqrt(vals[best_i - 1] * vals[best_i]), "rule": "otsu",
+            "low_gbps": math.exp(m0), "high_gbps": math.exp(m1), "separation": sep}
+
+
+def classify_rounds(probe_gbps: list[float], threshold: float | None) -> list[str]:
+    """Round labels from the probe readings around the rounds (``probe_gbps[r]`` before and
+    ``probe_gbps[r + 1]`` after round ``r``): ``fast`` if both are above ``threshold``, ``slow`` if
+    both are at or below it, ``mixed`` otherwise; all ``unsplit`` when ``threshold`` is None."""
+    if threshold is None:
+        return ["unsplit"] * (len(probe_gbps) - 1)
+    out = []
+    for a, b in zip(probe_gbps, probe_gbps[1:]):
+        out.append("fast" if min(a, b) > threshold else "slow" if max(a, b) <= threshold else "mixed")
+    return out
+
+
+def cell_stats(rt: RoundTimes, labels: list[str], weight_bytes: dict[str, int], probe_bytes: int) -> dict:
+    """Per mode of one cell: the figures over all rounds and over the fast / slow rounds.
+
+    For each selection ``g`` of rounds (suffix ``""`` = all rounds, ``_fast``, ``_slow``):
+    ``rounds{g}``, ``median_us{g}``, ``weight_gbps{g}`` (from that median), ``gflops{g}``,
+    ``probe_gbps{g}`` (median over the rounds of the probe rate, the round's two probe calls
+    averaged), ``pct_bw{g}`` (median over the rounds of 100 x the mode's rate / the round's probe
+    rate) and ``x_fp32{g}`` / ``x_bf16{g}`` / ``x_int4{g}`` (median over the rounds of the
+    baseline's time / this mode's time in the same round; None without that baseline). Values are
+    None for an empty selection. Also ``min_us`` and the ``*_min`` figures from the fastest calls
+    (the probe's fastest call for ``pct_bw_min``), and ``rounds_mixed``. Key ``"probe"``: the probe
+    figures alone (``probe_gbps{g}``, ``rounds{g}``)."""
+    R = rt.rounds
+    if len(labels) != R:
+        raise ValueError(f"{len(labels)} labels for {R} rounds")
+    tp = [0.5 * (rt.probe_us[r] + rt.probe_us[r + 1]) for r in range(R)]
+    sels = {"": list(range(R)), "_fast": [r for r in range(R) if labels[r] == "fast"],
+            "_slow": [r for r in range(R) if labels[r] == "slow"]}
+    med = (lambda xs: statistics.median(xs) if xs else None)
+    out: dict = {"probe": {}}
+    for g, sel in sels.items():
+        out["probe"]["rounds" + g] = len(sel)
+        out["probe"]["probe_gbps" + g] = med([C.gbps(probe_bytes, tp[r]) for r in sel])
+    pmin = min(rt.probe_us) if rt.probe_us else None
+    for mode, ts in rt.us.items():
+        wb = weight_bytes[mode]
+        s: dict = {"rounds_mixed": labels.count("mixed"), "min_us": min(ts) if ts else None}
+        for g, sel in sels.items():
+            us = med([ts[r] for r in sel])
+            s["rounds" + g] = len(sel)
+            s["median_us" + g] = us
+            s["weight_gbps" + g] = None if us is None else C.gbps(wb, us)
+            s["gflops" + g] = None if us is None else C.gflops(rt.m, rt.n, rt.k, us)
+            s["probe_gbps" + g] = out["probe"]["probe_gbps" + g]
+            s["pct_bw" + g] = med([100.0 * wb * tp[r] / (probe_bytes * ts[r]) for r in sel])
+            for col, base in BASELINES.items():
+                bt = rt.us.get(base)
+                s[col + g] = None if bt is None else med([bt[r] / ts[r] for r in sel])
+        if ts and pmin:
+            s["pct_bw_min"] = 100.0 * wb * pmin / (probe_bytes * min(ts))
+            for col, base in BASELINES.items():
+                bt = rt.us.get(base)
+                s[col + "_min"] = None if not bt else min(bt) / min(ts)
+        out[mode] = s
     return out
 
 
 def add_derived(rows: list[dict], bandwidth_gbps: float) -> None:
-    """Add ``pct_bw`` (weight GB/s / the row's own probe median ``probe_gbps``, timed interleaved
-    with the same shape and M; rows without one, from runs before the interleaved probe, use
-    ``bandwidth_gbps``), ``pct_bw_run``
-    (/ ``bandwidth_gbps``, the run's probe median) and the ``x_*`` speedups (baseline time / this
-    time, same shape and M), from the median times; and the same from the minimum times (``*_min``:
-    the least disturbed calls, worth reading on a shared machine; %BW then against the probe's
-    fastest call)."""
+    """Fill the derived columns a row lacks (rows of runs before the per-round method have only
+    times): ``weight_gbps`` and ``gflops`` from ``median_us``; ``pct_bw`` (weight GB/s / the row's
+    ``probe_gbps``, else ``bandwidth_gbps``) and the ``x_*`` speedups (baseline median / this median,
+    same shape and M); the same from the minimum times (``*_min``). Always (re)computes
+    ``pct_bw_run``: the median time's rate / ``bandwidth_gbps``, the run's probe median."""
     for stat, suffix in (("median_us", ""), ("min_us", "_min")):
         base = {(r["shape"], r["m"], r["mode"]): r[stat] for r in rows}
         for r in rows:
-            probe = r.get("probe_best_gbps" if suffix else "probe_gbps") or bandwidth_gbps
-            r["pct_bw" + suffix] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / probe
+            if not suffix:
+                if r.get("weight_gbps") is None:
+                    r["weight_gbps"] = C.gbps(r["weight_bytes"], r[stat])
+                if r.get("gflops") is None:
+                    r["gflops"] = C.gflops(r["m"], r["n"], r["k"], r[stat])
+            if r.get("pct_bw" + suffix) is None:
+                probe = r.get("probe_best_gbps" if suffix else "probe_gbps") or bandwidth_gbps
+                r["pct_bw" + suffix] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / probe
             for col, mode in BASELINES.items():
                 b = base.get((r["shape"], r["m"], mode))
-                r[col + suffix] = None if b is None else b / r[stat]
+                if r.get(col + suffix) is None:
+                    r[col + suffix] = None if b is None else b / r[stat]
         for r in rows:
             if not suffix:
                 r["pct_bw_run"] = 100.0 * C.gbps(r["weight_bytes"], r[stat]) / bandwidth_gbps
+                r["rounds_split"] = _rounds_split(r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,32 +650,60 @@ TABLE_COLUMNS = (
     C.Column("shape", "KxN"), C.Column("m", "M", "{:d}"), C.Column("mode", "mode"),
     C.Column("median_us", "median us", "{:,.1f}"), C.Column("min_us", "min us", "{:,.1f}"),
     C.Column("weight_gbps", "wGB/s", "{:.1f}"),
-    C.Column("pct_bw", "%BW", "{:.0f}%"), C.Column("pct_bw_run", "%BWrun", "{:.0f}%"),
+    C.Column("pct_bw", "%BW", "{:.0f}%"), C.Column("pct_bw_fast", "%BW fast", "{:.0f}%"),
+    C.Column("pct_bw_slow", "%BW slow", "{:.0f}%"), C.Column("pct_bw_run", "%BWrun", "{:.0f}%"),
     C.Column("gflops", "GFLOP/s", "{:.1f}"),
     C.Column("x_fp32", "vs fp32", "{:.2f}x"), C.Column("x_bf16", "vs bf16", "{:.2f}x"),
-    C.Column("x_int4", "vs int4", "{:.2f}x"), C.Column("reps", "reps", "{:d}"),
+    C.Column("x_int4", "vs int4", "{:.2f}x"), C.Column("x_int4_fast", "vs int4 fast", "{:.2f}x"),
+    C.Column("x_int4_slow", "vs int4 slow", "{:.2f}x"),
+    C.Column("rounds_split", "rounds all/fast/slow/mixed"),
 )
 CSV_KEYS = ("shape", "k", "n", "m", "mode", "kernel", "median_us", "min_us", "p90_us", "reps", "copies",
             "weight_bytes", "weight_gbps", "pct_bw", "gflops", "x_fp32", "x_bf16", "x_int4", "check_rel_err",
-            "pct_bw_min", "x_fp32_min", "x_bf16_min", "x_int4_min", "probe_gbps", "probe_best_gbps", "pct_bw_run")
+            "pct_bw_min", "x_fp32_min", "x_bf16_min", "x_int4_min", "probe_gbps", "probe_best_gbps", "pct_bw_run",
+            "rounds", "rounds_fast", "rounds_slow", "rounds_mixed",
+            "median_us_fast", "weight_gbps_fast", "gflops_fast", "probe_gbps_fast", "pct_bw_fast",
+            "x_fp32_fast", "x_bf16_fast", "x_int4_fast",
+            "median_us_slow", "weight_gbps_slow", "gflops_slow", "probe_gbps_slow", "pct_bw_slow",
+            "x_fp32_slow", "x_bf16_slow", "x_int4_slow")
 PROBE_CSV_KEYS = ("kind", "shape", "m", "time_utc", "reps", "buffer_mib", "copies", "threads", "median_gbps",
-                  "best_gbps", "median_gbps_nthr", "best_gbps_nthr", "median_gbps_1thr", "best_gbps_1thr")
+                  "best_gbps", "median_gbps_nthr", "best_gbps_nthr", "median_gbps_1thr", "best_gbps_1thr",
+                  "rounds", "rounds_fast", "rounds_slow", "rounds_mixed", "median_gbps_fast", "median_gbps_slow",
+                  "split_gbps", "split_rule")
+ROUND_CSV_KEYS = ("shape", "m", "round", "regime", "probe_before_us", "probe_after_us", "probe_gbps", "order") + tuple(
+    f"{mode}_us" for mode in MODES)
+
+
+def _rounds_split(r: dict) -> str | None:
+    """``"all/fast/slow/mixed"`` round counts of a row (None for rows of older runs)."""
+    if r.get("rounds") is None:
+        return None
+    return "/".join(str(r.get(k) if r.get(k) is not None else "-")
+                    for k in ("rounds", "rounds_fast", "rounds_slow", "rounds_mixed"))
 
 
 def targets(rows: list[dict], e2e_rows: list[dict] | None = None) -> list[dict]:
-    """Issue 3's targets, each with the value reached in this run from the median times (``value``;
-    None when not measured) and from the minimum times (``value_min``)."""
+    """Issue 3's targets, each with the value reached in this run over all rounds (``value``; None
+    when not measured), over the fast and the slow rounds (``value_fast`` / ``value_slow``, with
+    ``met_fast`` / ``met_slow`` and the round counts ``n``, ``n_fast``, ``n_slow``; None when the
+    run was not split or the row predates rounds) and from the fastest calls (``value_min``)."""
     by = {(r["shape"], r["m"], r["mode"]): r for r in rows}
     out = []
 
     def add(what, r, key, goal, fmt, value=None):
+        t = {"target": what, "goal": goal, "fmt": fmt}
         if r is not None:
             value = r[key]
-            vmin = r.get(key + "_min") if key != "gflops" else C.gflops(r["m"], r["n"], r["k"], r["min_us"])
-        else:
-            vmin = None
-        out.append({"target": what, "value": value, "value_min": vmin, "goal": goal,
-                    "met": None if value is None else value >= goal, "fmt": fmt})
+            t["value_min"] = r.get(key + "_min") if key != "gflops" else C.gflops(r["m"], r["n"], r["k"], r["min_us"])
+            for g in ("_fast", "_slow"):
+                t["value" + g] = r.get(key + g)
+                t["n" + g] = r.get("rounds" + g)
+            t["n"] = r.get("rounds")
+        t["value"] = value
+        for g in ("", "_fast", "_slow"):
+            v = t.get("value" + g)
+            t["met" + g] = None if v is None else v >= goal
+        out.append(t)
     for shape in ("4096x14336", "14336x4096"):
         for mode in ("nybble_a16w4_bf16", "nybble_a8w4"):
             r = by.get((shape, 1, mode))
@@ -476,6 +724,16 @@ def targets(rows: list[dict], e2e_rows: list[dict] | None = None) -> list[dict]:
                 val = (e[v]["decode_tok_s"] / e[base]["decode_tok_s"]) if v in e and base in e else None
                 add(f"end to end decode tok/s {v} vs {base}", None, "", goal, "{:.2f}x", value=val)
     return out
+
+
+def _verdict(t: dict, g: str = "") -> str:
+    """``"1.85x (yes, 120 rounds)"``-style cell of the targets table for selection ``g``."""
+    v = t.get("value" + g)
+    if v is None:
+        return "-"
+    n = t.get("n" + g)
+    return (f"{t['fmt'].format(v)} ({'yes' if t['met' + g] else 'NO'}"
+            + (f", {n} rounds" if n is not None else "") + ")")
 
 
 #: (shape, M, mode, "us" or "gflops", the issue's value)
@@ -523,14 +781,23 @@ def probe_summary(res: dict, markdown: bool = False) -> list[str]:
         what = (f"torch.sum over fp32 buffers of the int4 weight's size ({b0['buffer_mib']:.1f} MiB x "
                 f"{b0['copies']} for {b0['shape']}), rotated like the weights, {b0['threads']} threads, "
                 "timed as one more mode interleaved with the kernels at every M")
+        per_round = any(p.get("rounds") for p in probes)
         if markdown:
-            out.append(f"| DRAM read bandwidth (denominator of %BW) | the median of the probe interleaved with the "
-                       f"same shape and M (per M in each shape's section below; pooled per shape: {blk} GB/s) "
-                       f"({what}) |")
+            if per_round:
+                out.append(f"| DRAM read bandwidth (denominator of %BW) | per round: the mean time of the probe calls "
+                           f"right before and right after the round (pooled per shape: {blk} GB/s) ({what}) |")
+            else:
+                out.append(f"| DRAM read bandwidth (denominator of %BW) | the median of the probe interleaved with "
+                           f"the same shape and M (per M in each shape's section below; pooled per shape: {blk} GB/s) "
+                           f"({what}) |")
             out.append(f"| DRAM read bandwidth, run median (denominator of %BWrun) | {res['bandwidth_gbps']:.1f} GB/s |")
+            if per_round:
+                out.append(f"| fast / slow rounds | {split_text(res.get('split'))} |")
         else:
-            out.append(f"DRAM read bandwidth for %BW: the interleaved probe of the same shape and M "
+            out.append(f"DRAM read bandwidth for %BW: the probe calls around each round "
                        f"(pooled per shape: {blk} GB/s); run median {res['bandwidth_gbps']:.1f} GB/s")
+            if per_round:
+                out.append("fast / slow rounds: " + split_text(res.get("split")))
     elif markdown:
         out.append(f"| DRAM read bandwidth (used for %BW) | {res['bandwidth_gbps']:.1f} GB/s: the best median of "
                    f"{len(whole)} probes over one large buffer |")
@@ -546,6 +813,36 @@ def probe_summary(res: dict, markdown: bool = False) -> list[str]:
         else:
             out.append(f"whole-buffer probes (reference, UTC: N threads / 1 thread GB/s): {txt}")
     return out
+
+
+def _probe_split(p: dict) -> str:
+    """`` (fast 70.1 x 120, slow 40.2 x 30)`` for an interleaved probe row with a split, else ''."""
+    parts = [f"{g} {p[f'median_gbps_{g}']:.1f} x {p.get(f'rounds_{g}')}" for g in ("fast", "slow")
+             if p.get(f"median_gbps_{g}") is not None]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def split_text(split: dict | None) -> str:
+    """The rule that labelled the rounds fast / slow (from :func:`regime_split`'s result)."""
+    both = ("a round is `fast` when the probe calls right before and right after it both read above "
+            "that, `slow` when both read at or below it, `mixed` otherwise; mixed rounds count in the "
+            "all-rounds figures only, no round is dropped")
+    if not split or split.get("rule") in (None, "n/a"):
+        return "not recorded (a run before the per-round split)"
+    lo, hi = split.get("low_gbps"), split.get("high_gbps")
+    means = ("" if lo is None or hi is None else
+             f"; geometric means of the two classes {lo:.1f} / {hi:.1f} GB/s")
+    if split["rule"] == "fixed":
+        return f"split at {split['threshold_gbps']:.1f} GB/s (`--fast-gbps`){means}: {both}"
+    sep = split.get("separation")
+    sep = "" if sep is None else f", separation D = {sep:.1f}"
+    if split["rule"] == "otsu":
+        return (f"split at {split['threshold_gbps']:.1f} GB/s: Otsu's two-class split of the log GB/s of every "
+                f"probe call of the run, at the geometric middle of the two readings around it{means}{sep} "
+                f"(counted as two regimes because the means differ by >= 1.25x and D >= 3.5); {both}")
+    return (f"none: the run's probe readings show one regime (Otsu's two classes{means}{sep}: not both "
+            "means >= 1.25x apart and D >= 3.5), so every round is `unsplit` and only the all-rounds figures "
+            "exist")
 
 
 def print_report(res: dict, log=print) -> None:
@@ -572,6 +869,9 @@ def write_outputs(res: dict, e2e: dict | None, args, env: dict, command: str, ou
     if rows:
         C.write_csv(rows, out / "kernels.csv", CSV_KEYS)
         C.write_csv(res["probes"], out / "bandwidth.csv", _probe_keys(res["probes"]))
+        if res.get("rounds"):
+            C.write_csv(res["rounds"], out / "rounds.csv",
+                        [k for k in ROUND_CSV_KEYS if any(k in r for r in res["rounds"][:1])])
         if not args.no_plot:
             plot_rows = [r for r in rows if r["mode"].startswith("nybble_") or r["mode"] == "torch_int4"]
             if plot_rows:
@@ -583,11 +883,12 @@ def write_outputs(res: dict, e2e: dict | None, args, env: dict, command: str, ou
     meta = {"env": env, "command": command, "cache_factor": args.cache_factor, "group": args.group,
             "zero_point": args.zero_point, "note": getattr(args, "note", None)}
     if res:
-        meta.update(l3_bytes=res["l3_bytes"], skipped=res["skipped"])
+        meta.update(l3_bytes=res["l3_bytes"], skipped=res["skipped"], split=res.get("split"))
     if e2e:
         meta.update(e2e_opts=e2e["opts"], e2e_threads=e2e["threads"])
     (out / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
     log(f"wrote {out}/ (RESULTS.md, run.json" + (", kernels.csv, bandwidth.csv, speedup.png" if rows else "")
+        + (", rounds.csv" if res and res.get("rounds") else "")
         + (", e2e.csv" if e2e and e2e.get("rows") else "") + ")")
 
 
@@ -624,15 +925,18 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
     tg = targets(res["rows"] if res else [], e2e["rows"] if e2e else None)
     if any(t["value"] is not None for t in tg):
         lines += ["## Targets (issue 3)", "",
-                  "`reached`: from the median times (the verdict); `from min times`: the same ratio from each "
-                  "cell's fastest call, i.e. with the least interference from other processes.", "",
-                  "| target | goal | reached | met | from min times |", "|---|---:|---:|---|---:|"]
+                  "Each kernel figure is the median over rounds of a per-round ratio (each round calls every "
+                  "mode once between two DRAM probe calls). `all rounds`: over every round (the verdict of the "
+                  "whole run); `fast rounds` / `slow rounds`: over the rounds the probe calls around them put in "
+                  "the DRAM's fast / slow regime (rule in the facts above). In the slow regime torch int4 "
+                  "itself reads most of the DRAM rate, so 1.5x torch int4 cannot be reached there; the issue's "
+                  "reference figures (torch int4 at ~53% of the DRAM rate) are of the fast regime.", "",
+                  "| target | goal | all rounds | fast rounds | slow rounds |", "|---|---:|---:|---:|---:|"]
         for t in tg:
             if t["value"] is None:
                 continue
-            vmin = "-" if t["value_min"] is None else t["fmt"].format(t["value_min"])
-            lines.append(f"| {t['target']} | {t['fmt'].format(t['goal'])} | {t['fmt'].format(t['value'])} | "
-                         f"{'yes' if t['met'] else 'NO'} | {vmin} |")
+            lines.append(f"| {t['target']} | {t['fmt'].format(t['goal'])} | {_verdict(t)} | "
+                         f"{_verdict(t, '_fast')} | {_verdict(t, '_slow')} |")
         lines.append("")
     if res and res["rows"]:
         ref = baseline_comparison(res["rows"])
@@ -648,21 +952,29 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
         kernels = sorted({(r["mode"], r["kernel"]) for r in rows})
         lines += ["## Linear layers", "",
                   "Modes: " + "; ".join(f"`{m}` = {k}" for m, k in kernels) + ".", "",
-                  "`wGB/s`: bytes of the weight as the mode stores it (int4 codes + scales + zero points for "
-                  "int4 modes, dense matrix for F.linear) / median time. `%BW`: that / the median of the DRAM "
-                  "probe interleaved with the same shape and M; `%BWrun`: that / the run's probe median. "
-                  "`GFLOP/s`: 2*M*N*K / time. `vs X`: time of torch X / time of this "
-                  "mode (same shape and M, same run). `min us`: the fastest call of the cell. `kernels.csv` "
-                  "also has %BW and speedups computed from the fastest calls (`*_min`).", "",
+                  "Method: for each shape and M, rounds; each round calls every mode once (each on its next "
+                  "rotated weight copy, the order rotating by one mode per round), with a DRAM probe call right "
+                  "before and right after it, so that a round's calls and its probes see the same DRAM phase. "
+                  "`median us`: median over all rounds. `wGB/s`: bytes of the weight as the mode stores it "
+                  "(int4 codes + scales + zero points for int4 modes, dense matrix for F.linear) / median time. "
+                  "`%BW`: median over all rounds of (the mode's rate in the round / the round's probe rate); "
+                  "`%BW fast` / `%BW slow`: the same over the fast / slow rounds only. `%BWrun`: the median "
+                  "time's rate / the run's probe median. `GFLOP/s`: 2*M*N*K / median time. `vs X`: median over "
+                  "the rounds of (torch X's time / this mode's time in the same round); `vs int4 fast` / `slow`: "
+                  "over the fast / slow rounds. `rounds`: how many rounds each figure has (all / fast / slow / "
+                  "mixed). `min us`: the fastest call. `kernels.csv` has every figure for all, fast and slow "
+                  "rounds (`*_fast`, `*_slow`) and from the fastest calls (`*_min`); `rounds.csv` every call "
+                  "time of every round with its probe times and label.", "",
                   "![speedup vs M](speedup.png)", ""]
         for shape in dict.fromkeys(r["shape"] for r in rows):
             lines += [f"### K x N = {shape}", ""]
             per_m = [p for p in res["probes"] if p.get("kind") == "interleaved" and p.get("shape") == shape]
             if per_m:
                 blk = [p for p in res["probes"] if p.get("kind") == "block" and p.get("shape") == shape]
-                lines += [f"DRAM probe interleaved with this shape's timings (the `%BW` denominator of each M): "
-                          + ", ".join(f"M={p['m']}: {p['median_gbps']:.1f}" for p in per_m) + " GB/s"
-                          + (f"; pooled median {blk[0]['median_gbps']:.1f} GB/s." if blk else "."), ""]
+                lines += [f"DRAM probe interleaved with this shape's timings (median over the rounds; "
+                          f"fast / slow rounds in brackets): "
+                          + ", ".join(f"M={p['m']}: {p['median_gbps']:.1f}" + _probe_split(p) for p in per_m)
+                          + " GB/s" + (f"; pooled median {blk[0]['median_gbps']:.1f} GB/s." if blk else "."), ""]
             lines += [C.markdown_table([r for r in rows if r["shape"] == shape], TABLE_COLUMNS), ""]
         over = [r for r in rows if r["pct_bw"] > 100 and r["m"] <= 16]
         if over:
@@ -718,8 +1030,8 @@ def main(args, head: str = "nybble bench cpu") -> int:
         print("")
         for t in targets(res["rows"], e2e["rows"] if e2e else None):
             if t["value"] is not None:
-                print(f"target {t['target']}: {t['fmt'].format(t['value'])} "
-                      f"(goal {t['fmt'].format(t['goal'])}) {'met' if t['met'] else 'MISSED'}")
+                print(f"target {t['target']} (goal {t['fmt'].format(t['goal'])}): all rounds {_verdict(t)}; "
+                      f"fast rounds {_verdict(t, '_fast')}; slow rounds {_verdict(t, '_slow')}")
     write_outputs(res, e2e, args, env, command, Path(args.out))
     return 0
 
@@ -776,8 +1088,11 @@ def rerender(args, out: Path, log=print) -> int:
         run = [p for p in probes if p.get("kind") == "run"]
         bw = run[-1]["median_gbps"] if run else max(p["median_gbps"] for p in probes)
         add_derived(rows, bw)
+        split = meta.get("split")
+        if split is None and run and run[-1].get("split_rule"):
+            split = {"threshold_gbps": run[-1].get("split_gbps"), "rule": run[-1]["split_rule"]}
         res = {"rows": rows, "probes": probes, "skipped": meta.get("skipped", {}),
-               "l3_bytes": meta["l3_bytes"], "bandwidth_gbps": bw}
+               "l3_bytes": meta["l3_bytes"], "bandwidth_gbps": bw, "split": split}
     e2e = None
     if (out / "e2e.csv").exists():
         from . import e2e_cpu
