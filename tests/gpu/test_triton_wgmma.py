@@ -27,7 +27,7 @@ def _configs(group: int, k: int):
     """The shipped wgmma configs plus one of each kind of candidate: one warpgroup, two warpgroups
     with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, with and without
     a loader warp (warp specialization), dequantized into shared memory or straight into the A-operand
-    registers."""
+    registers, split-K into 2-4 slices (where K has enough steps)."""
     from nybble.kernels.triton.configs import WGMMA, ConfigStore, TileConfig, group_tile_ok
     store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     shipped = [c for c in store.shipped.values() if c.block_m == WGMMA]
@@ -38,7 +38,10 @@ def _configs(group: int, k: int):
              # A operand in registers: 4 / 8 warps, 128 / 256 rows, K steps 32 / 64 / 128, with and without loader
              TileConfig(WGMMA, 64, 64, 64, 4, 4 | 64), TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64),
              TileConfig(WGMMA, 256, 64, 128, 8, 4 | 32 | 64), TileConfig(WGMMA, 128, 32, 256, 8, 6 | 64),
-             TileConfig(WGMMA, 128, 128, 128, 8, 3 | 32 | 64)]
+             TileConfig(WGMMA, 128, 128, 128, 8, 3 | 32 | 64),
+             # split-K (bits 7-8): 2 / 3 / 4 K slices, register A with and without loader, shared-memory A
+             TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | 128), TileConfig(WGMMA, 64, 32, 64, 4, 4 | 64 | 256),
+             TileConfig(WGMMA, 128, 32, 128, 8, 4 | 256), TileConfig(WGMMA, 128, 32, 256, 8, 6 | 32 | 64 | 384)]
     return [c for c in dict.fromkeys(kinds + shipped) if group_tile_ok(c, group, k, "a16w4")]
 
 
@@ -81,3 +84,36 @@ def test_wgmma_config_falls_back_when_it_cannot_run():
     assert not ops.wgmma_ok(x, p["qweight"], group, cfg)
     y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, None, cfg, p["locks"])
     assert_close_to_reference(y, reference_out(x, plain, "a16", None), "wgmma fallback")
+
+
+@pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
+def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
+    """A split-K config sums its slices' partials in slice order whichever program arrives last: the
+    same bits on every call (its tile counters are back at zero after each), close to the unsplit
+    config, also inside a CUDA graph replayed several times."""
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import WGMMA, TileConfig
+    from nybble.kernels.triton.kernel import TritonKernel
+    n, k, group = 1000, 4096, 128
+    plain = random_plain(n, k, group, "int", torch.bfloat16)
+    p = TritonKernel(LinearSpec.for_weight(plain, "a16")).prepack(plain)
+    x = torch.randn(600, k, device="cuda").to(torch.bfloat16)
+    bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+    ref = reference_out(x, plain, "a16", bias)
+    run = lambda cfg: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, cfg, p["locks"])
+    one = run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
+    for extra in (128, 256, 384):
+        cfg = TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | extra)
+        first = run(cfg)
+        assert_close_to_reference(first, ref, f"split-K {cfg}")
+        assert_close_to_reference(first, one, f"split-K {cfg} vs unsplit")
+        for _ in range(3):
+            assert torch.equal(run(cfg), first), f"split-K {cfg} changed between calls"
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = run(cfg)
+        for _ in range(3):
+            g.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(y, first), f"split-K {cfg} in a CUDA graph"

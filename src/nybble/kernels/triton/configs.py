@@ -49,7 +49,8 @@ class TileConfig:
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
-    warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory
+    warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory,
+    bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`)
     (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
@@ -120,6 +121,22 @@ def a8_gemm_smem(cfg: TileConfig, group_size: int) -> int:
                           + cfg.block_n * g)
 
 
+def wgmma_splits(cfg: TileConfig) -> int:
+    """K slices per output tile of a wgmma config (``num_stages`` bits 7-8): 1 to 4."""
+    return 1 + ((cfg.num_stages >> 7) & 3)
+
+
+def wgmma_slice_steps(cfg: TileConfig, k: int) -> int | None:
+    """K steps of every slice but the last of a wgmma config on ``k`` input features (what the kernel
+    computes: ``cdiv(steps, splits)``, even with bit 6), or None when the last slice would be empty."""
+    steps = -(-k // cfg.block_k)
+    splits = wgmma_splits(cfg)
+    per = -(-steps // splits)
+    if cfg.num_stages & 64:
+        per += per % 2
+    return per if steps > (splits - 1) * per else None
+
+
 def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     """Is ``cfg`` valid for this group size? A8W4 needs ``block_k == group`` (it converts the int32
     group sum to fp32 after each tile; the ``gemm_a8`` configs, ``block_k == 0``, step one group
@@ -128,9 +145,9 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
     if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
-        # whole 16-row blocks per warp
+        # whole 16-row blocks per warp; every K slice of a split-K config gets at least one step
         return ((group_size == -1 or group_size % cfg.block_k == 0) and 256 % cfg.block_k == 0
-                and cfg.block_n % (16 * cfg.num_warps) == 0)
+                and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None)
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -338,17 +355,25 @@ def a8_gemm_configs(mb: int = 2048) -> list[TileConfig]:
 def wgmma_configs(mb: int) -> list[TileConfig]:
     """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
     tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 5: loader warp; bit 6:
-    dequantization into the A-operand registers).  Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1)
-    x rows x K step x 2 bytes, at most ~200 KiB."""
-    ws, rega = 32, 64
+    dequantization into the A-operand registers; bits 7-8: split-K, 128 = 2 and 256 = 3 K slices, for
+    shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256).
+    Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1) x rows x
+    K step x 2 bytes, at most ~200 KiB.  The sixth session dropped the large-M candidates that never
+    won an H100 sweep (shared-memory dequantization, 256-row and 128-wide K tiles:
+    ``benchmarks/gpu/sweeps/sweep_wg_v6``)."""
+    ws, rega, split2, split3 = 32, 64, 128, 256
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
         return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
-                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega)]
-    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws), TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega),
-            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega), TileConfig(WGMMA, 256, 64, 128, 8, 4 | ws | rega),
-            TileConfig(WGMMA, 128, 128, 128, 8, 3 | ws | rega), TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega),
-            TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega)]
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega),
+                TileConfig(WGMMA, 128, 64, bm, 8, 6 | ws | rega), TileConfig(WGMMA, 64, 64, bm, 4, 6 | ws | rega),
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega | split2),
+                TileConfig(WGMMA, 128, 64, bm, 8, 6 | ws | rega | split3)]
+    return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega), TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega),
+            TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega), TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega),
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2),
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3)]
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

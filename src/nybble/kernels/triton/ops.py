@@ -23,7 +23,7 @@ from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
 from .configs import (WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key)
+                      is_a8_gemm, make_key, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -383,8 +383,10 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
     ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
     ``cfg.num_stages & 15`` TMA slots, bit 5: warp specialization (a loader warp issues the TMA), bit
-    6: dequantize straight into the wgmma A-operand registers (bit 4 is ignored: it chose the 16-bit
-    dequantization, now the only one)."""
+    6: dequantize straight into the wgmma A-operand registers, bits 7-8: split-K into
+    :func:`configs.wgmma_splits` K slices (partials summed in the kernel, see
+    :func:`wgmma._split_reduce`) (bit 4 is ignored: it chose the 16-bit dequantization, now the only
+    one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma
@@ -399,11 +401,20 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
                               gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
     out = x.new_empty(m, n)
-    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    splits = wgmma_splits(cfg)
+    grid = (splits, triton.cdiv(m, bm), triton.cdiv(n, bn))
+    if splits > 1:  # split-K: fp32 partials per K slice, and a counter per output tile (zeroed here,
+        # reset to zero by the program that sums the tile)
+        tiles = grid[1] * grid[2]
+        part = torch.empty(splits * tiles * bn * bm, dtype=torch.float32, device=x.device)
+        cnt = torch.zeros(tiles, dtype=torch.int32, device=x.device)
+    else:
+        part = cnt = scale
     wgmma.a16w4_wgmma_kernel[grid](
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None,
-        HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15, WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), num_warps=cfg.num_warps)
+        part, cnt, m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1,
+        HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
+        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), SPLIT=splits, num_warps=cfg.num_warps)
     return out
 
 

@@ -76,23 +76,25 @@ def _store_layout(block_n, block_m, num_warps):
 
 
 @gluon.jit
-def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, off_m, nb0,
+def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, step0, off_m, nb0,
                  BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
-    """TMA of K step ``step`` (activations and words) into slot ``step % STAGES`` (no-op past the end)."""
+    """TMA of the program's K step ``step`` (absolute step ``step0 + step``: activations and words) into
+    slot ``step % STAGES`` (no-op past the program's ``n_steps``)."""
     pred = step < n_steps
     slot = step % STAGES
     bar = bars.index(slot)
-    k0 = step * BLOCK_K
+    k0 = (step0 + step) * BLOCK_K
     mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=pred)
     tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, xs.index(slot), pred=pred)
     tma.async_copy_global_to_shared(w_desc, [nb0, (k0 // 256) * 16, (k0 % 256) // 8], bar, ws.index(slot), pred=pred)
 
 
 @gluon.jit
-def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
+def _load_qparams(s_ptr, z_ptr, step, step0, off_n, N, G, n_steps,
                   GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, L4: gl.constexpr):
-    """Scale and zero term of K step ``step`` (one group, ``BLOCK_K <= GROUP``) for the tile's rows,
+    """Scale and zero term of the program's K step ``step`` (absolute step ``step0 + step``; one group,
+    ``BLOCK_K <= GROUP``) for the tile's rows,
     two ``[BLOCK_N/16, 16]`` tensors in the row layout of ``L4`` (zeros past the last step or row),
     in x's dtype: ``s`` and ``128 + z`` (fp16: ``1024 + z``)."""
     RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, L4))
@@ -102,7 +104,7 @@ def _load_qparams(s_ptr, z_ptr, step, off_n, N, G, n_steps,
     if PER_CHANNEL:
         g = 0
     else:
-        g = (step * BLOCK_K) // GROUP
+        g = ((step0 + step) * BLOCK_K) // GROUP
     rmask = (rows < N) & (g < G) & (step < n_steps)
     s = gl.load(s_ptr + g * N + rows, mask=rmask, other=0.0)
     if HAS_ZERO:
@@ -196,7 +198,7 @@ def _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS: gl.constexpr, 
 
 
 @gluon.jit
-def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, nb0,
+def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, n_steps, step0, off_m, nb0,
                BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
     """Worker partition (one warp, ``WS``): the TMA of every K step, each into a slot released by the
     compute warps (``empty``)."""
@@ -204,22 +206,23 @@ def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, nb0,
         slot = i % STAGES
         # fill f = i // STAGES of the slot waits for the release of fill f - 1 (parity (f - 1) & 1)
         mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1, pred=i >= STAGES)
-        _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, nb0, BLOCK_K, STAGES)
+        _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, step0, off_m, nb0, BLOCK_K, STAGES)
 
 
 @gluon.jit
-def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n,
+def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_n,
             BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr):
     """After the CTA barrier of step ``k`` (step ``k - 1`` done everywhere): refill its slot with step
     ``k + STAGES - 1`` (or, with ``WS``, release it to the loader warp)."""
     if WS:
         mbarrier.arrive(empty.index((k + STAGES - 1) % STAGES), pred=k >= 1)
     else:
-        _issue_loads(x_desc, w_desc, xs, ws, ready, k + STAGES - 1, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
+        _issue_loads(x_desc, w_desc, xs, ws, ready, k + STAGES - 1, n_steps, step0, off_m, off_n // 16, BLOCK_K,
+                     STAGES)
 
 
 @gluon.jit
-def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
+def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
              WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
@@ -241,8 +244,8 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
         L4: gl.constexpr = _dequant_layout(BLOCK_N, BLOCK_K, num_warps)
     if not WS:
         for i in gl.static_range(STAGES - 1):
-            _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)
-    s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
+            _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, step0, off_m, off_n // 16, BLOCK_K, STAGES)
+    s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
                             L4)
     if REGA:
         # two steps per iteration (n_steps is even here, see the kernel), so the A registers of the
@@ -250,34 +253,34 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
         # that reads it may still run would make ptxas serialize every wgmma
         a0 = _dequant_regs(ws, ready, s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
         a1 = a0
-        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
                                 BLOCK_K, L4)
         for kk in range(0, n_steps, 2):
             mbarrier.wait(ready.index(kk % STAGES), (kk // STAGES) & 1)
             acc = warpgroup_mma(a0, xs.index(kk % STAGES).permute((1, 0)), acc, is_async=True)
             acc, a1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a1))  # step kk - 1 done
             gl.thread_barrier()
-            _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
+            _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
             a1 = _dequant_regs(ws, ready, s1, zs1, kk + 1, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
-            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 2, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
                                     BLOCK_N, BLOCK_K, L4)
             k1 = kk + 1
             mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
             acc = warpgroup_mma(a1, xs.index(k1 % STAGES).permute((1, 0)), acc, is_async=True)
             acc, a0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a0))  # step kk done
             gl.thread_barrier()
-            _refill(x_desc, w_desc, xs, ws, ready, empty, k1, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
+            _refill(x_desc, w_desc, xs, ws, ready, empty, k1, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
             # past the last step this re-reads the last slot (still full): computed, never used
             a0 = _dequant_regs(ws, ready, s1, zs1, gl.minimum(kk + 2, n_steps - 1), BLOCK_N, BLOCK_K, STAGES,
                                DOT, L4)
-            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 3, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 3, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
                                     BLOCK_N, BLOCK_K, L4)
         acc, a0, a1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a0, a1))
     else:
         _dequant_step(ws, ready, wbuf.index(0), s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, L4)
         fence_async_shared()
         gl.thread_barrier()
-        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
                                 BLOCK_K, L4)
         for k in range(n_steps):
             slot = k % STAGES
@@ -289,20 +292,50 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
                 fence_async_shared()
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
             gl.thread_barrier()  # every warpgroup's step k - 1 is done: its slot may be refilled
-            _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, off_m, off_n, BLOCK_K, STAGES, WS)
-            s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+            _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
+            s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 2, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
                                     BLOCK_N, BLOCK_K, L4)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     return (acc, )
 
 
 @gluon.jit
-def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
+def _split_reduce(acc, part_ptr, cnt_ptr, split, tile, n_tiles,
+                  SPLIT: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr):
+    """Split-K: store this program's partial ``acc`` to plane ``split`` of the workspace, count it in
+    ``cnt_ptr[tile]``; the program that arrives last sums the ``SPLIT`` planes in plane order (the same
+    order whoever arrives last: deterministic), resets the counter and returns ``(True, sum)``; the
+    others return ``(False, acc)``.  ``part_ptr``: fp32 ``(SPLIT, n_tiles, BLOCK_N, BLOCK_M)``;
+    ``cnt_ptr``: int32 ``(n_tiles,)``, zero before the launch (and again after it)."""
+    L: gl.constexpr = acc.type.layout
+    rn = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, L))
+    rm = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, L))
+    offs = gl.expand_dims(rn, 1) * BLOCK_M + gl.expand_dims(rm, 0)
+    plane = n_tiles * (BLOCK_N * BLOCK_M)
+    base = part_ptr + tile * (BLOCK_N * BLOCK_M) + offs
+    gl.store(base + split * plane, acc)
+    gl.thread_barrier()  # every thread's partial is written before the counter moves
+    last = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1
+    if last:
+        total = gl.load(base, cache_modifier=".cg")
+        for j in gl.static_range(1, SPLIT):
+            total = total + gl.load(base + j * plane, cache_modifier=".cg")
+        gl.store(cnt_ptr + tile, 0)
+        acc = total
+    return last, acc
+
+
+@gluon.jit
+def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, cnt_ptr, M, N, K, G,
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                       WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
-    """One program: outputs ``[BLOCK_M tokens, BLOCK_N rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))``
-    (the M tiles of one weight tile are neighbours, so the weight is read from HBM about once).
+                       WS: gl.constexpr, REGA: gl.constexpr, SPLIT: gl.constexpr, num_warps: gl.constexpr):
+    """One program: the outputs ``[BLOCK_M tokens, BLOCK_N rows]`` over one of ``SPLIT`` slices of K;
+    grid ``(SPLIT, cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`` (the K slices, then the M tiles of one weight
+    tile are neighbours, so the weight is read from HBM about once and a tile's partials meet in L2).
+    ``SPLIT > 1`` (split-K, for shapes with too few tiles to fill the GPU): every K slice but the last
+    holds ``steps_per`` K steps (even with ``REGA``), the partials meet in ``part_ptr`` and the last
+    program of a tile to finish writes it (:func:`_split_reduce`).
     ``WS``: warp specialization, one extra loader warp issues
     the TMA, so the compute warps do not stop for the copies (nor for the barriers Triton puts
     around them); ``REGA``: dequantize straight into the A-operand registers (no shared memory round
@@ -310,9 +343,15 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
     BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
     dtype: gl.constexpr = x_desc.dtype
-    off_m = gl.program_id(0) * BLOCK_M
-    off_n = gl.program_id(1) * BLOCK_N
-    n_steps = gl.cdiv(K, BLOCK_K)
+    split = gl.program_id(0)
+    off_m = gl.program_id(1) * BLOCK_M
+    off_n = gl.program_id(2) * BLOCK_N
+    all_steps = gl.cdiv(K, BLOCK_K)
+    steps_per = gl.cdiv(all_steps, SPLIT)
+    if REGA:
+        steps_per = steps_per + (steps_per % 2)
+    step0 = split * steps_per
+    n_steps = gl.minimum(steps_per, all_steps - step0)  # >= 1: the host keeps SPLIT <= all_steps / steps_per
     if REGA:
         # an even number of steps: one past K reads zeros (TMA fills out-of-bounds boxes with zeros,
         # and the masked scales are 0), so it adds nothing
@@ -328,14 +367,21 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, G,
         mbarrier.init(empty.index(i), count=1)
     if WS:
         (acc, ) = gl.warp_specialize([
-            (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                        PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)),
-            (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, off_m, off_n // 16, BLOCK_K, STAGES)),
+            (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
+                        GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)),
+            (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, step0, off_m, off_n // 16, BLOCK_K, STAGES)),
         ], [1], [40])
     else:
-        (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, GROUP,
-                           PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)
+        (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
+                           step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
-    _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
+    if SPLIT == 1:
+        _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
+    else:
+        tile = gl.program_id(2) * gl.num_programs(1) + gl.program_id(1)
+        last, acc = _split_reduce(acc, part_ptr, cnt_ptr, split, tile, gl.num_programs(1) * gl.num_programs(2),
+                                  SPLIT, BLOCK_N, BLOCK_M)
+        if last:
+            _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
