@@ -1,6 +1,6 @@
 """The program Nsight Compute runs for the large-M profiles (GPU machine): one A8W4 int8 GEMM
 (``gemm_a8``) call at M = 2048 and one A16W4 swap-AB GEMM (``jit.a16w4_kernel``) call at M =
-``A16_M`` (default 2048) on 8192x28672, after a warm-up call each; configs from ``A8_CFG`` /
+``A16_M`` (default 2048) on ``K`` x ``N`` (default 8192x28672), after a warm-up call each; configs from ``A8_CFG`` /
 ``A16_CFG`` (``"128x64x0x1x4x4"`` style, default the values below).
 
     ncu --section SpeedOfLight ... -k regex:"a8w4_gemm|a16w4_kernel" python3 benchmarks/gpu/profile_gemm.py
@@ -15,7 +15,7 @@ from nybble.kernels.triton.configs import TileConfig
 from nybble.kernels.triton.kernel import TritonKernel
 from nybble.plain import PlainInt4Weight
 
-k, n, m = 8192, 28672, 2048
+k, n, m = int(os.environ.get("K", 8192)), int(os.environ.get("N", 28672)), 2048
 w = torch.randn(n, k, device="cuda") * 0.02
 plain = PlainInt4Weight.from_float(w, 128, "int", torch.bfloat16)
 p8 = TritonKernel(LinearSpec.for_weight(plain, "a8_sym")).prepack(plain)
