@@ -80,31 +80,6 @@ def test_wgmma_split_k_slices_cover_k_without_an_empty_slice():
     assert C.wgmma_slice_steps(T(W, 128, 64, 256, 8, 100 | 128), 64) is None
 
 
-@pytest.mark.parametrize("tiles", [1, 3, 64, 128, 131, 132, 133, 200, 448, 1792])
-@pytest.mark.parametrize("upt", [1, 3, 32, 112])
-def test_streamk_plan_covers_every_tile_once(tiles, upt):
-    """Whole rounds plus the tail's pair ranges cover every (tile, pair) exactly once, no program is
-    idle, and a tail range is at least a quarter tile (or the whole tail)."""
-    sms = 132
-    progs, dp_rounds, tail, per, sk_progs = C.streamk_plan(tiles, upt, sms)
-    assert dp_rounds * sms + tail == tiles and 0 <= tail < sms and progs <= sms
-    assert progs == (sms if dp_rounds else sk_progs)
-    covered = [0] * (tiles * upt)
-    for c in range(progs):
-        for r in range(dp_rounds):
-            for j in range(upt):
-                covered[(r * progs + c) * upt + j] += 1
-        if c < sk_progs:
-            lo, hi = c * per, min((c + 1) * per, tail * upt)
-            assert hi > lo, "a tail program with nothing to do"
-            for q in range(lo, hi):
-                covered[dp_rounds * progs * upt + q] += 1
-        elif dp_rounds == 0:
-            raise AssertionError("an idle program")
-    assert covered == [1] * (tiles * upt)
-    assert tail == 0 or per >= min(-(-upt // 4), tail * upt)
-
-
 def test_shipped_h100_table_parses_and_is_valid():
     store = C.ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     assert len(store.shipped) >= 40

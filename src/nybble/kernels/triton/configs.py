@@ -50,9 +50,7 @@ class TileConfig:
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
     warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory,
-    bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`),
-    bit 9: persistent stream-K (``wgmma_streamk.py``: one program per SM, each an equal share of all
-    the K steps of all tiles; needs bits 5 and 6, no split-K bits)
+    bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`)
     (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
@@ -128,28 +126,6 @@ def wgmma_splits(cfg: TileConfig) -> int:
     return 1 + ((cfg.num_stages >> 7) & 3)
 
 
-def wgmma_streamk(cfg: TileConfig) -> bool:
-    """Is ``cfg`` a persistent stream-K wgmma config (``num_stages`` bit 9)?"""
-    return cfg.block_m == WGMMA and bool(cfg.num_stages & 512)
-
-
-def streamk_plan(tiles: int, upt: int, sms: int) -> tuple[int, int, int, int, int]:
-    """Work split of the persistent stream-K wgmma GEMM (``wgmma_streamk.py``) for ``tiles`` output tiles
-    of ``upt`` K-step pairs on ``sms`` SMs: ``(programs, dp_rounds, tail, per, sk_progs)``.  Every
-    program takes ``dp_rounds`` whole tiles; the ``tail`` tiles left (fewer than the programs) are cut
-    into ``per``-pair ranges for the first ``sk_progs`` programs, ranges of at least a quarter tile (a
-    tile cut finer pays more for its partial sums than it gains).  With fewer tiles than SMs there
-    are no whole rounds and the grid is just the ``sk_progs`` programs."""
-    progs = sms
-    dp_rounds = tiles // progs
-    tail = tiles - dp_rounds * progs
-    if tail == 0:
-        return progs, dp_rounds, 0, 1, 0
-    per = -(-tail * upt // min(progs, 4 * tail, tail * upt))
-    sk_progs = -(-tail * upt // per)
-    return (progs if dp_rounds else sk_progs), dp_rounds, tail, per, sk_progs
-
-
 def wgmma_slice_steps(cfg: TileConfig, k: int) -> int | None:
     """K steps of every slice but the last of a wgmma config on ``k`` input features (what the kernel
     computes: ``cdiv(steps, splits)``, even with bit 6), or None when the last slice would be empty."""
@@ -171,8 +147,7 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
         # whole 16-row blocks per warp; every K slice of a split-K config gets at least one step
         return ((group_size == -1 or group_size % cfg.block_k == 0) and 256 % cfg.block_k == 0
-                and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None
-                and (not wgmma_streamk(cfg) or cfg.num_stages & (96 | 384) == 96))
+                and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None)
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -381,13 +356,12 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
     """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
     tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 5: loader warp; bit 6:
     dequantization into the A-operand registers; bits 7-8: split-K, 128 = 2 and 256 = 3 K slices, for
-    shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256;
-    bit 9: persistent stream-K, the same for any tile count and without a per-tile pipeline fill).
+    shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256).
     Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1) x rows x
     K step x 2 bytes, at most ~200 KiB.  The sixth session dropped the large-M candidates that never
     won an H100 sweep (shared-memory dequantization, 256-row and 128-wide K tiles:
     ``benchmarks/gpu/sweeps/sweep_wg_v6``)."""
-    ws, rega, split2, split3, sk = 32, 64, 128, 256, 512
+    ws, rega, split2, split3 = 32, 64, 128, 256
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
         return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
@@ -398,9 +372,7 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
             TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega), TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega),
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2),
-            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3),
-            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | sk), TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sk),
-            TileConfig(WGMMA, 128, 64, 128, 8, 5 | ws | rega | sk)]
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3)]
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

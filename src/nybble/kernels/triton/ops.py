@@ -23,7 +23,7 @@ from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
 from .configs import (WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key, streamk_plan, wgmma_splits, wgmma_streamk)
+                      is_a8_gemm, make_key, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -401,8 +401,6 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
                               gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
     out = x.new_empty(m, n)
-    if wgmma_streamk(cfg):
-        return _wgmma_streamk(x_desc, w_desc, x, scale, zero, group_size, bias, out, cfg)
     splits = wgmma_splits(cfg)
     grid = (splits, triton.cdiv(m, bm), triton.cdiv(n, bn))
     if splits > 1:  # split-K: fp32 partials per K slice, and a counter per output tile (zeroed here,
@@ -417,33 +415,6 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         part, cnt, m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1,
         HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
         WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), SPLIT=splits, num_warps=cfg.num_warps)
-    return out
-
-
-_NUM_SMS: dict[int, int] = {}
-
-
-def _wgmma_streamk(x_desc, w_desc, x, scale, zero, group_size, bias, out, cfg: TileConfig) -> torch.Tensor:
-    """The persistent stream-K variant (``num_stages`` bit 9): :func:`wgmma_streamk.a16w4_wgmma_streamk_kernel`
-    with :func:`configs.streamk_plan`'s split of the tiles."""
-    from . import wgmma_streamk
-    m, k = x.shape
-    n = out.shape[1]
-    bn, bk, bm = cfg.block_n, cfg.block_k, cfg.split_k
-    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    sms = _NUM_SMS.get(idx)
-    if sms is None:
-        sms = _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    m_tiles, tiles = triton.cdiv(m, bm), triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    upt = triton.cdiv(triton.cdiv(k, bk), 2)
-    progs, dp_rounds, tail, per, sk_progs = streamk_plan(tiles, upt, sms)
-    part = torch.empty(max(sk_progs, 1) * 2 * bn * bm, dtype=torch.float32, device=x.device)
-    cnt = torch.zeros(tiles, dtype=torch.int32, device=x.device)
-    wgmma_streamk.a16w4_wgmma_streamk_kernel[(progs, )](
-        x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        part, cnt, m, n, k, scale.shape[0], upt, per, dp_rounds, tail, m_tiles, GROUP=group_size,
-        PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn,
-        STAGES=cfg.num_stages & 15, num_warps=cfg.num_warps)
     return out
 
 

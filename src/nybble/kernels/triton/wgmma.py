@@ -76,24 +76,17 @@ def _store_layout(block_n, block_m, num_warps):
 
 
 @gluon.jit
-def _load_step(x_desc, w_desc, xs, ws, bars, i, kstep, pred, off_m, nb0,
-               BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
-    """TMA of K step ``kstep`` (activations and words) into slot ``i % STAGES`` (``i``: the program's
-    pipeline count), if ``pred``."""
-    bar = bars.index(i % STAGES)
-    k0 = kstep * BLOCK_K
-    mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, xs.index(i % STAGES), pred=pred)
-    tma.async_copy_global_to_shared(w_desc, [nb0, (k0 // 256) * 16, (k0 % 256) // 8], bar, ws.index(i % STAGES),
-                                    pred=pred)
-
-
-@gluon.jit
 def _issue_loads(x_desc, w_desc, xs, ws, bars, step, n_steps, step0, off_m, nb0,
                  BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
-    """TMA of the program's K step ``step`` (absolute step ``step0 + step``) into slot
-    ``step % STAGES`` (no-op past the program's ``n_steps``)."""
-    _load_step(x_desc, w_desc, xs, ws, bars, step, step0 + step, step < n_steps, off_m, nb0, BLOCK_K, STAGES)
+    """TMA of the program's K step ``step`` (absolute step ``step0 + step``: activations and words) into
+    slot ``step % STAGES`` (no-op past the program's ``n_steps``)."""
+    pred = step < n_steps
+    slot = step % STAGES
+    bar = bars.index(slot)
+    k0 = (step0 + step) * BLOCK_K
+    mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, xs.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(w_desc, [nb0, (k0 // 256) * 16, (k0 % 256) // 8], bar, ws.index(slot), pred=pred)
 
 
 @gluon.jit
