@@ -253,3 +253,47 @@ def test_targets_report_all_and_fast_rounds_side_by_side():
     assert t["met"] is False and t["met_fast"] is True and t["met_slow"] is False
     assert _verdict(t) == "1.20x (NO, 100 rounds)" and _verdict(t, "_fast") == "1.90x (yes, 60 rounds)"
     assert ts["decode M=1 14336x4096 nybble_a8w4: speedup vs torch int4"]["value"] is None
+
+
+@pytest.mark.parametrize("variant", ["bf16", "nybble_a8w4"])
+def test_compiled_decoder_one_graph_no_recompiles_same_tokens(variant):
+    """e2e_cpu.Decoder(compile=True): the whole decode step is one graph (fullgraph: a break would
+    raise), later steps reuse it, and it decodes the same tokens as the eager DynamicCache path.
+    Backend ``eager`` checks dynamo's graph without inductor's (slow) C++ compile."""
+    import nybble
+    from nybble.bench.e2e_cpu import Decoder, build_model
+    torch._dynamo.reset()
+    m = build_model(2, 128, 256, 4, 2, 512)
+    if variant != "bf16":
+        nybble.quantize(m, nybble.Int8DynamicActivationInt4WeightConfig(group_size=32, zero_point="int",
+                                                                        act_mapping="symmetric"),
+                        force_kernel="nybble_cpu", show_progress=False)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(gm)
+        return gm.forward
+    ids = torch.randint(0, 512, (1, 7), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = Decoder(m)
+        toks = [eager.start(ids)]
+        for _ in range(5):
+            toks.append(eager.step(toks[-1]))
+        comp = Decoder(m, compile=True, max_len=16, backend=backend)
+        g0 = Decoder.graphs()
+        got = [comp.start(ids)]
+        for _ in range(5):
+            got.append(comp.step(got[-1]))
+        assert len(seen) == 1 and Decoder.graphs() - g0 == 1  # compiled once, for the first step
+        assert [int(t) for t in got] == [int(t) for t in toks]
+        # a second sequence reuses the cache and the graph
+        again = [comp.start(ids)]
+        for _ in range(3):
+            again.append(comp.step(again[-1]))
+        assert [int(t) for t in again] == [int(t) for t in toks[:4]] and len(seen) == 1
+        with pytest.raises(ValueError, match="static cache"):
+            for _ in range(20):
+                comp.step(again[-1])
+    if variant != "bf16":
+        targets = {str(n.target) for n in seen[0].graph.nodes if n.op == "call_function"}
+        assert any("nybble" in t for t in targets), targets

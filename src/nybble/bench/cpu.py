@@ -840,9 +840,9 @@ def split_text(split: dict | None) -> str:
         return (f"split at {split['threshold_gbps']:.1f} GB/s: Otsu's two-class split of the log GB/s of every "
                 f"probe call of the run, at the geometric middle of the two readings around it{means}{sep} "
                 f"(counted as two regimes because the means differ by >= 1.25x and D >= 3.5); {both}")
-    return (f"none: the run's probe readings show one regime (Otsu's two classes{means}{sep}: not both "
-            "means >= 1.25x apart and D >= 3.5), so every round is `unsplit` and only the all-rounds figures "
-            "exist")
+    return (f"none: the run's probe readings show one regime (Otsu's best two-class split{means}{sep}; "
+            "two regimes need means >= 1.25x apart and D >= 3.5), so every round is `unsplit` and only the "
+            "all-rounds figures exist")
 
 
 def print_report(res: dict, log=print) -> None:

@@ -9,13 +9,17 @@ Llama decode step outside its linear layers. :func:`decode_attention` computes t
 :func:`use_decode_attention` (or :func:`register` plus ``model.set_attn_implementation``) installs
 :func:`hf_attention_forward` as the model's attention function. It takes the fast path only when it
 applies (batch 1, one query token, no dropout / softcap / sliding window, same head dim for K and V,
-a mask that is absent or the same for every head, plain tensors outside tracing); everything else
-(prefill, batches, compile) goes to transformers' own ``sdpa`` function unchanged. Nothing about the
-weights is involved: any model (bf16, int4 on any kernel) can use it.
+a mask that is absent or the same for every head); everything else (prefill, batches) goes to
+transformers' own ``sdpa`` function unchanged. Plain tensors outside tracing call the C++ function
+directly; under ``torch.compile`` the same computation is the torch op
+``nybble::cpu_decode_attention`` (with a fake implementation, so it stays in the compiled graph;
+other tracing goes to ``sdpa``). Nothing about the weights is involved: any model (bf16, int4 on any
+kernel) can use it.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -60,7 +64,7 @@ def _check(query, key, value) -> None:
 
 
 def _run(query, key, value, scaling, mask) -> torch.Tensor:
-    """:func:`decode_attention` on inputs already checked (by :func:`_check` or :func:`_fast_path_ok`)."""
+    """:func:`decode_attention` on inputs already checked (by :func:`_check` or :func:`_shapes_ok`)."""
     _, h, _, d = query.shape
     hkv, length = key.shape[1], key.shape[2]
     kind = _KIND[query.dtype]
@@ -83,7 +87,22 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
     return out
 
 
-def _fast_path_ok(module, query, key, value, attention_mask, dropout, kwargs) -> bool:
+@torch.library.custom_op("nybble::cpu_decode_attention", mutates_args=())
+def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
+                        mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """:func:`decode_attention` as a torch op (for ``torch.compile``): the same shapes, with
+    ``scaling`` given; returns a new (1, 1, H, D) tensor in the query dtype."""
+    _check(query, key, value)
+    return _run(query, key, value, scaling, mask)
+
+
+@decode_attention_op.register_fake
+def _(query, key, value, scaling, mask):
+    return query.new_empty(1, 1, query.shape[1], query.shape[3])
+
+
+def _shapes_ok(module, query, key, value, attention_mask, dropout, kwargs) -> bool:
+    """Whether the decode attention applies (shapes, dtypes, options, mask), whatever the caller's mode."""
     if query.dim() != 4 or query.shape[0] != 1 or query.shape[2] != 1 or key.dim() != 4:
         return False
     if dropout and getattr(module, "training", False):
@@ -102,7 +121,7 @@ def _fast_path_ok(module, query, key, value, attention_mask, dropout, kwargs) ->
                                        or attention_mask.shape[0] != 1 or attention_mask.shape[2] != 1
                                        or attention_mask.shape[3] != key.shape[2]):
         return False
-    return _ops.eager_call_ok(query)
+    return True
 
 
 def hf_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -110,8 +129,12 @@ def hf_attention_forward(module, query, key, value, attention_mask, dropout: flo
     """A transformers attention function (``AttentionInterface``): :func:`decode_attention` when it
     applies (see the module docstring), else transformers' ``sdpa_attention_forward``. Returns
     ``(attn_output (B, Q, H, D), None)``."""
-    if _fast_path_ok(module, query, key, value, attention_mask, dropout, kwargs):
-        return _run(query, key, value, scaling, attention_mask), None
+    if _shapes_ok(module, query, key, value, attention_mask, dropout, kwargs):
+        if _ops.eager_call_ok(query):
+            return _run(query, key, value, scaling, attention_mask), None
+        if torch.compiler.is_compiling():
+            scale = 1.0 / math.sqrt(query.shape[-1]) if scaling is None else float(scaling)
+            return torch.ops.nybble.cpu_decode_attention(query, key, value, scale, attention_mask), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
@@ -132,4 +155,4 @@ def use_decode_attention(model):
     return model
 
 
-__all__ = ["NAME", "decode_attention", "hf_attention_forward", "register", "use_decode_attention"]
+__all__ = ["NAME", "decode_attention", "decode_attention_op", "hf_attention_forward", "register", "use_decode_attention"]
