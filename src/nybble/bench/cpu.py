@@ -30,9 +30,9 @@ over the rounds of baseline time / mode time in the same round. The same figures
 and the ``slow`` rounds (suffixes ``_fast`` / ``_slow``): a round is fast when both probe calls
 around it read above the run's split, slow when both read at or below it, ``mixed`` otherwise
 (counted, in the all-rounds figures only); the split is ``--fast-gbps`` or, by default, Otsu's
-two-class split of the log GB/s of all the run's probe calls when its two classes' geometric means
-differ by >= 1.25x and lie >= 3.5 pooled standard deviations apart (else no split: one regime; see
-:func:`regime_split`). Every figure says how many rounds it has.
+two-class split of the log GB/s of all the run's probe calls when its two classes are apart enough
+(geometric means >= 1.25x apart and >= 2.5 pooled standard deviations, and either >= 1.5x or >= 3.5
+deviations; else no split: one regime; see :func:`regime_split`). Every figure says how many rounds it has.
 ``weight GB/s`` = bytes of the weight in the mode's own storage (int4 codes + scales (+ zero points)
 for the int4 modes, the dense matrix for F.linear) / median time; GFLOP/s-equivalent = 2*M*N*K / t.
 ``%BWrun`` divides the median time's rate by the run's probe median. ``bandwidth.csv`` has the
@@ -294,7 +294,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--note", default=None, help="a sentence to put at the top of RESULTS.md")
     p.add_argument("--rerender", metavar="DIR", default=None,
-                   help="measure nothing: rebuild RESULTS.md and the PNG in DIR from its CSVs and run.json")
+                   help="measure nothing: rebuild RESULTS.md and the PNG in DIR from its CSVs and run.json (the "
+                        "per-round figures again from rounds.csv, split by today's rule or --fast-gbps)")
     p.add_argument("--e2e", action="store_true",
                    help="also run the end-to-end ~1B Llama decode/prefill benchmark (nybble.bench.e2e_cpu)")
     p.add_argument("--e2e-only", action="store_true", help="run only the end-to-end benchmark")
@@ -376,30 +377,18 @@ def run_kernels(args, log=print) -> dict:
         gc.collect()
     probes.append(dict(kind="whole_buffer", **probe_bandwidth(probe_buf)))
     del probe_buf
-    all_gbps = [C.gbps(pc.weight_bytes, us) for _, pc, rt in cells for us in rt.probe_us]
-    split = regime_split(all_gbps, fixed_gbps=getattr(args, "fast_gbps", None))
     rows: list[dict] = []
     round_rows: list[dict] = []
     for cases, pc, rt in cells:
-        labels = classify_rounds([C.gbps(pc.weight_bytes, us) for us in rt.probe_us], split["threshold_gbps"])
-        stats = cell_stats(rt, labels, {c.mode: c.weight_bytes for c in cases}, pc.weight_bytes)
-        pm = {"kind": "interleaved", "shape": rt.shape, "m": rt.m, "time_utc": rt.time_utc, "reps": len(rt.probe_us),
-              "buffer_mib": pc.weight_bytes / 2**20, "copies": len(pc.copies), "threads": threads,
-              "median_gbps": stats["probe"]["probe_gbps"], "best_gbps": C.gbps(pc.weight_bytes, min(rt.probe_us)),
-              "rounds": len(labels)}
-        for g in REGIMES:
-            pm[f"rounds_{g}"] = labels.count(g)
-            if g != "mixed":
-                pm[f"median_gbps_{g}"] = stats["probe"][f"probe_gbps_{g}"]
-        probes.append(pm)
+        probes.append({"kind": "interleaved", "shape": rt.shape, "m": rt.m, "time_utc": rt.time_utc,
+                       "reps": len(rt.probe_us), "buffer_mib": pc.weight_bytes / 2**20, "probe_bytes": pc.weight_bytes,
+                       "copies": len(pc.copies), "threads": threads})
         for case in cases:
-            s = stats[case.mode]
-            rows.append({
-                "shape": rt.shape, "k": rt.k, "n": rt.n, "m": rt.m, "mode": case.mode, "kernel": case.kernel,
-                "p90_us": C.Timing(rt.us[case.mode]).quantile_us(0.9), "reps": len(labels),
-                "copies": rt.copies[case.mode], "weight_bytes": case.weight_bytes,
-                "check_rel_err": case.check_err, "probe_best_gbps": pm["best_gbps"], **s})
-        round_rows.extend(rt.as_rows(labels, pc.weight_bytes))
+            rows.append({"shape": rt.shape, "k": rt.k, "n": rt.n, "m": rt.m, "mode": case.mode, "kernel": case.kernel,
+                         "p90_us": C.Timing(rt.us[case.mode]).quantile_us(0.9), "copies": rt.copies[case.mode],
+                         "weight_bytes": case.weight_bytes, "check_rel_err": case.check_err})
+        round_rows.extend(rt.as_rows(["?"] * rt.rounds, pc.weight_bytes))
+    split, all_gbps = apply_split(rows, probes, round_rows, getattr(args, "fast_gbps", None), args.group)
     run_bw = statistics.median(all_gbps) if all_gbps else probes[0]["median_gbps"]
     probes.append({"kind": "run", "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
                    "reps": len(all_gbps), "threads": threads, "median_gbps": run_bw,
@@ -504,17 +493,20 @@ def time_rounds(cases: list[Case], probe: Case, xs: dict, args, pos: dict[str, i
 
 
 def regime_split(gbps: list[float], fixed_gbps: float | None = None, min_ratio: float = 1.25,
-                 min_separation: float = 3.5, min_share: float = 0.05) -> dict:
+                 min_separation: float = 2.5, strong_ratio: float = 1.5, strong_separation: float = 3.5,
+                 min_share: float = 0.05) -> dict:
     """Where to split a run's probe readings (GB/s, one per probe call) into a fast and a slow regime.
 
     ``fixed_gbps`` given: split there (rule ``fixed``). Else Otsu's two-class split of log(GB/s)
     (the threshold that maximizes the between-class variance, each class holding at least
     ``min_share`` of the readings and at least 2), placed at the geometric middle of the two
-    readings on either side of it. It counts as two regimes (rule ``otsu``) only when the classes'
-    geometric means differ by >= ``min_ratio`` AND the classes are well apart: Ashman's D =
-    sqrt(2) |mean1 - mean0| / sqrt(var0 + var1) of the log readings >= ``min_separation`` (Otsu's
-    halves of one normal peak give D ~ 2.7, of a flat spread ~ 3.4; this VM's two DRAM regimes
-    ~ 4-5). Else no split (rule ``none``: threshold None, one regime). Returns
+    readings on either side of it. With the classes' geometric-mean ratio and their separation,
+    Ashman's D = sqrt(2) |mean1 - mean0| / sqrt(var0 + var1) of the log readings, it counts as two
+    regimes (rule ``otsu``) when ratio >= ``min_ratio`` and D >= ``min_separation`` and either
+    ratio >= ``strong_ratio`` or D >= ``strong_separation``. (Otsu's halves of one normal peak give
+    D ~ 2.7 at a ratio ~ 1.2; of a flat spread over 30-52 GB/s D ~ 3.4 at 1.3; a few far outliers
+    pulled into a class of ``min_share`` give D < 2; this VM's two DRAM regimes gave D = 3.3-4.0 at
+    ratios 1.56-1.73.) Else no split (rule ``none``: threshold None, one regime). Returns
     ``{"threshold_gbps", "rule", "low_gbps", "high_gbps", "separation"}`` (the classes' geometric
     means and D; None where not computed)."""
     vals = sorted(v for v in gbps if v > 0 and math.isfinite(v))
@@ -550,7 +542,8 @@ def regime_split(gbps: list[float], fixed_gbps: float | None = None, min_ratio: 
     spread = math.sqrt(statistics.pvariance(lo) + statistics.pvariance(hi))
     sep = math.inf if spread == 0 else math.sqrt(2) * (m1 - m0) / spread
     none["separation"] = sep
-    if math.exp(m1 - m0) < min_ratio or sep < min_separation:
+    ratio = math.exp(m1 - m0)
+    if ratio < min_ratio or sep < min_separation or (ratio < strong_ratio and sep < strong_separation):
         return dict(none, low_gbps=math.exp(m0), high_gbps=math.exp(m1))
     return {"threshold_gbps": math.sqrt(vals[best_i - 1] * vals[best_i]), "rule": "otsu",
             "low_gbps": math.exp(m0), "high_gbps": math.exp(m1), "separation": sep}
@@ -615,6 +608,67 @@ def cell_stats(rt: RoundTimes, labels: list[str], weight_bytes: dict[str, int], 
     return out
 
 
+def _cells_from_rounds(round_rows: list[dict], modes_of: dict) -> list[tuple[tuple, list[dict], RoundTimes]]:
+    """rounds.csv rows grouped back into one :class:`RoundTimes` per (shape, M), in their order;
+    ``modes_of[(shape, m)]``: the modes whose times to take."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in round_rows:
+        groups.setdefault((r["shape"], r["m"]), []).append(r)
+    out = []
+    for key, rr in groups.items():
+        rr.sort(key=lambda r: r["round"])
+        rt = RoundTimes({mode: [float(r[f"{mode}_us"]) for r in rr] for mode in modes_of.get(key, ())},
+                        [float(rr[0]["probe_before_us"])] + [float(r["probe_after_us"]) for r in rr],
+                        order=[str(r.get("order") or "").split() for r in rr], shape=key[0], m=key[1])
+        out.append((key, rr, rt))
+    return out
+
+
+def apply_split(rows: list[dict], probes: list[dict], round_rows: list[dict], fixed_gbps: float | None,
+                group: int) -> tuple[dict, list[float]]:
+    """Label every round (fast / slow / mixed / unsplit, :func:`regime_split` of all the run's probe
+    readings and :func:`classify_rounds`) and fill the per-round figures (:func:`cell_stats`) into the
+    kernel rows (``rows``: one per shape, M and mode, with shape/k/n/m/mode/weight_bytes), the
+    ``interleaved`` probe rows of ``probes`` and the ``regime`` of ``round_rows`` (rounds.csv rows), all
+    in place. The probe's bytes per call: the interleaved row's ``probe_bytes``, else (runs that did
+    not record it) :func:`build_probe`'s size for the shape and ``group``. Returns (the split, every
+    probe reading in GB/s). Used by the run and by ``--rerender`` (which can re-split with ``--fast-gbps``)."""
+    modes_of: dict[tuple, list[str]] = {}
+    dims: dict[tuple, tuple[int, int]] = {}
+    for r in rows:
+        modes_of.setdefault((r["shape"], r["m"]), []).append(r["mode"])
+        dims[(r["shape"], r["m"])] = (r["k"], r["n"])
+    inter = {(p["shape"], p["m"]): p for p in probes if p.get("kind") == "interleaved"}
+    cells = _cells_from_rounds(round_rows, modes_of)
+    pbytes = {}
+    for key, _, rt in cells:
+        k, n = dims[key]
+        rt.k, rt.n = k, n
+        pb = (inter.get(key) or {}).get("probe_bytes")
+        pbytes[key] = int(pb) if pb else max(4, weight_bytes_estimate("nybble_a16w4_bf16", k, n, group) // 4 * 4)
+    all_gbps = [C.gbps(pbytes[key], us) for key, _, rt in cells for us in rt.probe_us]
+    split = regime_split(all_gbps, fixed_gbps=fixed_gbps)
+    by_row = {(r["shape"], r["m"], r["mode"]): r for r in rows}
+    for key, rr, rt in cells:
+        pb = pbytes[key]
+        labels = classify_rounds([C.gbps(pb, us) for us in rt.probe_us], split["threshold_gbps"])
+        for r, g in zip(rr, labels):
+            r["regime"] = g
+        stats = cell_stats(rt, labels, {mode: by_row[key + (mode,)]["weight_bytes"] for mode in rt.us}, pb)
+        pm = inter.get(key)
+        if pm is not None:
+            pm.update(median_gbps=stats["probe"]["probe_gbps"], best_gbps=C.gbps(pb, min(rt.probe_us)),
+                      rounds=len(labels))
+            for g in REGIMES:
+                pm[f"rounds_{g}"] = labels.count(g)
+                if g != "mixed":
+                    pm[f"median_gbps_{g}"] = stats["probe"][f"probe_gbps_{g}"]
+        for mode in rt.us:
+            row = by_row[key + (mode,)]
+            row.update(stats[mode], reps=len(labels), probe_best_gbps=C.gbps(pb, min(rt.probe_us)))
+    return split, all_gbps
+
+
 def add_derived(rows: list[dict], bandwidth_gbps: float) -> None:
     """Fill the derived columns a row lacks (rows of runs before the per-round method have only
     times): ``weight_gbps`` and ``gflops`` from ``median_us``; ``pct_bw`` (weight GB/s / the row's
@@ -666,7 +720,7 @@ CSV_KEYS = ("shape", "k", "n", "m", "mode", "kernel", "median_us", "min_us", "p9
             "x_fp32_fast", "x_bf16_fast", "x_int4_fast",
             "median_us_slow", "weight_gbps_slow", "gflops_slow", "probe_gbps_slow", "pct_bw_slow",
             "x_fp32_slow", "x_bf16_slow", "x_int4_slow")
-PROBE_CSV_KEYS = ("kind", "shape", "m", "time_utc", "reps", "buffer_mib", "copies", "threads", "median_gbps",
+PROBE_CSV_KEYS = ("kind", "shape", "m", "time_utc", "reps", "buffer_mib", "probe_bytes", "copies", "threads", "median_gbps",
                   "best_gbps", "median_gbps_nthr", "best_gbps_nthr", "median_gbps_1thr", "best_gbps_1thr",
                   "rounds", "rounds_fast", "rounds_slow", "rounds_mixed", "median_gbps_fast", "median_gbps_slow",
                   "split_gbps", "split_rule")
@@ -839,9 +893,10 @@ def split_text(split: dict | None) -> str:
     if split["rule"] == "otsu":
         return (f"split at {split['threshold_gbps']:.1f} GB/s: Otsu's two-class split of the log GB/s of every "
                 f"probe call of the run, at the geometric middle of the two readings around it{means}{sep} "
-                f"(counted as two regimes because the means differ by >= 1.25x and D >= 3.5); {both}")
+                f"(two regimes: means >= 1.25x apart and D >= 2.5, and means >= 1.5x apart or D >= 3.5); {both}")
     return (f"none: the run's probe readings show one regime (Otsu's best two-class split{means}{sep}; "
-            "two regimes need means >= 1.25x apart and D >= 3.5), so every round is `unsplit` and only the "
+            "two regimes need means >= 1.25x apart and D >= 2.5, and means >= 1.5x apart or D >= 3.5), so every "
+            "round is `unsplit` and only the "
             "all-rounds figures exist")
 
 
@@ -1087,12 +1142,19 @@ def rerender(args, out: Path, log=print) -> int:
         probes = _read_csv(out / "bandwidth.csv")
         run = [p for p in probes if p.get("kind") == "run"]
         bw = run[-1]["median_gbps"] if run else max(p["median_gbps"] for p in probes)
-        add_derived(rows, bw)
         split = meta.get("split")
         if split is None and run and run[-1].get("split_rule"):
             split = {"threshold_gbps": run[-1].get("split_gbps"), "rule": run[-1]["split_rule"]}
+        round_rows = _read_csv(out / "rounds.csv") if (out / "rounds.csv").exists() else None
+        if round_rows:  # every per-round figure again from the raw rounds, with today's split rule
+            split, _ = apply_split(rows, probes, round_rows, getattr(args, "fast_gbps", None),
+                                   meta.get("group") or args.group)
+            if run:
+                run[-1].update(split_gbps=split["threshold_gbps"], split_rule=split["rule"])
+            meta["split"] = split
+        add_derived(rows, bw)
         res = {"rows": rows, "probes": probes, "skipped": meta.get("skipped", {}),
-               "l3_bytes": meta["l3_bytes"], "bandwidth_gbps": bw, "split": split}
+               "l3_bytes": meta["l3_bytes"], "bandwidth_gbps": bw, "split": split, "rounds": round_rows}
     e2e = None
     if (out / "e2e.csv").exists():
         from . import e2e_cpu
