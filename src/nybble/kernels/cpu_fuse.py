@@ -18,6 +18,11 @@ inference tensors, which have none, equal content against a saved copy); otherwi
 fused layer again on its own input (always correct, only slower). Outputs are views of columns of
 one (..., sum N) result.
 
+Under ``torch.compile`` (dynamo tracing, e.g. ``e2e_cpu --compile 1``) the same happens in the traced
+graph: the first member call puts ONE fused op in the graph and the other members whose input is the
+same traced tensor take their columns of it (:meth:`FusedInt4Linear._traced_member_output`), so a
+compiled fused q/k/v or gate/up group is one kernel call, as in eager mode.
+
 The fused module has its own state dict (the concatenated weight): call :func:`unfuse_siblings`
 before saving, moving to another device or quantizing again; it restores the original
 ``Int4Linear`` members exactly (the plain weights are split back by rows, bit for bit).
@@ -61,6 +66,10 @@ class FusedInt4Linear(nn.Module):
         # a plain attribute (object.__setattr__) and direct _modules lookups: nn.Module.__setattr__ /
         # __getattr__ cost ~2-4 us per access, more than the rest of a decode-time member call
         object.__setattr__(self, "_kept", None)  # {"x", "check", "y", "left": member indices not yet served}
+        # the same under torch.compile (a dict mutated in place, so that dynamo tracks it as a side
+        # effect): {"x": traced input, "y": members' column views, "left": indices not yet served};
+        # emptied when the last member takes its output, so nothing outlives the traced call
+        object.__setattr__(self, "_traced", {})
 
     @staticmethod
     def _fingerprint(x: torch.Tensor):
@@ -79,10 +88,42 @@ class FusedInt4Linear(nn.Module):
             return torch.equal(check, x)
         return not x.is_inference() and x._version == check
 
-    def _columns(self, y: torch.Tensor, i: int) -> torch.Tensor:
-        return y.narrow(-1, self.offsets[i], self.splits[i])
+    def _traced_member_output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`member_output` while dynamo traces: one fused call per group in the graph.
+
+        The first member call of a group puts the fused op in the graph and keeps the other members'
+        column views in ``_traced``; a later member whose input is the same traced tensor (``is``:
+        the same value in the graph) takes its view from there, any other input gets a fused call of
+        its own. The last member to take its view empties ``_traced``, so the state dynamo writes
+        back after the call is empty (no tensor is kept between compiled calls).
+
+        Limits (traced path only): an in-place change of the input between two member calls is not
+        seen (dynamo traces no version counter of inference tensors); HF attention / MLP never do
+        that. A compiled call that asks only some members of a group for their output leaves the
+        others' views in ``_traced`` (dynamo writes the dict back); they can only be served to a later
+        traced call on that very tensor object, and the next eager member call drops them."""
+        kept = self._traced
+        if kept and kept["x"] is x and i in kept["left"]:
+            left = [j for j in kept["left"] if j != i]
+            ys = kept["y"]
+            if left:
+                kept["left"] = left
+            else:
+                kept.clear()
+            return ys[i]
+        y = self._modules["linear"](x)
+        ys = y.split(self.splits, -1)
+        left = [j for j in range(len(self.splits)) if j != i]
+        kept.clear()
+        if left:
+            kept.update(x=x, y=ys, left=left)
+        return ys[i]
 
     def member_output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._traced_member_output(i, x)
+        if self._traced:  # left by a compiled call in which a member was not asked for
+            self._traced.clear()
         kept = self._kept
         if kept is not None and i in kept["left"] and kept["x"] is x and self._unchanged(x, kept["check"]):
             kept["left"].discard(i)
@@ -90,8 +131,6 @@ class FusedInt4Linear(nn.Module):
                 object.__setattr__(self, "_kept", None)
             return kept["y"][i]
         y = self._modules["linear"](x)
-        if torch.compiler.is_compiling():  # traced: each member its own (fused) call, nothing kept
-            return self._columns(y, i)
         # keep the result for the other members (dropped once all have taken theirs, or on the next call)
         left = set(range(len(self.splits)))
         left.discard(i)
