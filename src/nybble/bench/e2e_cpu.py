@@ -20,7 +20,8 @@ Attention (``--attention``, the same for every variant): ``sdpa`` (transformers'
 (:mod:`nybble.kernels.cpu_attention`: one C++ call per layer at decode, prefill still sdpa).
 
 ``--fuse 1`` runs every int4 variant (nybble's and torch int4 alike) with its q/k/v and gate/up
-layers fused into one call each (:mod:`nybble.kernels.cpu_fuse`).
+layers fused into one call each (:mod:`nybble.kernels.cpu_fuse`); with ``--compile 1`` too, the
+compiled graph holds one linear op per fused group.
 
 ``--compile 1`` runs the decode step of EVERY variant (bf16, nybble's, torch int4 alike) through
 ``torch.compile`` (inductor, ``fullgraph=True`` so that a graph break is an error, ``dynamic=False``)
