@@ -1,7 +1,10 @@
 """Kernel-level check of sibling fusion (sixth session, 3): 16 layers' q/k/v (2048 -> 2048/512/512) and
 gate/up (2048 -> 5632 x 2) as separate Int4Linear calls vs one fused call per group, weights from DRAM.
 
-    python benchmarks/cpu/sixth-e2e/fuse_kernels.py [variant=nybble_a8w4] [rounds=30]
+    python benchmarks/cpu/sixth-e2e/fuse_kernels.py [variant=nybble_a8w4] [rounds=30] [compile=0]
+
+compile=1: each group's 16-layer loop (separate and fused) runs as one torch.compile'd function
+(inductor, fullgraph; the fused one through the traced path: one op per group).
 
 Two copies of the same 16 random layers (the second fused with fuse_siblings). Per round: every layer's
 group once, separate then fused (order alternating per round); us per layer group = median over rounds of
@@ -21,6 +24,7 @@ from nybble.kernels.cpu_fuse import fuse_siblings
 torch.set_num_threads(2)
 VARIANT = sys.argv[1] if len(sys.argv) > 1 else "nybble_a8w4"
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+COMPILE = bool(int(sys.argv[3])) if len(sys.argv) > 3 else False
 cfg = {"nybble_a16w4": (nybble.Int4WeightOnlyConfig(group_size=128, zero_point="int"), "nybble_cpu"),
        "nybble_a8w4": (nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point="int",
                                                                    act_mapping="symmetric"), "nybble_cpu"),
@@ -66,23 +70,36 @@ print(f"huge-page share of the largest packed buffer: separate q {huge_share(big
       f"gate/up {huge_share(big(getattr(fus[3], 'gate_proj+up_proj'))):.2f}")
 
 
+def make(model, group):
+    def fn(x):
+        out = []
+        for layer in model:
+            for n in group:
+                out.append(getattr(layer, n)(x))
+        return out
+    if COMPILE:
+        fn = torch.compile(fn, fullgraph=True, dynamic=False)
+    return fn
+
+
+fns = {}
+
+
 def run_sep(group):
+    fn = fns.setdefault(("sep", group), make(sep, group))
     t = time.perf_counter()
-    for layer in sep:
-        for n in group:
-            getattr(layer, n)(x)
+    fn(x)
     return (time.perf_counter() - t) / 16 * 1e6
 
 
 def run_fus(group):
+    fn = fns.setdefault(("fus", group), make(fus, group))
     t = time.perf_counter()
-    for layer in fus:
-        for n in group:
-            getattr(layer, n)(x)
+    fn(x)
     return (time.perf_counter() - t) / 16 * 1e6
 
 
-print(f"start {time.strftime('%H:%M:%S', time.gmtime())} UTC {VARIANT} {ROUNDS} rounds", flush=True)
+print(f"start {time.strftime('%H:%M:%S', time.gmtime())} UTC {VARIANT} {ROUNDS} rounds compile={int(COMPILE)}", flush=True)
 res = {}
 with torch.inference_mode():
     for name, group in (("q/k/v", ("q_proj", "k_proj", "v_proj")), ("gate/up", ("gate_proj", "up_proj"))):
