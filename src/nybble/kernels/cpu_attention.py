@@ -88,12 +88,11 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
 
 
 @torch.library.custom_op("nybble::cpu_decode_attention", mutates_args=())
-def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
+def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: Optional[float],
                         mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """:func:`decode_attention` as a torch op (for ``torch.compile``): the same shapes, with
-    ``scaling`` given; returns a new (1, 1, H, D) tensor in the query dtype."""
-    _check(query, key, value)
-    return _run(query, key, value, scaling, mask)
+    """:func:`decode_attention` as a torch op (for ``torch.compile``): the same arguments; returns a
+    new (1, 1, H, D) tensor in the query dtype."""
+    return decode_attention(query, key, value, scaling, mask)
 
 
 @decode_attention_op.register_fake
@@ -133,8 +132,7 @@ def hf_attention_forward(module, query, key, value, attention_mask, dropout: flo
         if _ops.eager_call_ok(query):
             return _run(query, key, value, scaling, attention_mask), None
         if torch.compiler.is_compiling():
-            scale = 1.0 / math.sqrt(query.shape[-1]) if scaling is None else float(scaling)
-            return torch.ops.nybble.cpu_decode_attention(query, key, value, scale, attention_mask), None
+            return torch.ops.nybble.cpu_decode_attention(query, key, value, scaling, attention_mask), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
