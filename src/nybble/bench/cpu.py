@@ -492,8 +492,15 @@ def time_rounds(cases: list[Case], probe: Case, xs: dict, args, pos: dict[str, i
     return out
 
 
-def regime_split(gbps: list[float], fixed_gbps: float | None = None, min_ratio: float = 1.25,
-                 min_separation: float = 2.5, strong_ratio: float = 1.5, strong_separation: float = 3.5,
+#: :func:`regime_split`'s default test for two regimes (class ratio, separation D), and its wording
+SPLIT_MIN_RATIO, SPLIT_MIN_SEPARATION, SPLIT_STRONG_RATIO, SPLIT_STRONG_SEPARATION = 1.25, 2.5, 1.5, 3.5
+_TWO_REGIMES = (f"means >= {SPLIT_MIN_RATIO}x apart and D >= {SPLIT_MIN_SEPARATION}, and means >= "
+                f"{SPLIT_STRONG_RATIO}x apart or D >= {SPLIT_STRONG_SEPARATION}")
+
+
+def regime_split(gbps: list[float], fixed_gbps: float | None = None, min_ratio: float = SPLIT_MIN_RATIO,
+                 min_separation: float = SPLIT_MIN_SEPARATION, strong_ratio: float = SPLIT_STRONG_RATIO,
+                 strong_separation: float = SPLIT_STRONG_SEPARATION,
                  min_share: float = 0.05) -> dict:
     """Where to split a run's probe readings (GB/s, one per probe call) into a fast and a slow regime.
 
@@ -893,11 +900,9 @@ def split_text(split: dict | None) -> str:
     if split["rule"] == "otsu":
         return (f"split at {split['threshold_gbps']:.1f} GB/s: Otsu's two-class split of the log GB/s of every "
                 f"probe call of the run, at the geometric middle of the two readings around it{means}{sep} "
-                f"(two regimes: means >= 1.25x apart and D >= 2.5, and means >= 1.5x apart or D >= 3.5); {both}")
+                f"(two regimes: {_TWO_REGIMES}); {both}")
     return (f"none: the run's probe readings show one regime (Otsu's best two-class split{means}{sep}; "
-            "two regimes need means >= 1.25x apart and D >= 2.5, and means >= 1.5x apart or D >= 3.5), so every "
-            "round is `unsplit` and only the "
-            "all-rounds figures exist")
+            f"two regimes need {_TWO_REGIMES}), so every round is `unsplit` and only the all-rounds figures exist")
 
 
 def print_report(res: dict, log=print) -> None:
@@ -1026,8 +1031,8 @@ def results_markdown(res: dict | None, e2e: dict | None, args, env: dict, comman
             per_m = [p for p in res["probes"] if p.get("kind") == "interleaved" and p.get("shape") == shape]
             if per_m:
                 blk = [p for p in res["probes"] if p.get("kind") == "block" and p.get("shape") == shape]
-                lines += [f"DRAM probe interleaved with this shape's timings (median over the rounds; "
-                          f"fast / slow rounds in brackets): "
+                lines += ["DRAM probe interleaved with this shape's timings (median over the rounds; "
+                          "fast / slow rounds in brackets): "
                           + ", ".join(f"M={p['m']}: {p['median_gbps']:.1f}" + _probe_split(p) for p in per_m)
                           + " GB/s" + (f"; pooled median {blk[0]['median_gbps']:.1f} GB/s." if blk else "."), ""]
             lines += [C.markdown_table([r for r in rows if r["shape"] == shape], TABLE_COLUMNS), ""]
