@@ -39,7 +39,9 @@ def test_candidates_and_heuristic_are_valid(op, group, m):
     for c in cands:
         assert C.group_tile_ok(c, group, k, op), c
         if op == "a8w4" and group != -1 and c.block_m > 1:
-            assert c.block_k == group or C.is_a8_gemm(c)  # one int32 -> fp32 conversion per group
+            # one int32 -> fp32 conversion per group (the Gluon int8 GEMM: after its one or two K steps)
+            assert c.block_k == group or C.is_a8_gemm(c) or (c.block_m == C.WGMMA_A8 and group in (
+                c.block_k, 2 * c.block_k))
         if c.block_m == 0:
             assert op == "a16w4" and m >= 128  # dequant + cuBLAS only for large-M A16W4
         if c.block_m == 1:
@@ -50,8 +52,13 @@ def test_candidates_and_heuristic_are_valid(op, group, m):
             assert op == "a16w4" and m >= 64 and 256 % c.block_k == 0
             assert group == -1 or group % c.block_k == 0
             assert c.block_n % (16 * c.num_warps) == 0 and 8 <= c.split_k <= 256
+        if c.block_m == C.WGMMA_A8:  # the Gluon int8 GEMM: grouped A8W4, M >= 64, 2 x 64-row warpgroups
+            assert op == "a8w4" and m >= 64 and group != -1 and c.block_n == 128 and c.num_warps == 4
+            assert C.wgmma_a8_smem(c) <= C.SMEM_LIMIT - 8192
     if op == "a16w4" and m >= 64:
         assert any(c.block_m == C.WGMMA for c in cands), "every group size gets wgmma candidates"
+    if op == "a8w4" and m >= 64 and group != -1:
+        assert any(c.block_m == C.WGMMA_A8 for c in cands), "every group size gets int8 wgmma candidates"
 
 
 def test_wgmma_split_k_slices_cover_k_without_an_empty_slice():

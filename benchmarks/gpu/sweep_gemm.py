@@ -7,6 +7,8 @@ Paths (``kind`` column):
   a8_old                ``jit.a8w4_kernel`` with a forced config, quantization included
   a16_old               ``jit.a16w4_kernel`` (swap-AB, weights as the register operand)
   a16_deq               dequantize slices + cuBLAS (config ``block_m == 0``)
+  a8_wg                 the A8W4 Gluon int8 wgmma GEMM of ``wgmma_a8.py`` (config ``block_m == 4``; ``--ops a8wg``
+                        times only it and the table's config)
   a16_wg                the Gluon TMA + async wgmma GEMM of ``wgmma.py`` (config ``block_m == 3``; ``--ops a16wg``
                         times only it and the table's config, ``--ops a16,wg`` adds it to the others)
 Every config is first checked against the reference on the first 64 rows (``err`` column: max
@@ -75,6 +77,14 @@ def wg_cands(m):
     return [("a16_wg", c) for c in wgmma_configs(m)]
 
 
+def a8wg_cands():
+    """The A8W4 Gluon int8 wgmma GEMM (``wgmma_a8.py``, config ``block_m == WGMMA_A8``; group 128):
+    128 / 64 tokens, K steps of the group or half of it, 3-6 TMA slots."""
+    from nybble.kernels.triton.configs import WGMMA_A8, TileConfig as T
+    out = [T(WGMMA_A8, 128, bk, bm, 4, s) for bm in (128, 64) for bk in (128, 64) for s in (3, 4, 6)]
+    return [("a8_wg", c) for c in out]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -122,8 +132,12 @@ def main() -> int:
                                                           None)}
             st = ops.store_for(x.device)
             cands = []
+            if ("a8" in want or "a8wg" in want) and m >= 32:
+                cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))]
             if "a8" in want and m >= 32:
-                cands += [("a8_table", st.get(make_key("a8w4", n, k, g, m)))] + a8_cands(m)
+                cands += a8_cands(m)
+            if "a8wg" in want and m >= 64:
+                cands += a8wg_cands()
             if "a16" in want or "a16wg" in want:
                 cands += [("a16_table", st.get(make_key("a16w4", n, k, g, m)))]
             if "a16" in want:

@@ -25,6 +25,8 @@ M_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 #: ``TileConfig.block_m`` of the A16W4 Gluon wgmma GEMM (``wgmma.py``)
 WGMMA = 3
+#: ``TileConfig.block_m`` of the A8W4 Gluon int8 wgmma GEMM (``wgmma_a8.py``)
+WGMMA_A8 = 4
 
 _TABLE_DIR = Path(__file__).with_name("tables")
 _lock = threading.Lock()
@@ -52,6 +54,10 @@ class TileConfig:
     warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory,
     bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`)
     (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
+    ``block_m == 4`` (:data:`WGMMA_A8`) marks the A8W4 Gluon int8 GEMM of ``wgmma_a8.py`` (sm_90,
+    grouped weights): ``block_n`` = 128 weight rows (two ping-ponging warpgroups of 64) and
+    ``split_k`` tokens per program, ``block_k`` K per step (the group or half of it),
+    ``num_stages`` TMA slots, ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -108,6 +114,12 @@ def is_a8_gemm(cfg: TileConfig) -> bool:
     return cfg.block_k == 0 and cfg.block_m >= 16
 
 
+def wgmma_a8_smem(cfg: TileConfig) -> int:
+    """Shared memory (bytes) of a :data:`WGMMA_A8` config: per TMA slot, the activation tile (tokens x
+    K step int8) and the weight words (rows x K step / 2)."""
+    return cfg.num_stages * (cfg.split_k * cfg.block_k + cfg.block_n * cfg.block_k // 2)
+
+
 #: shared memory per block on sm_90 (bytes)
 SMEM_LIMIT = 232448
 
@@ -142,6 +154,10 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     group sum to fp32 after each tile; the ``gemm_a8`` configs, ``block_k == 0``, step one group
     and need grouped weights); A16W4 needs groups and tiles nested either way."""
     g = k if group_size == -1 else group_size
+    if cfg.block_m == WGMMA_A8:  # grouped A8W4 only; one or two K steps per group; two 64-row warpgroups
+        return (op == "a8w4" and group_size != -1 and cfg.block_k >= 32 and group_size % cfg.block_k == 0
+                and group_size // cfg.block_k <= 2 and cfg.block_n == 128 and cfg.num_warps == 4
+                and cfg.split_k in (64, 128) and wgmma_a8_smem(cfg) <= SMEM_LIMIT - 8192)
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
     if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
@@ -240,6 +256,8 @@ def candidates(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 
                            c.split_k, c.num_warps, c.num_stages) for c in wgmma_configs(mb)]
     if op == "a8w4" and mb >= 32 and group_size != -1:
         out += a8_gemm_configs(mb)
+    if op == "a8w4" and mb >= 64 and group_size != -1:
+        out += wgmma_a8_configs(group_size)
     out = [c for c in out if group_tile_ok(c, group_size, k, op)]
     h = heuristic(op, n, k, group_size, m, num_sms)
     if h not in out:
@@ -375,6 +393,19 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3)]
 
 
+def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
+    """A8W4 Gluon int8 wgmma GEMM candidates (``block_m == WGMMA_A8``, sm_90, grouped weights):
+    ``[WGMMA_A8, 128 rows, K step, tokens per program, 4, TMA slots]``; K steps of the group (at most
+    128) or of half of it, 64 or 128 tokens (each warpgroup holds an fp32 and an int32 accumulator of
+    64 x tokens in registers: 128 tokens is the most that fits)."""
+    bk = min(group_size, 128)
+    out = [TileConfig(WGMMA_A8, 128, bk, 128, 4, 4), TileConfig(WGMMA_A8, 128, bk, 128, 4, 3),
+           TileConfig(WGMMA_A8, 128, bk, 64, 4, 6)]
+    if group_size >= 64:
+        out.append(TileConfig(WGMMA_A8, 128, group_size // 2, 128, 4, 6))
+    return out
+
+
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:
     """Large-M A16W4 alternative (``block_m == 0``): dequantize ``block_n`` weight rows at a time on a
     side stream, overlapped with cuBLAS on the previous slice.  Slices of 1024/2048/4096 rows."""
@@ -447,4 +478,4 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
            "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "mma_heuristic",
-           "asdict"]
+           "asdict", "WGMMA_A8", "wgmma_a8_configs", "wgmma_a8_smem"]

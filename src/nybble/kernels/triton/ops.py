@@ -22,7 +22,7 @@ import triton
 from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch
-from .configs import (WGMMA, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
+from .configs import (WGMMA, WGMMA_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
                       is_a8_gemm, make_key, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
@@ -365,18 +365,23 @@ def wgmma_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int, cfg: TileC
     only) with Gluon, the blocked 16 x 32 weight layout (:func:`mma_ok`), a config valid for the group
     (:func:`configs.group_tile_ok`: one scale per row per K step), x rows usable by TMA (16-byte
     aligned start and row stride)."""
-    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    return (_gluon_sm90(x.device) and mma_ok(x, qweight) and group_tile_ok(cfg, group_size, x.shape[1], "a16w4")
+            and x.stride(1) == 1 and x.data_ptr() % 16 == 0 and (x.stride(0) * x.element_size()) % 16 == 0)
+
+
+def _gluon_sm90(device: torch.device) -> bool:
+    """Is ``device`` an sm_90 GPU (wgmma exists on Hopper only) with Gluon (Triton >= 3.5)?"""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
     cap = _WGMMA_CAP.get(idx)
     if cap is None:
-        cap = torch.cuda.get_device_capability(idx) == (9, 0)  # (mma_ok below: not under the interpreter)
+        cap = torch.cuda.get_device_capability(idx) == (9, 0)  # (mma_ok: not under the interpreter)
         if cap:
             try:
                 from . import wgmma  # noqa: F401  (needs triton.experimental.gluon, Triton >= 3.5)
             except ImportError:
                 cap = False
         _WGMMA_CAP[idx] = cap
-    return (cap and mma_ok(x, qweight) and group_tile_ok(cfg, group_size, x.shape[1], "a16w4")
-            and x.stride(1) == 1 and x.data_ptr() % 16 == 0 and (x.stride(0) * x.element_size()) % 16 == 0)
+    return cap
 
 
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
@@ -534,6 +539,40 @@ def _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bia
     return out
 
 
+def wgmma_a8_ok(qa: torch.Tensor, qweight: torch.Tensor, group_size: int, cfg: TileConfig) -> bool:
+    """Can :func:`_wgmma_a8_gemm` serve this call with ``cfg``: sm_90 with Gluon, the blocked weight
+    layout, a valid config for the group (:func:`configs.group_tile_ok`)."""
+    return (_gluon_sm90(qa.device) and mma_ok(qa, qweight)
+            and group_tile_ok(cfg, group_size, qa.shape[1], "a8w4"))
+
+
+def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, out_dtype,
+                   cfg: TileConfig) -> torch.Tensor:
+    """A8W4 on int8 wgmma with TMA loads (``cfg.block_m == WGMMA_A8``):
+    :func:`wgmma_a8.a8w4_wgmma_kernel`; ``qa`` int8 (M, K) in the PERM8 order (fresh, contiguous);
+    ``cfg.split_k`` tokens x 128 rows per program, ``cfg.block_k`` K per step, ``cfg.num_stages``
+    TMA slots."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from . import wgmma_a8
+    m, k = qa.shape
+    n = scale.shape[1]
+    bm, bk = cfg.split_k, cfg.block_k
+    x_desc = TensorDescriptor(qa, [m, k], [qa.stride(0), 1], [bm, bk],
+                              gl.NVMMASharedLayout.get_default_for([bm, bk], gl.int8))
+    nb, kb = qweight.shape[0], qweight.shape[1]
+    w_block = [cfg.block_n // 16, 16, bk // 8]
+    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
+                              gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
+    out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, cfg.block_n))
+    wgmma_a8.a8w4_wgmma_kernel[grid](
+        x_desc, w_desc, sa, za, scale, zero if zero is not None else scale, wsum,
+        bias if bias is not None else scale, out, m, n, k, GROUP=group_size, HAS_ZERO=zero is not None,
+        HAS_BIAS=bias is not None, ASYM=bool(asymmetric), STAGES=cfg.num_stages, COMPUTE_REGS=232, num_warps=4)
+    return out
+
+
 def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight: torch.Tensor,
                    scale: torch.Tensor, zero: torch.Tensor | None, wsum: torch.Tensor, group_size: int,
                    asymmetric: bool, bias: torch.Tensor | None, out_dtype: torch.dtype,
@@ -550,6 +589,11 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
                          lambda cs: _time_configs(
                              lambda c: launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size,
                                                       asymmetric, bias, out_dtype, c, perm8), cs))
+    if cfg.block_m == WGMMA_A8:
+        if wgmma_a8_ok(qa, qweight, group_size, cfg):
+            return _wgmma_a8_gemm(qa if perm8 else perm8_layout(qa).contiguous(), sa, za, qweight, scale, zero,
+                                  wsum, group_size, asymmetric, bias, out_dtype, cfg)
+        cfg = heuristic("a8w4", n, k, group_size, m)
     if is_a8_gemm(cfg):
         if group_size != -1:
             return _a8_gemm(qa if perm8 else perm8_layout(qa), sa, za, qweight, scale, zero, wsum, group_size,
@@ -633,6 +677,9 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
     if cfg is None and m > 8:  # the large-M GEMM wants its activation codes in the PERM8 order
         cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
+    if cfg is not None and cfg.block_m == WGMMA_A8 and wgmma_a8_ok(x, qweight, group_size, cfg):
+        qa, sa, za = launch_quantize_act(x, asymmetric, perm8=True)
+        return _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
     if cfg is not None and is_a8_gemm(cfg) and group_size != -1:
         qa, sa, za = launch_quantize_act(x, asymmetric, perm8=True)
         return _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)

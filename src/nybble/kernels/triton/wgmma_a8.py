@@ -1,0 +1,210 @@
+"""A8W4 at large M on Hopper: a Gluon kernel on int8 wgmma, TMA loads and two ping-ponging warpgroups.
+
+Why (see ``benchmarks/gpu/LARGE_M.md``): the A8W4 sum of a group must be rescaled by that group's
+weight scale (``acc += fp32(int32 group sum) * s[n, g]``), so the int32 accumulator has to leave the
+tensor cores after every group.  Triton-language kernels wait for every wgmma before that rescale and
+the tensor cores idle meanwhile (the Triton GEMM of ``gemm_a8.py`` reaches ~0.55-0.77x cuBLAS bf16).
+Here the output tile's weight rows are split between two warpgroups that run as separate
+warp-specialized partitions, plus one loader warp issuing the TMA: each warpgroup alternates
+"int8 wgmma of a group" and "rescale of that group", and while one rescales, the other's wgmma keeps
+the tensor cores busy (the two drift apart freely; a shared-memory slot is refilled once both have
+released it).
+
+What one program computes (swap AB, like ``wgmma.py``): ``out^T[BLOCK_N rows, BLOCK_M tokens]`` =
+``W_int8 x_int8^T``: the weight rows are the wgmma A operand, unpacked from the int4 words straight
+into the A-operand registers; the activation codes ``[BLOCK_M, BLOCK_K]`` (int8, K contiguous) are
+the shared-memory B operand.
+
+* **Unpack** (one shift, one ``lop3``, one subtract, one xor per four codes): in the int8 A-operand
+  layout a lane holds four consecutive K positions; with the activation codes in the ``PERM8`` order
+  of ``gemm_a8`` (K offsets 0, 2, 4, 6, 1, 3, 5, 7 within every 8) those are the even or the odd
+  nibbles of one plain-order word: ``((w >> 4h) & 0x0F0F0F0F | 0x80808080) - z * 0x01010101`` holds
+  ``128 + q - z`` in each byte without borrows, and ``^ 0x80808080`` makes it the int8 ``q - z``.
+* **Exact group sums**: the int32 accumulator of a group starts at ``0x4B400000`` (the bits of
+  ``1.5 * 2**23``; asymmetric activations: minus ``(za - 128) * wsum[n, g]``, which turns the sum of
+  ``(qa + 128 - 128) (q - z)`` into that of ``(code - za) (q - z)``), so after the group its bits,
+  read as fp32, are exactly ``1.5 * 2**23 + sum`` (|sum| < 2**22): one fp32 subtraction gives the
+  exact sum, and ``acc += sum * s[n, g]`` is the reference's fp32 product.  At the end ``acc * sa[m]``
+  (the activation scale), ``+ bias``.  Same arithmetic as ``gemm_a8`` and the reference.
+
+Inputs:
+
+* ``x_desc``: TMA descriptor of the activation codes ``qa`` int8 ``(M, K)`` in the ``PERM8`` order
+  (``ops.launch_quantize_act(perm8=True)``; asymmetric: the uint8 code minus 128), block
+  ``[BLOCK_M, BLOCK_K]``;
+* ``w_desc``: TMA descriptor of the blocked A8W4 words (plain nibble order) viewed as
+  ``(N/16, K8/32 * 16, 32)`` int32, block ``[BLOCK_N / 16, 16, BLOCK_K / 8]`` (as in ``wgmma.py``);
+* ``sa_ptr`` fp32 ``(M,)``, ``za_ptr`` int32 ``(M,)`` (``ASYM``): per-token scale / zero point;
+* ``s_ptr`` ``(G, N)`` bf16/fp16 scale; ``z_ptr`` int8 ``(G, N)`` (``HAS_ZERO``); ``ws_ptr`` int32
+  ``(G, N)`` per-group sums of ``q - z`` (``ASYM``); ``b_ptr`` ``(N,)`` (``HAS_BIAS``);
+* ``out_ptr`` ``(M, N)`` in the scale's dtype, row stride ``N``.
+
+Constraints (``ops.wgmma_a8_ok``): sm_90, grouped weights (``GROUP`` in 32..256), ``BLOCK_K`` =
+``GROUP`` or ``GROUP / 2``, ``BLOCK_N = 128`` (two warpgroups of 64 rows), K a multiple of
+``2 * BLOCK_K`` handled by zero-filled TMA boxes past K (their scales are masked to 0).
+"""
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+
+from .wgmma import _split_layout, _store_out, _ws_loader
+
+#: rows of one warpgroup's share of the tile (the wgmma M side)
+WG_ROWS = gl.constexpr(64)
+#: the bits of 1.5 * 2**23 as fp32: an int32 accumulator started here reads as fp32 1.5 * 2**23 + sum
+MAGIC_BITS = gl.constexpr(0x4B400000)
+MAGIC = gl.constexpr(12582912.0)
+
+
+@gluon.jit
+def _unpack_i8(ws, ready, zz, step, WG: gl.constexpr, STAGES: gl.constexpr, DOT: gl.constexpr,
+               L4: gl.constexpr):
+    """Wait for K step ``step``'s words, then this warpgroup's 64 rows of them as the int8 wgmma A
+    operand ``[64, BLOCK_K]`` (layout ``DOT``): element (n, p) is ``q - z`` of the K offset that
+    position p holds in the ``PERM8`` order.  ``zz``: ``z * 0x01010101`` per row, ``[4, 16]`` int32 in
+    the row layout of ``L4``."""
+    slot = step % STAGES
+    mbarrier.wait(ready.index(slot), (step // STAGES) & 1)
+    words = ws.index(slot).slice(WG * 4, 4, dim=0).load(gl.SliceLayout(3, L4))
+    p = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    p4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(p, 0), 0), 0)
+    words = gl.expand_dims(words, 3)
+    shift = p4 & 4  # positions 0-3 of every 8: the even nibbles; 4-7: the odd ones
+    zb = gl.expand_dims(gl.expand_dims(zz, 2), 3)
+    q = gl.inline_asm_elementwise(
+        "{ .reg .b32 t; shr.u32 t, $1, $5; lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA; "
+        "sub.u32 t, t, $9; xor.b32 $0, t, 0x80808080; }",
+        "=r,r,r,r,r,r,r,r,r,r,r,r,r", [words, shift, zb], dtype=gl.int8, is_pure=True, pack=4)
+    q = gl.reshape(q, [WG_ROWS, ws.shape[3] * 8])
+    return gl.convert_layout(q, DOT, assert_trivial=True)
+
+
+@gluon.jit
+def _group_params(s_ptr, z_ptr, ws_ptr, g, n_groups, row0, N, za_s,
+                  HAS_ZERO: gl.constexpr, ASYM: gl.constexpr, L4: gl.constexpr, ACC: gl.constexpr):
+    """Group ``g``'s parameters for the warpgroup's rows ``row0 ..``: the fp32 scales ``[64, 1]``
+    (layout ``ACC``; 0 past the last group or row), ``z * 0x01010101`` ``[4, 16]`` int32 in the row
+    layout of ``L4``, and the accumulator's start ``[64, BLOCK_M]`` int32 (``ACC``): ``MAGIC_BITS``
+    (``ASYM``: minus ``za_s[m] * wsum[n, g]``)."""
+    ok = g < n_groups
+    ra = row0 + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, ACC))
+    s = gl.load(s_ptr + g * N + ra, mask=(ra < N) & ok, other=0.0).to(gl.float32)
+    RL: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, L4))
+    nb = gl.arange(0, 4, layout=gl.SliceLayout(1, RL))
+    nr = gl.arange(0, 16, layout=gl.SliceLayout(0, RL))
+    rows = row0 + gl.expand_dims(nb, 1) * 16 + gl.expand_dims(nr, 0)
+    if HAS_ZERO:
+        z = gl.load(z_ptr + g * N + rows, mask=(rows < N) & ok, other=0).to(gl.int32)
+    else:
+        z = gl.full([4, 16], 8, gl.int32, layout=RL)
+    start = gl.full([WG_ROWS, za_s.shape[0]], MAGIC_BITS, gl.int32, layout=ACC)
+    if ASYM:
+        wsum = gl.load(ws_ptr + g * N + ra, mask=(ra < N) & ok, other=0)
+        start = start - gl.expand_dims(wsum, 1) * gl.expand_dims(za_s, 0)
+    return gl.expand_dims(s, 1), z * 0x01010101, start
+
+
+@gluon.jit
+def _rescale(acc, part, s):
+    """``acc + (fp32 bits of part - 1.5 * 2**23) * s``: the exact group sum times its scale."""
+    return acc + (part.to(gl.float32, bitcast=True) - MAGIC) * s
+
+
+@gluon.jit
+def _a8_compute(xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
+                off_m, off_n, M, N, n_steps, n_groups, WG: gl.constexpr, SUB: gl.constexpr,
+                HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
+                BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """One warpgroup (partition): rows ``off_n + 64 WG ..`` of the tile over all of K, then its store.
+
+    ``SUB`` K steps per group (1 or 2); the loop takes two steps per iteration so the A operands of
+    the two steps live in two fixed register sets (see ``wgmma._compute``).  Per step: issue its
+    wgmma (asynchronous), unpack the next step's weights while it runs, wait for it, release its
+    shared-memory slot to the loader (``empty``); at the end of a group, rescale the group's sum into
+    the fp32 accumulator -- the other warpgroup's wgmma runs meanwhile."""
+    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                  instr_shape=[16, BLOCK_M, 32])
+    DOT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=4)
+    L4: gl.constexpr = _split_layout(gl.to_linear_layout(DOT, [WG_ROWS, BLOCK_K]))
+    row0 = off_n + WG * WG_ROWS
+    rm = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, ACC))
+    if ASYM:
+        za_s = gl.load(za_ptr + rm, mask=rm < M, other=128) - 128
+    else:
+        za_s = gl.zeros([BLOCK_M], gl.int32, layout=gl.SliceLayout(0, ACC))
+    acc = gl.zeros([WG_ROWS, BLOCK_M], gl.float32, layout=ACC)
+    s0, zz0, st0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, za_s, HAS_ZERO, ASYM, L4, ACC)
+    a0 = _unpack_i8(ws, ready, zz0, 0, WG, STAGES, DOT, L4)
+    a1 = a0
+    for kk in range(0, n_steps, 2):
+        xk = xs.index(kk % STAGES).permute((1, 0))
+        part = warpgroup_mma(a0, xk, st0, is_async=True)
+        if SUB == 1:
+            # steps kk and kk + 1 are two groups
+            s1, zz1, st1 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 1, n_groups, row0, N, za_s, HAS_ZERO, ASYM,
+                                         L4, ACC)
+            a1 = _unpack_i8(ws, ready, zz1, kk + 1, WG, STAGES, DOT, L4)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            mbarrier.arrive(empty.index(kk % STAGES))
+            acc = _rescale(acc, part, s0)
+            xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
+            part = warpgroup_mma(a1, xk1, st1, is_async=True)
+            s0, zz0, st0 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, za_s, HAS_ZERO, ASYM,
+                                         L4, ACC)
+            # past the last step this re-reads the last slot (still full): computed, never used
+            a0 = _unpack_i8(ws, ready, zz0, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            mbarrier.arrive(empty.index((kk + 1) % STAGES))
+            acc = _rescale(acc, part, s1)
+        else:
+            # steps kk and kk + 1 are the two halves of one group
+            a1 = _unpack_i8(ws, ready, zz0, kk + 1, WG, STAGES, DOT, L4)
+            xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
+            part = warpgroup_mma(a1, xk1, part, is_async=True)
+            part = warpgroup_mma_wait(num_outstanding=1, deps=(part, ))
+            mbarrier.arrive(empty.index(kk % STAGES))
+            s1, zz1, st1 = _group_params(s_ptr, z_ptr, ws_ptr, kk // 2 + 1, n_groups, row0, N, za_s, HAS_ZERO,
+                                         ASYM, L4, ACC)
+            a0 = _unpack_i8(ws, ready, zz1, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            mbarrier.arrive(empty.index((kk + 1) % STAGES))
+            acc = _rescale(acc, part, s0)
+            s0, zz0, st0 = s1, zz1, st1
+    sa = gl.load(sa_ptr + rm, mask=rm < M, other=0.0)
+    acc = acc * gl.expand_dims(sa, 0)
+    _store_out(acc, b_ptr, out_ptr, off_m, row0, M, N, HAS_BIAS, WG_ROWS, BLOCK_M, out_ptr.dtype.element_ty, 4)
+
+
+@gluon.jit
+def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, M, N, K,
+                      GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
+                      STAGES: gl.constexpr, COMPUTE_REGS: gl.constexpr, num_warps: gl.constexpr):
+    """One program: outputs ``[BLOCK_M tokens, 128 rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, 128))``
+    (the M tiles of one weight tile are neighbours, so the weights come from HBM about once).
+    ``num_warps`` must be 4: the default partition is warpgroup 0, a 4-warp worker partition is
+    warpgroup 1 (``COMPUTE_REGS`` registers per thread), a 1-warp worker issues the TMA."""
+    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
+    SUB: gl.constexpr = GROUP // BLOCK_K
+    off_m = gl.program_id(0) * BLOCK_M
+    off_n = gl.program_id(1) * (2 * WG_ROWS)
+    n_steps = gl.cdiv(K, 2 * BLOCK_K) * 2  # even: a step past K reads zeros (TMA fill) with scale 0
+    xs = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    ws = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # both warpgroups release a slot
+    gl.warp_specialize([
+        (_a8_compute, (xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
+                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, BLOCK_M, BLOCK_K, STAGES)),
+        (_a8_compute, (xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
+                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, BLOCK_M, BLOCK_K, STAGES)),
+        (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, 0, off_m, off_n // 16, BLOCK_K, STAGES)),
+    ], [4, 1], [COMPUTE_REGS, 40])
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(i))
+        mbarrier.invalidate(empty.index(i))
