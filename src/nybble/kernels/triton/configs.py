@@ -57,7 +57,8 @@ class TileConfig:
     ``block_m == 4`` (:data:`WGMMA_A8`) marks the A8W4 Gluon int8 GEMM of ``wgmma_a8.py`` (sm_90,
     grouped weights): ``block_n`` = 128 weight rows (two ping-ponging warpgroups of 64) and
     ``split_k`` tokens per program, ``block_k`` K per step (the group or half of it),
-    ``num_stages`` TMA slots, ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
+    ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: the two warpgroups take turns on the tensor
+    cores, ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -117,7 +118,7 @@ def is_a8_gemm(cfg: TileConfig) -> bool:
 def wgmma_a8_smem(cfg: TileConfig) -> int:
     """Shared memory (bytes) of a :data:`WGMMA_A8` config: per TMA slot, the activation tile (tokens x
     K step int8) and the weight words (rows x K step / 2)."""
-    return cfg.num_stages * (cfg.split_k * cfg.block_k + cfg.block_n * cfg.block_k // 2)
+    return (cfg.num_stages & 15) * (cfg.split_k * cfg.block_k + cfg.block_n * cfg.block_k // 2)
 
 
 #: shared memory per block on sm_90 (bytes)
@@ -397,12 +398,12 @@ def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
     """A8W4 Gluon int8 wgmma GEMM candidates (``block_m == WGMMA_A8``, sm_90, grouped weights):
     ``[WGMMA_A8, 128 rows, K step, tokens per program, 4, TMA slots]``; K steps of the group (at most
     128) or of half of it, 64 or 128 tokens (each warpgroup holds an fp32 and an int32 accumulator of
-    64 x tokens in registers: 128 tokens is the most that fits)."""
-    bk = min(group_size, 128)
-    out = [TileConfig(WGMMA_A8, 128, bk, 128, 4, 4), TileConfig(WGMMA_A8, 128, bk, 128, 4, 3),
-           TileConfig(WGMMA_A8, 128, bk, 64, 4, 6)]
+    64 x tokens in registers: 128 tokens is the most that fits), with and without turns (bit 4)."""
+    bk, turns = min(group_size, 128), 16
+    out = [TileConfig(WGMMA_A8, 128, bk, 128, 4, 4 | turns), TileConfig(WGMMA_A8, 128, bk, 128, 4, 4),
+           TileConfig(WGMMA_A8, 128, bk, 64, 4, 6 | turns)]
     if group_size >= 64:
-        out.append(TileConfig(WGMMA_A8, 128, group_size // 2, 128, 4, 6))
+        out.append(TileConfig(WGMMA_A8, 128, group_size // 2, 128, 4, 6 | turns))
     return out
 
 

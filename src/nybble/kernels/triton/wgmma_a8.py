@@ -82,12 +82,12 @@ def _unpack_i8(ws, ready, zz, step, WG: gl.constexpr, STAGES: gl.constexpr, DOT:
 
 
 @gluon.jit
-def _group_params(s_ptr, z_ptr, ws_ptr, g, n_groups, row0, N, za_s,
+def _group_params(s_ptr, z_ptr, ws_ptr, g, n_groups, row0, N,
                   HAS_ZERO: gl.constexpr, ASYM: gl.constexpr, L4: gl.constexpr, ACC: gl.constexpr):
-    """Group ``g``'s parameters for the warpgroup's rows ``row0 ..``: the fp32 scales ``[64, 1]``
-    (layout ``ACC``; 0 past the last group or row), ``z * 0x01010101`` ``[4, 16]`` int32 in the row
-    layout of ``L4``, and the accumulator's start ``[64, BLOCK_M]`` int32 (``ACC``): ``MAGIC_BITS``
-    (``ASYM``: minus ``za_s[m] * wsum[n, g]``)."""
+    """Group ``g``'s parameters for the warpgroup's rows ``row0 ..`` (requested two steps before their
+    use, so their latency is hidden): the fp32 scales ``[64, 1]`` (layout ``ACC``; 0 past the last
+    group or row), ``z * 0x01010101`` ``[4, 16]`` int32 in the row layout of ``L4``, and (``ASYM``) the
+    int32 weight sums ``[64]`` (else zeros)."""
     ok = g < n_groups
     ra = row0 + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, ACC))
     s = gl.load(s_ptr + g * N + ra, mask=(ra < N) & ok, other=0.0).to(gl.float32)
@@ -99,11 +99,21 @@ def _group_params(s_ptr, z_ptr, ws_ptr, g, n_groups, row0, N, za_s,
         z = gl.load(z_ptr + g * N + rows, mask=(rows < N) & ok, other=0).to(gl.int32)
     else:
         z = gl.full([4, 16], 8, gl.int32, layout=RL)
+    if ASYM:
+        wsum = gl.load(ws_ptr + g * N + ra, mask=(ra < N) & ok, other=0).to(gl.int32)
+    else:
+        wsum = gl.zeros([WG_ROWS], gl.int32, layout=gl.SliceLayout(1, ACC))
+    return gl.expand_dims(s, 1), z * 0x01010101, wsum
+
+
+@gluon.jit
+def _acc_start(wsum, za_s, ASYM: gl.constexpr, ACC: gl.constexpr):
+    """The int32 accumulator's start ``[64, BLOCK_M]`` (``ACC``): ``MAGIC_BITS`` (``ASYM``: minus
+    ``za_s[m] * wsum[n]``)."""
     start = gl.full([WG_ROWS, za_s.shape[0]], MAGIC_BITS, gl.int32, layout=ACC)
     if ASYM:
-        wsum = gl.load(ws_ptr + g * N + ra, mask=(ra < N) & ok, other=0)
         start = start - gl.expand_dims(wsum, 1) * gl.expand_dims(za_s, 0)
-    return gl.expand_dims(s, 1), z * 0x01010101, start
+    return start
 
 
 @gluon.jit
@@ -113,17 +123,35 @@ def _rescale(acc, part, s):
 
 
 @gluon.jit
-def _a8_compute(xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
+def _wait_turn(turn, j, WG: gl.constexpr, ORDER: gl.constexpr):
+    """With ``ORDER``: before this warpgroup's wgmma of turn ``j``, wait until the other warpgroup's
+    wgmma of its previous turn is done (warpgroup 0 goes first), so the two alternate on the tensor
+    cores: one multiplies while the other rescales."""
+    if ORDER:
+        i = j - (1 - WG)  # warpgroup 0's turn j follows warpgroup 1's turn j - 1; warpgroup 1's j follows 0's j
+        mbarrier.wait(turn.index(WG), i & 1, pred=i >= 0)
+
+
+@gluon.jit
+def _pass_turn(turn, WG: gl.constexpr, ORDER: gl.constexpr):
+    """With ``ORDER``: this warpgroup's wgmma is done, the other one's may start."""
+    if ORDER:
+        mbarrier.arrive(turn.index(1 - WG))
+
+
+@gluon.jit
+def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
                 off_m, off_n, M, N, n_steps, n_groups, WG: gl.constexpr, SUB: gl.constexpr,
-                HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
+                HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr, ORDER: gl.constexpr,
                 BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
     """One warpgroup (partition): rows ``off_n + 64 WG ..`` of the tile over all of K, then its store.
 
     ``SUB`` K steps per group (1 or 2); the loop takes two steps per iteration so the A operands of
-    the two steps live in two fixed register sets (see ``wgmma._compute``).  Per step: issue its
-    wgmma (asynchronous), unpack the next step's weights while it runs, wait for it, release its
-    shared-memory slot to the loader (``empty``); at the end of a group, rescale the group's sum into
-    the fp32 accumulator -- the other warpgroup's wgmma runs meanwhile."""
+    the two steps live in two fixed register sets (see ``wgmma._compute``).  Per group: (``ORDER``:
+    wait for this warpgroup's turn,) issue its wgmma (asynchronous), unpack the next step's weights
+    while it runs, wait for it, (pass the turn,) release its shared-memory slots to the loader
+    (``empty``), rescale the group's sum into the fp32 accumulator -- the other warpgroup's wgmma
+    runs meanwhile."""
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, BLOCK_M, 32])
     DOT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=4)
@@ -135,43 +163,50 @@ def _a8_compute(xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_pt
     else:
         za_s = gl.zeros([BLOCK_M], gl.int32, layout=gl.SliceLayout(0, ACC))
     acc = gl.zeros([WG_ROWS, BLOCK_M], gl.float32, layout=ACC)
-    s0, zz0, st0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, za_s, HAS_ZERO, ASYM, L4, ACC)
+    # parameters of the next two groups (SUB == 1: steps kk, kk + 1; SUB == 2: groups kk / 2, kk / 2 + 1)
+    s0, zz0, w0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+    s1, zz1, w1 = _group_params(s_ptr, z_ptr, ws_ptr, 1, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
     a0 = _unpack_i8(ws, ready, zz0, 0, WG, STAGES, DOT, L4)
     a1 = a0
     for kk in range(0, n_steps, 2):
         xk = xs.index(kk % STAGES).permute((1, 0))
-        part = warpgroup_mma(a0, xk, st0, is_async=True)
+        xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
         if SUB == 1:
             # steps kk and kk + 1 are two groups
-            s1, zz1, st1 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 1, n_groups, row0, N, za_s, HAS_ZERO, ASYM,
-                                         L4, ACC)
+            s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+            _wait_turn(turn, kk, WG, ORDER)
+            part = warpgroup_mma(a0, xk, _acc_start(w0, za_s, ASYM, ACC), is_async=True)
             a1 = _unpack_i8(ws, ready, zz1, kk + 1, WG, STAGES, DOT, L4)
             part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            _pass_turn(turn, WG, ORDER)
             mbarrier.arrive(empty.index(kk % STAGES))
             acc = _rescale(acc, part, s0)
-            xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
-            part = warpgroup_mma(a1, xk1, st1, is_async=True)
-            s0, zz0, st0 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, za_s, HAS_ZERO, ASYM,
-                                         L4, ACC)
+            s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+            _wait_turn(turn, kk + 1, WG, ORDER)
+            part = warpgroup_mma(a1, xk1, _acc_start(w1, za_s, ASYM, ACC), is_async=True)
             # past the last step this re-reads the last slot (still full): computed, never used
-            a0 = _unpack_i8(ws, ready, zz0, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
+            a0 = _unpack_i8(ws, ready, zz2, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
             part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            _pass_turn(turn, WG, ORDER)
             mbarrier.arrive(empty.index((kk + 1) % STAGES))
             acc = _rescale(acc, part, s1)
+            s0, zz0, w0, s1, zz1, w1 = s2, zz2, w2, s3, zz3, w3
         else:
-            # steps kk and kk + 1 are the two halves of one group
+            # steps kk and kk + 1 are the two halves of group kk / 2
+            s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk // 2 + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4,
+                                        ACC)
+            _wait_turn(turn, kk // 2, WG, ORDER)
+            part = warpgroup_mma(a0, xk, _acc_start(w0, za_s, ASYM, ACC), is_async=True)
             a1 = _unpack_i8(ws, ready, zz0, kk + 1, WG, STAGES, DOT, L4)
-            xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
             part = warpgroup_mma(a1, xk1, part, is_async=True)
             part = warpgroup_mma_wait(num_outstanding=1, deps=(part, ))
             mbarrier.arrive(empty.index(kk % STAGES))
-            s1, zz1, st1 = _group_params(s_ptr, z_ptr, ws_ptr, kk // 2 + 1, n_groups, row0, N, za_s, HAS_ZERO,
-                                         ASYM, L4, ACC)
             a0 = _unpack_i8(ws, ready, zz1, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
             part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            _pass_turn(turn, WG, ORDER)
             mbarrier.arrive(empty.index((kk + 1) % STAGES))
             acc = _rescale(acc, part, s0)
-            s0, zz0, st0 = s1, zz1, st1
+            s0, zz0, w0, s1, zz1, w1 = s1, zz1, w1, s2, zz2, w2
     sa = gl.load(sa_ptr + rm, mask=rm < M, other=0.0)
     acc = acc * gl.expand_dims(sa, 0)
     _store_out(acc, b_ptr, out_ptr, off_m, row0, M, N, HAS_BIAS, WG_ROWS, BLOCK_M, out_ptr.dtype.element_ty, 4)
@@ -180,11 +215,13 @@ def _a8_compute(xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_pt
 @gluon.jit
 def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, M, N, K,
                       GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
-                      STAGES: gl.constexpr, COMPUTE_REGS: gl.constexpr, num_warps: gl.constexpr):
+                      STAGES: gl.constexpr, ORDER: gl.constexpr, COMPUTE_REGS: gl.constexpr,
+                      num_warps: gl.constexpr):
     """One program: outputs ``[BLOCK_M tokens, 128 rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, 128))``
     (the M tiles of one weight tile are neighbours, so the weights come from HBM about once).
     ``num_warps`` must be 4: the default partition is warpgroup 0, a 4-warp worker partition is
-    warpgroup 1 (``COMPUTE_REGS`` registers per thread), a 1-warp worker issues the TMA."""
+    warpgroup 1 (``COMPUTE_REGS`` registers per thread), a 1-warp worker issues the TMA.  ``ORDER``: the
+    two warpgroups take turns on the tensor cores (one mbarrier each, see :func:`_wait_turn`)."""
     BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
     SUB: gl.constexpr = GROUP // BLOCK_K
@@ -195,16 +232,21 @@ def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_pt
     ws = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # both warpgroups release a slot
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
     gl.warp_specialize([
-        (_a8_compute, (xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, BLOCK_M, BLOCK_K, STAGES)),
-        (_a8_compute, (xs, ws, ready, empty, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, BLOCK_M, BLOCK_K, STAGES)),
+        (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
+                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, BLOCK_M, BLOCK_K, STAGES)),
+        (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
+                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, BLOCK_M, BLOCK_K, STAGES)),
         (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, 0, off_m, off_n // 16, BLOCK_K, STAGES)),
     ], [4, 1], [COMPUTE_REGS, 40])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
+    for i in gl.static_range(2):
+        mbarrier.invalidate(turn.index(i))
