@@ -79,9 +79,11 @@ def wg_cands(m):
 
 def a8wg_cands():
     """The A8W4 Gluon int8 wgmma GEMM (``wgmma_a8.py``, config ``block_m == WGMMA_A8``; group 128):
-    128 / 64 tokens, K steps of the group or half of it, 3-6 TMA slots, with and without turns (16)."""
+    128 / 64 tokens, 3-5 TMA slots, with and without turns (16), weights through shared memory (32) or
+    the A-operand registers."""
     from nybble.kernels.triton.configs import WGMMA_A8, TileConfig as T
-    out = [T(WGMMA_A8, 128, bk, bm, 4, s | t) for t in (16, 0) for bm in (128,) for bk in (128, 64) for s in (4, 6)]
+    out = [T(WGMMA_A8, 128, 128, bm, 4, s | t | 32) for t in (16, 0) for bm in (128, 64) for s in (3, 4, 5)]
+    out += [T(WGMMA_A8, 128, 128, 128, 4, 4 | t) for t in (16, 0)]
     return [("a8_wg", c) for c in out]
 
 

@@ -32,7 +32,10 @@ def _configs(group: int, k: int):
     from nybble.kernels.triton.configs import WGMMA_A8, ConfigStore, TileConfig, group_tile_ok, wgmma_a8_configs
     store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     shipped = [c for c in store.shipped.values() if c.block_m == WGMMA_A8]
-    extra = [TileConfig(WGMMA_A8, 128, max(32, group // 2), 64, 4, 4), TileConfig(WGMMA_A8, 128, min(group, 128), 64, 4, 3)]
+    bk = min(group, 128)
+    extra = [TileConfig(WGMMA_A8, 128, max(32, group // 2), 64, 4, 4), TileConfig(WGMMA_A8, 128, bk, 64, 4, 3),
+             # the unpacked weights through shared memory, with and without turns
+             TileConfig(WGMMA_A8, 128, bk, 128, 4, 4 | 32), TileConfig(WGMMA_A8, 128, bk, 64, 4, 3 | 16 | 32)]
     return [c for c in dict.fromkeys(wgmma_a8_configs(group) + shipped + extra) if group_tile_ok(c, group, k, "a8w4")]
 
 
@@ -87,7 +90,8 @@ def test_wgmma_a8_extreme_codes_are_exact():
     for act in ("a8_sym", "a8_asym"):
         p = TritonKernel(LinearSpec.for_weight(plain, act)).prepack(plain)
         ref = reference_out(x, plain, act, None)
-        for cfg in (TileConfig(WGMMA_A8, 128, 128, 128, 4, 4), TileConfig(WGMMA_A8, 128, 128, 64, 4, 6)):
+        for cfg in (TileConfig(WGMMA_A8, 128, 128, 128, 4, 4), TileConfig(WGMMA_A8, 128, 128, 64, 4, 6),
+                    TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 16 | 32)):
             y = ops.launch_a8w4(x, p["qweight"], p["scale"], p["zero_point"], p["wsum"], group,
                                 act == "a8_asym", None, cfg)
             assert_close_to_reference(y, ref, f"int8 wgmma extreme codes {act} {cfg}")

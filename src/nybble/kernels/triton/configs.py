@@ -58,7 +58,7 @@ class TileConfig:
     grouped weights): ``block_n`` = 128 weight rows (two ping-ponging warpgroups of 64) and
     ``split_k`` tokens per program, ``block_k`` K per step (the group or half of it),
     ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: the two warpgroups take turns on the tensor
-    cores, ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
+    cores, bit 5: the unpacked weights go through shared memory (K step = group), ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -117,8 +117,9 @@ def is_a8_gemm(cfg: TileConfig) -> bool:
 
 def wgmma_a8_smem(cfg: TileConfig) -> int:
     """Shared memory (bytes) of a :data:`WGMMA_A8` config: per TMA slot, the activation tile (tokens x
-    K step int8) and the weight words (rows x K step / 2)."""
-    return (cfg.num_stages & 15) * (cfg.split_k * cfg.block_k + cfg.block_n * cfg.block_k // 2)
+    K step int8) and the weight words (rows x K step / 2); with bit 5 the unpacked operand buffers."""
+    abuf = 2 * cfg.block_n * cfg.block_k if cfg.num_stages & 32 else 0  # two int8 operand buffers per warpgroup
+    return (cfg.num_stages & 15) * (cfg.split_k * cfg.block_k + cfg.block_n * cfg.block_k // 2) + abuf
 
 
 #: shared memory per block on sm_90 (bytes)
@@ -157,7 +158,8 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     g = k if group_size == -1 else group_size
     if cfg.block_m == WGMMA_A8:  # grouped A8W4 only; one or two K steps per group; two 64-row warpgroups
         return (op == "a8w4" and group_size != -1 and cfg.block_k >= 32 and group_size % cfg.block_k == 0
-                and group_size // cfg.block_k <= 2 and cfg.block_n == 128 and cfg.num_warps == 4
+                and group_size // cfg.block_k <= (1 if cfg.num_stages & 32 else 2)
+                and cfg.block_n == 128 and cfg.num_warps == 4
                 and cfg.split_k in (64, 128) and wgmma_a8_smem(cfg) <= SMEM_LIMIT - 8192)
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT

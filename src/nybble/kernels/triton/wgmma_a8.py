@@ -47,7 +47,13 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.runtime.jit import constexpr_function
 
 from .wgmma import _split_layout, _store_out, _ws_loader
 
@@ -79,6 +85,38 @@ def _unpack_i8(ws, ready, zz, step, WG: gl.constexpr, STAGES: gl.constexpr, DOT:
         "=r,r,r,r,r,r,r,r,r,r,r,r,r", [words, shift, zb], dtype=gl.int8, is_pure=True, pack=4)
     q = gl.reshape(q, [WG_ROWS, ws.shape[3] * 8])
     return gl.convert_layout(q, DOT, assert_trivial=True)
+
+
+@constexpr_function
+def _words_layout(block_k):
+    """``[4, 16, BLOCK_K/8, 2]`` layout of the shared-memory unpack: a thread holds half of one row's
+    words of the step, both nibble halves of each (so its int32 results are consecutive K positions)."""
+    w = block_k // 8
+    return gl.BlockedLayout(size_per_thread=[1, 1, w // 2, 2], threads_per_warp=[1, 16, 2, 1],
+                            warps_per_cta=[4, 1, 1, 1], order=[3, 2, 1, 0])
+
+
+@gluon.jit
+def _unpack_smem(ws, ready, zz, step, abuf, WG: gl.constexpr, STAGES: gl.constexpr, BLOCK_K: gl.constexpr):
+    """Wait for K step ``step``'s words, unpack this warpgroup's 64 rows of them into ``abuf``
+    (int32 ``[64, BLOCK_K/4]``, four int8 codes ``q - z`` per word in the ``PERM8`` order: element
+    (n, 2w + h) holds the even (h = 0) or odd (h = 1) nibbles of word w), then make the stores visible
+    to the tensor cores (proxy fence; the caller's warpgroup barrier orders them before the wgmma).
+    ``zz``: ``z * 0x01010101`` per row, ``[4, 16]`` int32 (any layout)."""
+    WL: gl.constexpr = _words_layout(BLOCK_K)
+    slot = step % STAGES
+    mbarrier.wait(ready.index(slot), (step // STAGES) & 1)
+    words = ws.index(slot).slice(WG * 4, 4, dim=0).load(gl.SliceLayout(3, WL))
+    h = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, WL))))
+    h4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(h, 0), 0), 0) * 4
+    zb = gl.convert_layout(zz, gl.SliceLayout(2, gl.SliceLayout(3, WL)))
+    zb = gl.expand_dims(gl.expand_dims(zb, 2), 3)
+    q = gl.inline_asm_elementwise(
+        "{ .reg .b32 t; shr.u32 t, $1, $2; lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA; "
+        "sub.u32 t, t, $3; xor.b32 $0, t, 0x80808080; }",
+        "=r,r,r,r", [gl.expand_dims(words, 3), h4, zb], dtype=gl.int32, is_pure=True, pack=1)
+    abuf.store(gl.reshape(q, [WG_ROWS, BLOCK_K // 4]))
+    fence_async_shared()
 
 
 @gluon.jit
@@ -143,7 +181,7 @@ def _pass_turn(turn, WG: gl.constexpr, ORDER: gl.constexpr):
 def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
                 off_m, off_n, M, N, n_steps, n_groups, WG: gl.constexpr, SUB: gl.constexpr,
                 HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr, ORDER: gl.constexpr,
-                BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+                SMEM_A: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
     """One warpgroup (partition): rows ``off_n + 64 WG ..`` of the tile over all of K, then its store.
 
     ``SUB`` K steps per group (1 or 2); the loop takes two steps per iteration so the A operands of
@@ -151,7 +189,15 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
     wait for this warpgroup's turn,) issue its wgmma (asynchronous), unpack the next step's weights
     while it runs, wait for it, (pass the turn,) release its shared-memory slots to the loader
     (``empty``), rescale the group's sum into the fp32 accumulator -- the other warpgroup's wgmma
-    runs meanwhile."""
+    runs meanwhile.  ``SMEM_A``: the unpacked weights go through two shared-memory buffers (the
+    wgmma A operand from shared memory) instead of the A-operand registers: no int8 register
+    elements (which the compiler unpacks and repacks byte by byte), at the cost of a store, a proxy
+    fence and a warpgroup barrier per step."""
+    if SMEM_A:
+        gl.static_assert(SUB == 1, "SMEM_A: one K step per group")
+        AL32: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BLOCK_K), element_bitwidth=32, rank=2)
+        AL8: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BLOCK_K), element_bitwidth=8, rank=2)
+        abuf = gl.allocate_shared_memory(gl.int32, [2, WG_ROWS, BLOCK_K // 4], AL32)
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, BLOCK_M, 32])
     DOT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=4)
@@ -166,12 +212,40 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
     # parameters of the next two groups (SUB == 1: steps kk, kk + 1; SUB == 2: groups kk / 2, kk / 2 + 1)
     s0, zz0, w0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
     s1, zz1, w1 = _group_params(s_ptr, z_ptr, ws_ptr, 1, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
-    a0 = _unpack_i8(ws, ready, zz0, 0, WG, STAGES, DOT, L4)
+    if SMEM_A:
+        _unpack_smem(ws, ready, zz0, 0, abuf.index(0), WG, STAGES, BLOCK_K)
+        a0 = 0
+    else:
+        a0 = _unpack_i8(ws, ready, zz0, 0, WG, STAGES, DOT, L4)
     a1 = a0
     for kk in range(0, n_steps, 2):
         xk = xs.index(kk % STAGES).permute((1, 0))
         xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
-        if SUB == 1:
+        if SMEM_A:
+            # steps kk and kk + 1 are two groups; their weights in abuf[0] / abuf[1]
+            s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+            gl.thread_barrier()  # every warp's stores of abuf[0] are done (and fenced)
+            _wait_turn(turn, kk, WG, ORDER)
+            part = warpgroup_mma(abuf.index(0)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk,
+                                 _acc_start(w0, za_s, ASYM, ACC), is_async=True)
+            _unpack_smem(ws, ready, zz1, kk + 1, abuf.index(1), WG, STAGES, BLOCK_K)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            _pass_turn(turn, WG, ORDER)
+            mbarrier.arrive(empty.index(kk % STAGES))
+            acc = _rescale(acc, part, s0)
+            s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+            gl.thread_barrier()
+            _wait_turn(turn, kk + 1, WG, ORDER)
+            part = warpgroup_mma(abuf.index(1)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk1,
+                                 _acc_start(w1, za_s, ASYM, ACC), is_async=True)
+            # past the last step this re-reads the last slot (still full): computed, never used
+            _unpack_smem(ws, ready, zz2, gl.minimum(kk + 2, n_steps - 1), abuf.index(0), WG, STAGES, BLOCK_K)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+            _pass_turn(turn, WG, ORDER)
+            mbarrier.arrive(empty.index((kk + 1) % STAGES))
+            acc = _rescale(acc, part, s1)
+            s0, zz0, w0, s1, zz1, w1 = s2, zz2, w2, s3, zz3, w3
+        elif SUB == 1:
             # steps kk and kk + 1 are two groups
             s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
             _wait_turn(turn, kk, WG, ORDER)
@@ -215,7 +289,7 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
 @gluon.jit
 def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, M, N, K,
                       GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
-                      STAGES: gl.constexpr, ORDER: gl.constexpr, COMPUTE_REGS: gl.constexpr,
+                      STAGES: gl.constexpr, ORDER: gl.constexpr, SMEM_A: gl.constexpr, COMPUTE_REGS: gl.constexpr,
                       num_warps: gl.constexpr):
     """One program: outputs ``[BLOCK_M tokens, 128 rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, 128))``
     (the M tiles of one weight tile are neighbours, so the weights come from HBM about once).
@@ -240,9 +314,9 @@ def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_pt
         mbarrier.init(turn.index(i), count=1)
     gl.warp_specialize([
         (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, BLOCK_M, BLOCK_K, STAGES)),
+                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, BLOCK_M, BLOCK_K, STAGES)),
         (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, BLOCK_M, BLOCK_K, STAGES)),
+                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, BLOCK_M, BLOCK_K, STAGES)),
         (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, 0, off_m, off_n // 16, BLOCK_K, STAGES)),
     ], [4, 1], [COMPUTE_REGS, 40])
     for i in gl.static_range(STAGES):
