@@ -7,7 +7,10 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <Python.h>
+
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -167,6 +170,78 @@ void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintp
   kern.attn_decode(a, nthreads < 1 ? 1 : nthreads);
 }
 
+// ---------------------------------------------------------------- Python stack-chunk cache
+// CPython 3.11+ keeps the frames of Python functions in per-thread "data stack" chunks of 16 KiB
+// taken from the arena allocator (mmap) and gives a chunk back (munmap) as soon as the first frame
+// in it returns. A call that starts just below a chunk's end therefore maps and unmaps a fresh
+// chunk every time (a syscall pair plus 4 page faults on first touch, ~10-20 us in this VM). The
+// nybble torch ops are Python functions that the compiled graph calls from one fixed depth, so
+// whether every op call of a model pays that depends on where that depth falls (measured: 243
+// faults and ~4 ms of system time per decode step of the 0.85B fused A8W4 model, none for the
+// unfused one; benchmarks/cpu/NOTES.md, seventh session). install_stack_chunk_cache() wraps the
+// arena allocator so that up to kChunkCacheMax freed blocks of exactly one chunk's size are kept
+// (still mapped) and handed out again; every other size, and blocks beyond the cache, go to the
+// original allocator unchanged. Semantics of Python's memory are unchanged (a block is reused
+// instead of unmapped and mapped again). All calls hold the GIL; a mutex guards anyway.
+constexpr size_t kStackChunkBytes = 16 * 1024;  // CPython's DATA_STACK_CHUNK_SIZE (3.11-3.13)
+constexpr int kChunkCacheMax = 8;
+
+struct ChunkCache {
+  PyObjectArenaAllocator orig{};
+  void* blocks[kChunkCacheMax] = {};
+  int count = 0;
+  bool installed = false;
+  long long hits = 0, misses = 0, kept = 0, passed = 0;
+  std::mutex mu;
+};
+ChunkCache g_chunks;
+
+void* chunk_alloc(void*, size_t size) {
+  if (size == kStackChunkBytes) {
+    std::lock_guard<std::mutex> lock(g_chunks.mu);
+    if (g_chunks.count > 0) {
+      ++g_chunks.hits;
+      return g_chunks.blocks[--g_chunks.count];
+    }
+    ++g_chunks.misses;
+  }
+  return g_chunks.orig.alloc(g_chunks.orig.ctx, size);
+}
+
+void chunk_free(void*, void* p, size_t size) {
+  if (p != nullptr && size == kStackChunkBytes) {
+    std::lock_guard<std::mutex> lock(g_chunks.mu);
+    if (g_chunks.count < kChunkCacheMax) {
+      ++g_chunks.kept;
+      g_chunks.blocks[g_chunks.count++] = p;
+      return;
+    }
+    ++g_chunks.passed;
+  }
+  g_chunks.orig.free(g_chunks.orig.ctx, p, size);
+}
+
+bool install_stack_chunk_cache() {
+  if (g_chunks.installed) return false;
+  PyObject_GetArenaAllocator(&g_chunks.orig);
+  PyObjectArenaAllocator mine{nullptr, chunk_alloc, chunk_free};
+  PyObject_SetArenaAllocator(&mine);
+  g_chunks.installed = true;
+  return true;
+}
+
+nb::dict stack_chunk_cache_stats() {
+  std::lock_guard<std::mutex> lock(g_chunks.mu);
+  nb::dict d;
+  d["installed"] = g_chunks.installed;
+  d["cached"] = g_chunks.count;
+  d["hits"] = g_chunks.hits;
+  d["misses"] = g_chunks.misses;
+  d["kept"] = g_chunks.kept;
+  d["passed"] = g_chunks.passed;
+  return d;
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -203,6 +278,11 @@ NB_MODULE(_C, m) {
         "One query token per head against a KV cache (see csrc/attention.h): isa, q, q_head, k, k_head, k_pos, v, "
         "v_head, v_pos, mask (fp32 (L,) additive or 0), out, o_head, kind (0/1/2 = fp32/bf16/fp16 for q, k, v, out), "
         "H, Hkv, L, D, scale, nthreads; strides in elements, rows of D contiguous.");
+  m.def("install_stack_chunk_cache", &install_stack_chunk_cache,
+        "Wrap CPython's arena allocator so that freed 16 KiB frame-stack chunks are kept and reused instead of "
+        "unmapped (see the comment in csrc/module.cpp); True if installed now, False if it already was.");
+  m.def("stack_chunk_cache_stats", &stack_chunk_cache_stats,
+        "{installed, cached, hits, misses, kept, passed} of the stack-chunk cache (for tests and diagnosis).");
   m.def("quantize_activations", &quantize_acts,
         "Per-token activation quantization (for tests): isa, x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");

@@ -28,6 +28,28 @@ from . import cpu_memory as M
 SCALE_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
+def _install_stack_chunk_cache() -> bool:
+    """Keep CPython's freed 16 KiB frame-stack chunks for reuse (``nybble._C.install_stack_chunk_cache``).
+
+    The ``nybble::cpu_*`` ops (and every other torch op implemented in Python) run Python frames
+    under the dispatcher; when a compiled graph calls them from a depth just below the end of a
+    frame-stack chunk, CPython 3.11+ maps and unmaps a fresh 16 KiB chunk on EVERY call (4 page
+    faults plus an mmap / munmap pair). Measured (benchmarks/cpu/NOTES.md, seventh session): 243
+    faults and ~4 ms of system time per decode step of the compiled fused 0.85B A8W4 model, whose
+    every op call was 10-25 us slower; with the cache: none, and the fused model 5 % faster than the
+    unfused one instead of 9 % slower. Process-wide and harmless (a freed chunk is reused instead of
+    unmapped); ``NYBBLE_PY_STACK_CACHE=0`` leaves CPython's allocator alone. Returns whether it is
+    installed."""
+    import os
+    if os.environ.get("NYBBLE_PY_STACK_CACHE", "1").strip() == "0":
+        return False
+    _C.install_stack_chunk_cache()
+    return bool(_C.stack_chunk_cache_stats()["installed"])
+
+
+STACK_CHUNK_CACHE = _install_stack_chunk_cache()
+
+
 def _empty(dtype: torch.dtype, device) -> torch.Tensor:
     return torch.empty(0, dtype=dtype, device=device)
 
