@@ -175,16 +175,17 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
 
 
 def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 132,
-              mma: bool = True, gemm: bool = True) -> TileConfig:
+              mma: bool = True, gemm: bool = True, hopper: bool = False) -> TileConfig:
     """A reasonable config without tuning: the mma.sync GEMV for A16W4 at M <= 16 (``mma``; the
     launcher asks again with ``mma=False`` where it cannot run), the dp4a GEMV for A8W4 at M <= 4;
     swap-AB small tiles with split-K for small M so the grid fills the GPU; square tensor-core tiles
-    for large M."""
+    for large M (A8W4 at M >= 256: the Gluon int8 GEMM on ``hopper`` (sm_90 with Gluon) for groups
+    of 128, else the Triton int8 GEMM)."""
     mb = m_bucket(m)
     if op == "a16w4" and mb <= 32 and mma:
         return mma_heuristic(n, k, group_size, num_sms, mb)
     if op == "a8w4" and mb >= 256 and gemm and group_size != -1:
-        return A8_GEMM_DEFAULT
+        return A8_WGMMA_DEFAULT if hopper and group_size == 128 else A8_GEMM_DEFAULT
     if op == "a8w4" and mb <= 4:
         # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
         # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
@@ -398,15 +399,21 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
 
 def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
     """A8W4 Gluon int8 wgmma GEMM candidates (``block_m == WGMMA_A8``, sm_90, grouped weights):
-    ``[WGMMA_A8, 128 rows, K step, tokens per program, 4, TMA slots]``; K steps of the group (at most
-    128) or of half of it, 64 or 128 tokens (each warpgroup holds an fp32 and an int32 accumulator of
-    64 x tokens in registers: 128 tokens is the most that fits), with and without turns (bit 4)."""
-    bk, turns = min(group_size, 128), 16
-    out = [TileConfig(WGMMA_A8, 128, bk, 128, 4, 4 | turns), TileConfig(WGMMA_A8, 128, bk, 128, 4, 4),
-           TileConfig(WGMMA_A8, 128, bk, 64, 4, 6 | turns)]
-    if group_size >= 64:
-        out.append(TileConfig(WGMMA_A8, 128, group_size // 2, 128, 4, 6 | turns))
-    return out
+    ``[WGMMA_A8, 128 rows, K step, tokens per program, 4, TMA slots | flags]``; 128 tokens (each
+    warpgroup holds an fp32 and an int32 accumulator of 64 x tokens in registers: 128 is the most that
+    fits).  Groups up to 128: K steps of one group, the unpacked weights through shared memory (bit 5,
+    every winner of the H100 sweep ``benchmarks/gpu/sweeps/sweep_a8wg_v4``), with 3 or 4 slots, and the
+    register-operand variant; groups of 256: two K steps of 128 per group (register operand only),
+    with and without turns (bit 4)."""
+    if group_size <= 128:
+        return [TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4 | 32), TileConfig(WGMMA_A8, 128, group_size, 128, 4, 3 | 32),
+                TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4)]
+    return [TileConfig(WGMMA_A8, 128, 128, 128, 4, 4), TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 16)]
+
+
+#: the A8W4 large-M config without a table entry on sm_90 for groups of 128 (the winner of every H100
+#: key of ``sweeps/sweep_a8wg_v4``: 0.66-0.85x cuBLAS bf16 against 0.59-0.72x for the Triton GEMM)
+A8_WGMMA_DEFAULT = TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 32)
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:
@@ -481,4 +488,4 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
            "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "mma_heuristic",
-           "asdict", "WGMMA_A8", "wgmma_a8_configs", "wgmma_a8_smem"]
+           "asdict", "WGMMA_A8", "A8_WGMMA_DEFAULT", "wgmma_a8_configs", "wgmma_a8_smem"]

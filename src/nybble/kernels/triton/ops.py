@@ -104,7 +104,7 @@ def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.d
         eager_plan.bump_epoch()  # a launch plan made meanwhile (by the tuning runs) may hold another config
     else:
         idx = device.index if device.index is not None else torch.cuda.current_device()
-        cfg = heuristic(op, n, k, group_size, m, _SM_COUNT.get(idx, 132))
+        cfg = heuristic(op, n, k, group_size, m, _SM_COUNT.get(idx, 132), hopper=_gluon_sm90(device))
         st.put(key, cfg, persist=False)
     return cfg
 
