@@ -14,7 +14,8 @@ Packed (GPU) layout, made by :meth:`TritonKernel.prepack`, never saved:
   contiguous runs (DRAM-friendly) with 16-byte vector loads.  ``NYBBLE_TRITON_LAYOUT=plain`` keeps
   the plain 2-D ``(N, K/8)`` words instead (for comparisons);
 * ``scale`` ``(G, N)`` activation dtype; ``zero_point`` int8 ``(G, N)`` (``int`` domain only);
-* A8W4 only: ``wsum`` int32 ``(G, N)``, the per-group sum of ``q - z`` (asymmetric activations);
+* A8W4 only: ``wsum`` int64 ``(G, N)`` (torch's integer sum; the kernels read it as int32: |sum| <= 15 x 256),
+  the per-group sum of ``q - z`` (asymmetric activations);
 * ``locks`` int32 zeros, the split-K counters of the mma.sync GEMV (``ops.mma_locks``).
 
 ``unpack`` transposes scale/zero back: exact.
@@ -111,7 +112,7 @@ class TritonKernel(LinearKernel):
 
 
 def group_weight_sums(plain: PlainInt4Weight) -> torch.Tensor:
-    """int32 ``(G, N)``: per group, the sum over its K entries of ``q - z`` (``z = 8`` if symmetric)."""
+    """int64 ``(G, N)``: per group, the sum over its K entries of ``q - z`` (``z = 8`` if symmetric)."""
     g = plain.k if plain.group_size == -1 else plain.group_size
     codes = plain.codes().to(torch.int32).reshape(plain.n, plain.k // g, g).sum(-1)
     zp = 8 if plain.zero_point is None else plain.zero_point.to(torch.int32)

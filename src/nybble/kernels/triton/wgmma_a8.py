@@ -3,19 +3,24 @@
 Why (see ``benchmarks/gpu/LARGE_M.md``): the A8W4 sum of a group must be rescaled by that group's
 weight scale (``acc += fp32(int32 group sum) * s[n, g]``), so the int32 accumulator has to leave the
 tensor cores after every group.  Triton-language kernels wait for every wgmma before that rescale and
-the tensor cores idle meanwhile (the Triton GEMM of ``gemm_a8.py`` reaches ~0.55-0.77x cuBLAS bf16).
+the tensor cores idle meanwhile (the Triton GEMM of ``gemm_a8.py`` reaches ~0.6-0.72x cuBLAS bf16).
 Here the output tile's weight rows are split between two warpgroups that run as separate
 warp-specialized partitions, plus one loader warp issuing the TMA: each warpgroup alternates
-"int8 wgmma of a group" and "rescale of that group", and while one rescales, the other's wgmma keeps
-the tensor cores busy (the two drift apart freely; a shared-memory slot is refilled once both have
-released it).
+"int8 wgmma of a group" and "rescale of that group", and while one rescales, the other's wgmma can
+keep the tensor cores busy (the two drift apart freely, or with ``ORDER`` take strict turns; a
+shared-memory slot is refilled once both have released it).  Measured on the H100
+(``benchmarks/gpu/README.md``, seventh session): 0.66-0.85x cuBLAS bf16 at M = 512 / 2048, issue-bound:
+the exact rescale costs three instructions per output and group (start value, exact conversion,
+multiply-add) against 128 int8 MACs, ~0.5 instructions per cycle are issued.
 
 What one program computes (swap AB, like ``wgmma.py``): ``out^T[BLOCK_N rows, BLOCK_M tokens]`` =
 ``W_int8 x_int8^T``: the weight rows are the wgmma A operand, unpacked from the int4 words straight
 into the A-operand registers; the activation codes ``[BLOCK_M, BLOCK_K]`` (int8, K contiguous) are
 the shared-memory B operand.
 
-* **Unpack** (one shift, one ``lop3``, one subtract, one xor per four codes): in the int8 A-operand
+* **Unpack** (one shift, one ``lop3``, one subtract, one xor per four codes), into the A-operand
+  registers or, with ``SMEM_A`` (the faster variant: the compiler unpacks and repacks int8 register
+  elements byte by byte), as int32 words into a shared-memory operand buffer: in the int8 A-operand
   layout a lane holds four consecutive K positions; with the activation codes in the ``PERM8`` order
   of ``gemm_a8`` (K offsets 0, 2, 4, 6, 1, 3, 5, 7 within every 8) those are the even or the odd
   nibbles of one plain-order word: ``((w >> 4h) & 0x0F0F0F0F | 0x80808080) - z * 0x01010101`` holds
@@ -35,13 +40,14 @@ Inputs:
 * ``w_desc``: TMA descriptor of the blocked A8W4 words (plain nibble order) viewed as
   ``(N/16, K8/32 * 16, 32)`` int32, block ``[BLOCK_N / 16, 16, BLOCK_K / 8]`` (as in ``wgmma.py``);
 * ``sa_ptr`` fp32 ``(M,)``, ``za_ptr`` int32 ``(M,)`` (``ASYM``): per-token scale / zero point;
-* ``s_ptr`` ``(G, N)`` bf16/fp16 scale; ``z_ptr`` int8 ``(G, N)`` (``HAS_ZERO``); ``ws_ptr`` int32
-  ``(G, N)`` per-group sums of ``q - z`` (``ASYM``); ``b_ptr`` ``(N,)`` (``HAS_BIAS``);
+* ``s_ptr`` ``(G, N)`` bf16/fp16 scale; ``z_ptr`` int8 ``(G, N)`` (``HAS_ZERO``); ``ws_ptr`` int64
+  ``(G, N)`` per-group sums of ``q - z`` (``ASYM``; read as int32); ``b_ptr`` ``(N,)`` (``HAS_BIAS``);
 * ``out_ptr`` ``(M, N)`` in the scale's dtype, row stride ``N``.
 
-Constraints (``ops.wgmma_a8_ok``): sm_90, grouped weights (``GROUP`` in 32..256), ``BLOCK_K`` =
-``GROUP`` or ``GROUP / 2``, ``BLOCK_N = 128`` (two warpgroups of 64 rows), K a multiple of
-``2 * BLOCK_K`` handled by zero-filled TMA boxes past K (their scales are masked to 0).
+Constraints (``ops.wgmma_a8_ok``, ``configs.group_tile_ok``): sm_90, grouped weights (``GROUP`` in
+32..256), ``BLOCK_K`` = ``GROUP`` or (register operand only) ``GROUP / 2``, ``BLOCK_N = 128`` (two
+warpgroups of 64 rows), 64 or 128 tokens; an odd number of K steps gets one more, zero-filled by the
+TMA past K with its scales masked to 0.
 """
 from __future__ import annotations
 
