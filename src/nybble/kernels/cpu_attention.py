@@ -25,6 +25,7 @@ import torch
 
 from . import cpu_ops as _ops
 from .cpu import selected_isa
+from .cpu_oplib import define_cpu_op
 
 #: the name under which :func:`register` adds the attention function to transformers
 NAME = "nybble_cpu_decode"
@@ -87,17 +88,20 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
     return out
 
 
-@torch.library.custom_op("nybble::cpu_decode_attention", mutates_args=())
 def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: Optional[float],
                         mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """:func:`decode_attention` as a torch op (for ``torch.compile``): the same arguments; returns a
-    new (1, 1, H, D) tensor in the query dtype."""
+    """The CPU kernel of the torch op ``nybble::cpu_decode_attention`` (for ``torch.compile``;
+    registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`): :func:`decode_attention` with
+    the same arguments; returns a new (1, 1, H, D) tensor in the query dtype."""
     return decode_attention(query, key, value, scaling, mask)
 
 
-@decode_attention_op.register_fake
-def _(query, key, value, scaling, mask):
+def _decode_attention_fake(query, key, value, scaling, mask):
     return query.new_empty(1, 1, query.shape[1], query.shape[3])
+
+
+define_cpu_op("cpu_decode_attention(Tensor query, Tensor key, Tensor value, float? scaling, Tensor? mask) -> Tensor",
+              decode_attention_op, _decode_attention_fake)
 
 
 def _shapes_ok(module, query, key, value, attention_mask, dropout, kwargs) -> bool:

@@ -2,6 +2,10 @@
 
 * ``nybble::cpu_prepack`` / ``nybble::cpu_unpack``: plain layout <-> blocked layout (see
   :mod:`nybble.kernels.cpu_layout`); absent parts travel as empty tensors.
+The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`
+(``torch.library.Library`` define + CPU impl + fake: one Python frame per call), the others with
+``torch.library.custom_op``.
+
 * ``nybble::cpu_a16w4(x, qw, scale, zero_point, n, group_size, bias, isa)``: ``x`` (M, K)
   fp32/bf16/fp16 (any row stride) -> (M, N) in ``x.dtype``; computed in fp32 (the dtype
   conversions of x and y happen in C++, rounding to nearest even, as torch's casts).
@@ -24,6 +28,7 @@ from .. import _C  # an ImportError here makes NybbleCpuKernel refuse (see cpu.p
 from .. import primitives as P
 from . import cpu_layout as L
 from . import cpu_memory as M
+from .cpu_oplib import define_cpu_op
 
 SCALE_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
@@ -131,12 +136,12 @@ def a16w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_poin
     return y
 
 
-cpu_a16w4 = torch.library.custom_op("nybble::cpu_a16w4", mutates_args=())(a16w4_impl)
-
-
-@cpu_a16w4.register_fake
-def _(x, qw, scale, zero_point, n, group_size, bias, isa):
+def _a16w4_fake(x, qw, scale, zero_point, n, group_size, bias, isa):
     return x.new_empty(x.shape[0], n)
+
+
+define_cpu_op("cpu_a16w4(Tensor x, Tensor qw, Tensor scale, Tensor? zero_point, SymInt n, SymInt group_size, "
+              "Tensor? bias, str isa) -> Tensor", a16w4_impl, _a16w4_fake)
 
 
 def a8w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
@@ -152,12 +157,12 @@ def a8w4_impl(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, zero_point
     return y
 
 
-cpu_a8w4 = torch.library.custom_op("nybble::cpu_a8w4", mutates_args=())(a8w4_impl)
-
-
-@cpu_a8w4.register_fake
-def _(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa):
+def _a8w4_fake(x, qw, scale, zero_point, wcomp, n, group_size, asymmetric, bias, isa):
     return x.new_empty(x.shape[0], n)
+
+
+define_cpu_op("cpu_a8w4(Tensor x, Tensor qw, Tensor scale, Tensor? zero_point, Tensor? wcomp, SymInt n, "
+              "SymInt group_size, bool asymmetric, Tensor? bias, str isa) -> Tensor", a8w4_impl, _a8w4_fake)
 
 
 def eager_call_ok(x: torch.Tensor) -> bool:

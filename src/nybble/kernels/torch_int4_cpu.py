@@ -17,13 +17,15 @@ import torch
 from ..plain import PlainInt4Weight
 from ..types import ALLOWED_DTYPES, dtype_name
 from .base import LinearSpec
+from .cpu_oplib import define_cpu_op
 from .torch_int4_common import TorchInt4KernelBase
 
 
-@torch.library.custom_op("nybble::torch_int4_cpu_a16w4", mutates_args=())
 def torch_int4_cpu_a16w4(x: torch.Tensor, weight_int4pack: torch.Tensor, scale_and_zeros: torch.Tensor,
                          group_size: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``x`` (M, K) float; ``weight_int4pack`` uint8 (N, K/2) from ``_convert_weight_to_int4pack_for_cpu``;
+    """The CPU kernel of the torch op ``nybble::torch_int4_cpu_a16w4`` (registered like nybble's own
+    decode ops, :func:`nybble.kernels.cpu_oplib.define_cpu_op`, so both pay the same per-call cost):
+    ``x`` (M, K) float; ``weight_int4pack`` uint8 (N, K/2) from ``_convert_weight_to_int4pack_for_cpu``;
     ``scale_and_zeros`` (K/g, N, 2) in ``x.dtype``; returns (M, N) in ``x.dtype``."""
     y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), weight_int4pack, group_size, scale_and_zeros)
     if bias is not None:
@@ -31,9 +33,12 @@ def torch_int4_cpu_a16w4(x: torch.Tensor, weight_int4pack: torch.Tensor, scale_a
     return y
 
 
-@torch_int4_cpu_a16w4.register_fake
-def _(x, weight_int4pack, scale_and_zeros, group_size, bias):
+def _torch_int4_cpu_a16w4_fake(x, weight_int4pack, scale_and_zeros, group_size, bias):
     return x.new_empty(x.shape[0], weight_int4pack.shape[0])
+
+
+define_cpu_op("torch_int4_cpu_a16w4(Tensor x, Tensor weight_int4pack, Tensor scale_and_zeros, SymInt group_size, "
+              "Tensor? bias) -> Tensor", torch_int4_cpu_a16w4, _torch_int4_cpu_a16w4_fake)
 
 
 class TorchInt4CpuKernel(TorchInt4KernelBase):
