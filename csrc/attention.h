@@ -8,7 +8,10 @@
 //   q    (H, D) rows of `kind` (fp32 / bf16 / fp16 bits), head stride q_head elements
 //   k, v (Hkv, L, D) rows of `kind`, strides k_head / k_pos, v_head / v_pos elements; the D
 //        elements of a row are contiguous
-//   mask (L,) fp32 added to every head's scores (0 / -inf for a boolean mask) or null
+//   mask (L,) fp32 added to every head's scores or null
+//   pos  the positions l to visit (ascending), npos of them, or null for all L: positions whose
+//        mask is -inf (false for a boolean mask) are left out by the caller (exp(-inf) = 0: they add
+//        nothing to the sums), so a static cache's empty tail costs nothing
 //   out  (H, D) of `kind`, head stride o_head elements
 #pragma once
 #include <cmath>
@@ -24,7 +27,7 @@ namespace {  // internal linkage: see thread_pool.h
 // from_f32(src, dst, kind, n): the path's row operations on fp32 rows of n elements.
 template <class Ops>
 void attn_decode_impl(const AttnArgs& a, int nthreads) {
-  const int64_t grp = a.h / a.hkv, D = a.d, L = a.l;
+  const int64_t grp = a.h / a.hkv, D = a.d, L = a.pos ? a.npos : a.l;  // L: positions visited
   const int64_t esz = a.kind == kScaleF32 ? 4 : 2;
   const auto at = [esz](const void* base, int64_t elems) {
     return static_cast<const void*>(static_cast<const char*>(base) + elems * esz);
@@ -44,8 +47,9 @@ void attn_decode_impl(const AttnArgs& a, int nthreads) {
     for (long long kh = h0; kh < h1; ++kh) {
       for (int64_t g = 0; g < grp; ++g) Ops::to_f32(at(a.q, (kh * grp + g) * a.q_head), a.kind, q + g * D, D);
       for (int64_t l = 0; l < L; ++l) {
-        Ops::to_f32(at(a.k, kh * a.k_head + l * a.k_pos), a.kind, row, D);
-        const float mk = a.mask ? a.mask[l] : 0.f;
+        const int64_t p = a.pos ? a.pos[l] : l;  // the cache position of visited position l
+        Ops::to_f32(at(a.k, kh * a.k_head + p * a.k_pos), a.kind, row, D);
+        const float mk = a.mask ? a.mask[p] : 0.f;
         for (int64_t g = 0; g < grp; ++g) s[g * L + l] = Ops::dot(q + g * D, row, D) * a.scale + mk;
       }
       for (int64_t g = 0; g < grp; ++g) {
@@ -62,7 +66,7 @@ void attn_decode_impl(const AttnArgs& a, int nthreads) {
         for (int64_t d = 0; d < D; ++d) acc[g * D + d] = 0.f;
       }
       for (int64_t l = 0; l < L; ++l) {
-        Ops::to_f32(at(a.v, kh * a.v_head + l * a.v_pos), a.kind, row, D);
+        Ops::to_f32(at(a.v, kh * a.v_head + (a.pos ? a.pos[l] : l) * a.v_pos), a.kind, row, D);
         for (int64_t g = 0; g < grp; ++g) Ops::axpy(s[g * L + l], row, acc + g * D, D);
       }
       for (int64_t g = 0; g < grp; ++g)

@@ -100,6 +100,8 @@ struct AttnArgs {
   const void* v;
   int64_t v_head, v_pos;
   const float* mask;  // (L,) additive fp32 or null
+  const int32_t* pos;  // the positions to visit, ascending (npos of them), or null: all L
+  int64_t npos;
   void* out;
   int64_t o_head;
   int kind;  // ScaleKind of q, k, v and out

@@ -9,6 +9,7 @@
 
 #include <Python.h>
 
+#include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
@@ -156,16 +157,40 @@ void quantize_acts(const std::string& isa, uintptr_t x, int64_t m, int64_t ldx, 
                                ptr<int32_t>(za), ptr<int32_t>(sums), nthreads < 1 ? 1 : nthreads);
 }
 
+// mask_kind: 0 = no mask, 1 = fp32 (L,) added to the scores, 2 = bool bytes (L,) (nonzero = attend).
+// Positions with a -inf / false mask are not visited at all (see csrc/attention.h); when every
+// position is masked the output is NaN, as softmax over -inf scores gives.
 void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos,
-                      uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, uintptr_t out, int64_t o_head,
-                      int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale, int nthreads) {
+                      uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, int mask_kind, uintptr_t out,
+                      int64_t o_head, int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale,
+                      int nthreads) {
   const nybble::IsaKernels kern = nybble::isa_kernels(isa);
   check_kind(kind, "q/k/v");
   if (h < 1 || hkv < 1 || h % hkv || l < 1 || d < 1)
     throw std::invalid_argument("nybble._C.decode_attention: need H, Hkv, L, D >= 1 and H a multiple of Hkv");
+  if (mask_kind < 0 || mask_kind > 2 || (mask_kind != 0 && mask == 0))
+    throw std::invalid_argument("nybble._C.decode_attention: mask_kind must be 0 (none), 1 (fp32) or 2 (bool) with a mask");
+  std::vector<int32_t> pos;  // the attended positions, when a mask leaves some out
+  const float* madd = mask_kind == 1 ? ptr<const float>(mask) : nullptr;
+  if (mask_kind != 0) {
+    const uint8_t* mb = ptr<const uint8_t>(mask);
+    pos.reserve(static_cast<size_t>(l));
+    for (int64_t i = 0; i < l; ++i) {
+      const bool attend = mask_kind == 2 ? mb[i] != 0 : !(std::isinf(madd[i]) && madd[i] < 0);
+      if (attend) pos.push_back(static_cast<int32_t>(i));
+    }
+    if (pos.empty()) {  // softmax over -inf everywhere: NaN (as before this change, and as sdpa)
+      const std::vector<float> nan_row(static_cast<size_t>(d), std::nanf(""));
+      const int64_t esz = kind == nybble::kScaleF32 ? 4 : 2;
+      for (int64_t i = 0; i < h; ++i)
+        kern.from_f32(nan_row.data(), static_cast<char*>(ptr<void>(out)) + i * o_head * esz, kind, d);
+      return;
+    }
+  }
+  const bool use_pos = !pos.empty() && static_cast<int64_t>(pos.size()) < l;
   const nybble::AttnArgs a{ptr<const void>(q), q_head, ptr<const void>(k), k_head, k_pos, ptr<const void>(v), v_head,
-                           v_pos, ptr<const float>(mask), ptr<void>(out), o_head, kind, h, hkv, l, d,
-                           static_cast<float>(scale)};
+                           v_pos, madd, use_pos ? pos.data() : nullptr, use_pos ? static_cast<int64_t>(pos.size()) : 0,
+                           ptr<void>(out), o_head, kind, h, hkv, l, d, static_cast<float>(scale)};
   nb::gil_scoped_release release;
   kern.attn_decode(a, nthreads < 1 ? 1 : nthreads);
 }
@@ -276,7 +301,8 @@ NB_MODULE(_C, m) {
   }, "bf16/f16 bits -> fp32 of `count` values, as the ops convert inputs (for tests).");
   m.def("decode_attention", &decode_attention,
         "One query token per head against a KV cache (see csrc/attention.h): isa, q, q_head, k, k_head, k_pos, v, "
-        "v_head, v_pos, mask (fp32 (L,) additive or 0), out, o_head, kind (0/1/2 = fp32/bf16/fp16 for q, k, v, out), "
+        "v_head, v_pos, mask (address or 0), mask_kind (0 none, 1 fp32 (L,) additive, 2 bool bytes (L,)), out, o_head, "
+        "kind (0/1/2 = fp32/bf16/fp16 for q, k, v, out), "
         "H, Hkv, L, D, scale, nthreads; strides in elements, rows of D contiguous.");
   m.def("install_stack_chunk_cache", &install_stack_chunk_cache,
         "Wrap CPython's arena allocator so that freed 16 KiB frame-stack chunks are kept and reused instead of "

@@ -50,6 +50,43 @@ def test_against_reference(isa, dtype, h, hkv, length, d):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
+def test_masked_positions_are_skipped(isa, threads):
+    """A static cache's masked tail (here filled with NaN / inf garbage) is never read: a bool mask, the
+    same as a float mask with -inf, gives the attention over the valid positions only, and equals the
+    call on the valid prefix alone; a float mask's finite entries still count; all masked gives NaN."""
+    g = torch.Generator().manual_seed(11)
+    h, hkv, cap, d, valid = 32, 8, 64, 64, 23
+    q = torch.randn(1, h, 1, d, generator=g).bfloat16()
+    k = torch.randn(1, hkv, cap, d, generator=g).bfloat16()
+    v = torch.randn(1, hkv, cap, d, generator=g).bfloat16()
+    keep = torch.zeros(1, 1, 1, cap, dtype=torch.bool)
+    keep[..., :valid] = True
+    keep[..., 5] = False  # a hole inside the valid part too
+    k[:, :, valid:], v[:, :, valid:] = float("nan"), float("inf")
+    k[:, :, 5], v[:, :, 5] = float("inf"), float("nan")
+    fmask = torch.zeros(1, 1, 1, cap).masked_fill(~keep, -math.inf)
+    fmask[..., :valid][keep[..., :valid]] = torch.randn(int(keep.sum()), generator=g)
+    idx = keep.reshape(-1).nonzero().reshape(-1)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu.use_isa(isa):
+            yb = A.decode_attention(q, k, v, 0.125, keep)
+            yf = A.decode_attention(q, k, v, 0.125, fmask)
+            yp = A.decode_attention(q, k[:, :, idx], v[:, :, idx], 0.125)  # the attended rows alone
+            ypf = A.decode_attention(q, k[:, :, idx], v[:, :, idx], 0.125, fmask[..., idx])
+            none = A.decode_attention(q, k, v, 0.125, torch.zeros(1, 1, 1, cap, dtype=torch.bool))
+    finally:
+        torch.set_num_threads(prev)
+    assert torch.isfinite(yb).all() and torch.isfinite(yf).all()
+    assert torch.equal(yb, yp) and torch.equal(yf, ypf)
+    check(yb, reference(q[..., :], k[:, :, idx], v[:, :, idx], 0.125), torch.bfloat16)
+    check(yf, reference(q, k[:, :, idx], v[:, :, idx], 0.125, fmask[..., idx]), torch.bfloat16)
+    assert none.shape == yb.shape and torch.isnan(none).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
 def test_strided_masked_threads(isa, threads):
     """Non-contiguous K/V (a cache slice), a boolean and a float mask, 1 and 2 threads."""
     g = torch.Generator().manual_seed(7)

@@ -70,21 +70,22 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
     hkv, length = key.shape[1], key.shape[2]
     kind = _KIND[query.dtype]
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
-    m = None
+    m, mask_kind = None, 0
     if mask is not None:
         if mask.numel() != length:
             raise ValueError(f"decode_attention: mask must broadcast to (1, 1, 1, {length}), got {tuple(mask.shape)}")
         m = mask.reshape(-1)
-        if m.dtype == torch.bool:
-            m = torch.zeros(length, dtype=torch.float32).masked_fill_(~m, -math.inf)
+        if m.dtype == torch.bool:  # read as bytes by the C++ side (no conversion op here)
+            m, mask_kind = m.contiguous(), 2
         else:
-            m = m.float().contiguous()
+            m, mask_kind = m.float().contiguous(), 1
     out = torch.empty(1, 1, h, d, dtype=query.dtype)
     scale = 1.0 / math.sqrt(d) if scaling is None else float(scaling)
+    # masked positions (-inf / False) are not visited at all (csrc/attention.h)
     _ops._C.decode_attention(selected_isa(), query.data_ptr(), query.stride(1), key.data_ptr(), key.stride(1),
                              key.stride(2), value.data_ptr(), value.stride(1), value.stride(2),
-                             0 if m is None else m.data_ptr(), out.data_ptr(), d, kind, h, hkv, length, d, scale,
-                             torch.get_num_threads())
+                             0 if m is None else m.data_ptr(), mask_kind, out.data_ptr(), d, kind, h, hkv, length, d,
+                             scale, torch.get_num_threads())
     return out
 
 
