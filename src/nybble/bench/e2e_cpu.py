@@ -202,9 +202,13 @@ class Decoder:
             # can never hand one model's graph to another model of the same class.
             scope: dict = {}
             exec("def decode_step(model, **kwargs):\n    return model(**kwargs)\n", scope)  # noqa: S102
-            opts = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe} if skip_module_guards else None
+            # size_asserts off: the generated step re-checked the size and stride of every weight
+            # input of every op (~330 asserts per step of the 0.85B model); the shapes are fixed
+            opts = {"size_asserts": False} if backend == "inductor" else {}
+            if skip_module_guards:
+                opts["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
             self.fn = functools.partial(torch.compile(scope["decode_step"], fullgraph=True, dynamic=False,
-                                                      backend=backend, options=opts), model)
+                                                      backend=backend, options=opts or None), model)
         self.past = None
         self.length = 0
 
@@ -221,7 +225,7 @@ class Decoder:
         else:
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.past, self.length = out.past_key_values, ids.shape[1]
-        return out.logits[:, -1:].argmax(-1)
+        return self.next_token(out.logits)
 
     def step(self, tok):
         if self.length >= self.max_len and self.compiled:
@@ -229,7 +233,14 @@ class Decoder:
         out = self.fn(input_ids=tok, past_key_values=self.past, use_cache=True)
         self.past = out.past_key_values
         self.length += 1
-        return out.logits[:, -1:].argmax(-1)
+        return self.next_token(out.logits)
+
+    @staticmethod
+    def next_token(logits):
+        """Greedy pick: logits (1, T, V) -> (1, 1) int64 index of the last position's maximum (the
+        first one on ties). Through fp32 (exact): torch's bf16 argmax over 32000 values took ~105 us,
+        the fp32 one ~23 us (2 threads, seventh session), and the same for every variant."""
+        return logits[:, -1:].float().argmax(-1)
 
 
 def _linear_shape(mod) -> tuple[int, int] | None:
