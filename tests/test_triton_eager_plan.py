@@ -180,3 +180,48 @@ def test_recording_is_not_reentrant_and_direct_launcher_refuses_scratch_kernels(
     assert launch.direct_launcher(c) is not None
     c.run.global_scratch_size = 64
     assert launch.direct_launcher(c) is None
+
+
+class _GluonLayer(_Layer):
+    """Like ``_Layer``, but its second kernel is launched outside ``FastLaunch`` (as the Gluon GEMMs
+    are: ``launch.note_unplannable_launch``) and writes the output itself."""
+
+    def __call__(self, x2):
+        self.calls += 1
+        out = x2.new_empty(x2.shape[0], self.n)
+        rec = launch._RECORD[0]
+        if rec is not None:  # the first kernel: a FastLaunch launch the plan could replay
+            rec.append(launch.Launch(self.compiled, (1, 1, 1), (x2, 3), -1))
+        launch.note_unplannable_launch((4, 2))
+        out.copy_(x2 @ self.w.t())  # stands for the Gluon kernel's work (not seen by the op guard)
+        return out
+
+
+def test_a_launch_outside_fastlaunch_refuses_the_plan(monkeypatch):
+    """A plan that recorded only the FastLaunch launches around a Gluon GEMM would replay the
+    activation quantization alone (the output left unwritten): the noted launch makes it refuse, so
+    the first call returns the ordinary result and later calls are sent to the ordinary path (None)."""
+    layer = _GluonLayer()
+    plans = _plans(layer)
+    monkeypatch.setattr(eager_plan, "_OpGuard", lambda: _NoGuard())
+    x = torch.randn(3, 16)
+    y = plans(x)
+    assert y is not None and torch.allclose(y, x @ layer.w.t())
+    assert plans.plan_for((3, 16)) is None
+    calls = layer.calls
+    assert plans(x) is None and layer.calls == calls  # remembered as "no plan": no replay, no recording
+    with launch.recording() as recs:
+        launch.note_unplannable_launch((5,))
+    assert len(recs) == 1 and recs[0].compiled is None and recs[0].grid == (5, 1, 1)
+    launch.note_unplannable_launch((5,))  # outside a recording: nothing to note, no error
+
+
+class _NoGuard:
+    """An op guard that sees nothing (so only the launches decide)."""
+    other: list = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -62,6 +62,15 @@ def recording():
         _RECORD[0] = None
 
 
+def note_unplannable_launch(grid) -> None:
+    """A launch that does not go through ``FastLaunch`` (the Gluon kernels, launched by Triton's own
+    launcher with TMA descriptors built per call): while a plan is being recorded, note it as a launch
+    without a kernel, so that :mod:`eager_plan` refuses the plan instead of replaying only the
+    ``FastLaunch`` launches around it (e.g. the activation quantization before the int8 GEMM)."""
+    if _RECORD[0] is not None:
+        _RECORD[0].append(Launch(None, tuple(grid) + (1,) * (3 - len(grid)), (), 0))
+
+
 def direct_launcher(compiled):
     """``(launch, tail)`` for a compiled kernel, or None: ``launch(gx, gy, gz, stream, *tail, *args)``
     launches it on a grid of ``(gx, gy, gz)`` programs with the runtime + constexpr arguments

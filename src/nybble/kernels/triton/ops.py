@@ -21,7 +21,7 @@ import triton
 
 from . import gemm_a8, jit, mma
 from . import eager_plan
-from .launch import FastLaunch
+from .launch import FastLaunch, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
                       is_a8_gemm, make_key, wgmma_splits)
 
@@ -415,6 +415,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         cnt = torch.zeros(tiles, dtype=torch.int32, device=x.device)
     else:
         part = cnt = scale
+    note_unplannable_launch(grid)
     wgmma.a16w4_wgmma_kernel[grid](
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
         part, cnt, m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1,
@@ -567,6 +568,7 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
                               gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, cfg.block_n))
+    note_unplannable_launch(grid)  # an eager plan must not replay the quantization alone
     wgmma_a8.a8w4_wgmma_kernel[grid](
         x_desc, w_desc, sa, za, scale, zero if zero is not None else scale, wsum,
         bias if bias is not None else scale, out, m, n, k, GROUP=group_size, HAS_ZERO=zero is not None,
