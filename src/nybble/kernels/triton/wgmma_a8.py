@@ -184,6 +184,45 @@ def _pass_turn(turn, WG: gl.constexpr, ORDER: gl.constexpr):
 
 
 @gluon.jit
+def _group_step(acc, a, xk, k, u, s, w, zz_u, g_ahead, ws, ready, empty, turn, s_ptr, z_ptr, ws_ptr,
+                n_groups, row0, N, za_s, WG: gl.constexpr, HAS_ZERO: gl.constexpr, ASYM: gl.constexpr,
+                ORDER: gl.constexpr, STAGES: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr, ACC: gl.constexpr):
+    """One group of one K step with the weights in the A-operand registers (``SUB == 1``): request
+    group ``g_ahead``'s parameters, (take the turn,) issue the wgmma of step ``k`` on ``a`` / ``xk``
+    started at the group's ``_acc_start``, unpack step ``u``'s weights (``zz_u``) meanwhile, wait, (pass
+    the turn,) release step ``k``'s slot and rescale by ``s``.  Returns ``(acc, unpacked A of step u,
+    s, zz, wsum of group g_ahead)``; the caller alternates the two A register sets."""
+    s_a, zz_a, w_a = _group_params(s_ptr, z_ptr, ws_ptr, g_ahead, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+    _wait_turn(turn, k, WG, ORDER)
+    part = warpgroup_mma(a, xk, _acc_start(w, za_s, ASYM, ACC), is_async=True)
+    a_u = _unpack_i8(ws, ready, zz_u, u, WG, STAGES, DOT, L4)
+    part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+    _pass_turn(turn, WG, ORDER)
+    mbarrier.arrive(empty.index(k % STAGES))
+    return _rescale(acc, part, s), a_u, s_a, zz_a, w_a
+
+
+@gluon.jit
+def _group_step_smem(acc, abuf_k, abuf_u, xk, k, u, s, w, zz_u, g_ahead, ws, ready, empty, turn, s_ptr, z_ptr,
+                     ws_ptr, n_groups, row0, N, za_s, WG: gl.constexpr, HAS_ZERO: gl.constexpr, ASYM: gl.constexpr,
+                     ORDER: gl.constexpr, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, AL8: gl.constexpr,
+                     L4: gl.constexpr, ACC: gl.constexpr):
+    """:func:`_group_step` with the unpacked weights in shared memory (``SMEM_A``): step ``k``'s in
+    ``abuf_k`` (int32 words, read as int8), step ``u``'s written into ``abuf_u`` meanwhile.  Returns
+    ``(acc, s, zz, wsum of group g_ahead)``."""
+    s_a, zz_a, w_a = _group_params(s_ptr, z_ptr, ws_ptr, g_ahead, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+    gl.thread_barrier()  # every warp's stores of abuf_k are done (and fenced)
+    _wait_turn(turn, k, WG, ORDER)
+    part = warpgroup_mma(abuf_k._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk, _acc_start(w, za_s, ASYM, ACC),
+                         is_async=True)
+    _unpack_smem(ws, ready, zz_u, u, abuf_u, WG, STAGES, BLOCK_K)
+    part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
+    _pass_turn(turn, WG, ORDER)
+    mbarrier.arrive(empty.index(k % STAGES))
+    return _rescale(acc, part, s), s_a, zz_a, w_a
+
+
+@gluon.jit
 def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
                 off_m, off_n, M, N, n_steps, n_groups, WG: gl.constexpr, SUB: gl.constexpr,
                 HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr, ORDER: gl.constexpr,
@@ -229,47 +268,24 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
         xk1 = xs.index((kk + 1) % STAGES).permute((1, 0))
         if SMEM_A:
             # steps kk and kk + 1 are two groups; their weights in abuf[0] / abuf[1]
-            s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
-            gl.thread_barrier()  # every warp's stores of abuf[0] are done (and fenced)
-            _wait_turn(turn, kk, WG, ORDER)
-            part = warpgroup_mma(abuf.index(0)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk,
-                                 _acc_start(w0, za_s, ASYM, ACC), is_async=True)
-            _unpack_smem(ws, ready, zz1, kk + 1, abuf.index(1), WG, STAGES, BLOCK_K)
-            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
-            _pass_turn(turn, WG, ORDER)
-            mbarrier.arrive(empty.index(kk % STAGES))
-            acc = _rescale(acc, part, s0)
-            s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
-            gl.thread_barrier()
-            _wait_turn(turn, kk + 1, WG, ORDER)
-            part = warpgroup_mma(abuf.index(1)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk1,
-                                 _acc_start(w1, za_s, ASYM, ACC), is_async=True)
-            # past the last step this re-reads the last slot (still full): computed, never used
-            _unpack_smem(ws, ready, zz2, gl.minimum(kk + 2, n_steps - 1), abuf.index(0), WG, STAGES, BLOCK_K)
-            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
-            _pass_turn(turn, WG, ORDER)
-            mbarrier.arrive(empty.index((kk + 1) % STAGES))
-            acc = _rescale(acc, part, s1)
+            acc, s2, zz2, w2 = _group_step_smem(
+                acc, abuf.index(0), abuf.index(1), xk, kk, kk + 1, s0, w0, zz1, kk + 2, ws, ready, empty, turn, s_ptr,
+                z_ptr, ws_ptr, n_groups, row0, N, za_s, WG, HAS_ZERO, ASYM, ORDER, STAGES, BLOCK_K, AL8, L4, ACC)
+            # past the last step the unpack re-reads the last slot (still full): computed, never used
+            acc, s3, zz3, w3 = _group_step_smem(
+                acc, abuf.index(1), abuf.index(0), xk1, kk + 1, gl.minimum(kk + 2, n_steps - 1), s1, w1, zz2, kk + 3,
+                ws, ready, empty, turn, s_ptr, z_ptr, ws_ptr, n_groups, row0, N, za_s, WG, HAS_ZERO, ASYM, ORDER,
+                STAGES, BLOCK_K, AL8, L4, ACC)
             s0, zz0, w0, s1, zz1, w1 = s2, zz2, w2, s3, zz3, w3
         elif SUB == 1:
-            # steps kk and kk + 1 are two groups
-            s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
-            _wait_turn(turn, kk, WG, ORDER)
-            part = warpgroup_mma(a0, xk, _acc_start(w0, za_s, ASYM, ACC), is_async=True)
-            a1 = _unpack_i8(ws, ready, zz1, kk + 1, WG, STAGES, DOT, L4)
-            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
-            _pass_turn(turn, WG, ORDER)
-            mbarrier.arrive(empty.index(kk % STAGES))
-            acc = _rescale(acc, part, s0)
-            s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
-            _wait_turn(turn, kk + 1, WG, ORDER)
-            part = warpgroup_mma(a1, xk1, _acc_start(w1, za_s, ASYM, ACC), is_async=True)
-            # past the last step this re-reads the last slot (still full): computed, never used
-            a0 = _unpack_i8(ws, ready, zz2, gl.minimum(kk + 2, n_steps - 1), WG, STAGES, DOT, L4)
-            part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
-            _pass_turn(turn, WG, ORDER)
-            mbarrier.arrive(empty.index((kk + 1) % STAGES))
-            acc = _rescale(acc, part, s1)
+            # steps kk and kk + 1 are two groups; their weights alternate between the registers a0 / a1
+            acc, a1, s2, zz2, w2 = _group_step(
+                acc, a0, xk, kk, kk + 1, s0, w0, zz1, kk + 2, ws, ready, empty, turn, s_ptr, z_ptr, ws_ptr,
+                n_groups, row0, N, za_s, WG, HAS_ZERO, ASYM, ORDER, STAGES, DOT, L4, ACC)
+            # past the last step the unpack re-reads the last slot (still full): computed, never used
+            acc, a0, s3, zz3, w3 = _group_step(
+                acc, a1, xk1, kk + 1, gl.minimum(kk + 2, n_steps - 1), s1, w1, zz2, kk + 3, ws, ready, empty,
+                turn, s_ptr, z_ptr, ws_ptr, n_groups, row0, N, za_s, WG, HAS_ZERO, ASYM, ORDER, STAGES, DOT, L4, ACC)
             s0, zz0, w0, s1, zz1, w1 = s2, zz2, w2, s3, zz3, w3
         else:
             # steps kk and kk + 1 are the two halves of group kk / 2
