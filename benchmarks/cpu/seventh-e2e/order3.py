@@ -100,6 +100,7 @@ for k in names:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         block(ds[k], STEPS)
     tot = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=50))
     print(f"-- {k}: self CPU total {tot / 1e3:.1f} ms; nybble ops by input shapes: calls, mean us")
     for ev in prof.key_averages(group_by_input_shape=True):
         if ev.key.startswith("nybble::"):
