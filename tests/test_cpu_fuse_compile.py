@@ -129,3 +129,28 @@ def test_compiled_fused_model_inductor_decodes_the_same_tokens():
     want_toks, _ = decode(model, compiled=False, steps=3)
     got_toks, _ = decode(model, compiled=True, steps=3)
     assert got_toks == want_toks
+
+
+@pytest.mark.parametrize("mode", ["a8", "torch_int4"])
+def test_cpp_wrapper_and_guard_skip_decode_the_same(mode):
+    """The benchmark's Decoder settings (inductor ``cpp_wrapper`` and the guard-skipping stance after
+    the first step) on a fused model with the decode attention op: the generated C++ wrapper calls
+    the Python-implemented nybble ops, one graph, no recompile, and the same tokens and logits as the
+    same model compiled with the Python wrapper and normal guard evaluation."""
+    torch._dynamo.reset()
+    model = small_llama(mode)
+    F.fuse_siblings(model)
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(1))
+    runs = []
+    for opts in (dict(skip_guard_eval=False), dict(skip_guard_eval=True, cpp_wrapper=True)):
+        dec = Decoder(model, compile=True, max_len=16, **opts)
+        g0 = Decoder.graphs()
+        with torch.inference_mode():
+            toks = [int(dec.start(ids))]
+            for _ in range(6):
+                toks.append(int(dec.step(torch.tensor([[toks[-1]]]))))
+            out = dec.fn(input_ids=torch.tensor([[toks[-1]]]), past_key_values=dec.past, use_cache=True)
+        assert Decoder.graphs() - g0 == 1  # compiled once, at the first step
+        runs.append((toks, out.logits.float()))
+    assert runs[1][0] == runs[0][0]
+    assert torch.equal(runs[1][1], runs[0][1])

@@ -1,6 +1,11 @@
 """cnaf_paired.py (sixth session) with a round budget that waits for fast-DRAM rounds (seventh session).
 
-    python benchmarks/cpu/seventh-e2e/cnaf7_paired.py [fast_rounds=20] [steps=12] [fused_first=0] [max_seconds=240]
+    python benchmarks/cpu/seventh-e2e/cnaf7_paired.py [fast_rounds=20] [steps=12] [fused_first=0] [max_seconds=240] [cpp_wrapper=1]
+
+Since 18:2x (seventh session, part 5): every compiled variant runs with e2e_cpu.Decoder's defaults
+(skip_guard_eval=True: the guard-skipping stance after the first step) and cpp_wrapper=True (inductor's
+C++ wrapper; the 5th argument 0 turns it off for every variant). The runs before that (logs up to
+cnaf7-1754.log) had neither.
 
 Rounds go on until `fast_rounds` rounds were fast (both probes > 55 GB/s) or `max_seconds` of rounds
 have passed (at least 10 rounds), so that a slow DRAM phase at the start does not leave the run without
@@ -40,6 +45,7 @@ FAST_ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 FUSED_FIRST = bool(int(sys.argv[3])) if len(sys.argv) > 3 else False
 MAX_SECONDS = float(sys.argv[4]) if len(sys.argv) > 4 else 240.0
+CPP_WRAPPER = bool(int(sys.argv[5])) if len(sys.argv) > 5 else True
 
 
 def anon_huge_mib():
@@ -56,7 +62,8 @@ CFG = {
 }
 lock = open("/tmp/nybble_bench.lock", "a+")
 fcntl.flock(lock, fcntl.LOCK_SH)
-print(f"setup {time.strftime('%H:%M:%S', time.gmtime())} UTC, fused_first={int(FUSED_FIRST)}", flush=True)
+print(f"setup {time.strftime('%H:%M:%S', time.gmtime())} UTC, fused_first={int(FUSED_FIRST)}, "
+      f"cpp_wrapper={int(CPP_WRAPPER)}", flush=True)
 gen = torch.Generator().manual_seed(1)
 ds = {}
 for name, (cfg, kernel) in CFG.items():
@@ -72,7 +79,7 @@ for name, (cfg, kernel) in CFG.items():
         for sfx, comp in kinds:
             g0 = Decoder.graphs()
             t0 = time.perf_counter()
-            d = Decoder(m, compile=comp, max_len=16 + 3 + STEPS + 8)
+            d = Decoder(m, compile=comp, max_len=16 + 3 + STEPS + 8, cpp_wrapper=CPP_WRAPPER)
             d.attention = m.config._attn_implementation
             with torch.inference_mode():
                 tok = d.start(torch.randint(0, 32000, (1, 16), generator=gen))

@@ -186,10 +186,25 @@ class Decoder:
     measured 1.45 ms of guard evaluation per step of the 0.85B model, more than the fusion saves;
     safe here because nothing changes a model's modules while it decodes, and each decoder has a
     compiled code object of its own).
+    ``skip_guard_eval``: BENCHMARK-ONLY, UNSAFE if the model, its modules or the input shapes change
+    between steps. After the first compiled step (which compiles under the normal stance), every
+    step runs under ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``: dynamo then skips
+    the guard check of the step's single compiled graph (its guards only decide between several
+    graphs). Safe here only because the static cache keeps every step's shapes fixed, nothing
+    changes the model while it decodes, and each decoder compiles a code object of its own (so it
+    has exactly one graph). On by default: it is what every variant of the benchmarks uses.
+    ``cpp_wrapper``: inductor's ``cpp_wrapper`` (the step's ``call()`` is generated C++ instead of
+    Python; the custom ops are still called through the dispatcher, their Python implementations
+    included). Measured 0.1-0.18 ms less per step of a 16-layer model (A8W4 and torch int4 alike,
+    seventh session, ``benchmarks/cpu/eighth-e2e/opts_ab.py``) for 20-35 s more compile time, so
+    off by default (tests) and on in the paired benchmark (``cnaf7_paired.py``) for every variant.
+    ``inductor_options``: further ``torch.compile`` inductor options (e.g. ``{"freezing": True}``:
+    measured no gain), the same for every variant that passes them.
     """
 
     def __init__(self, model, compile: bool = False, max_len: int = 256, backend: str = "inductor",
-                 skip_module_guards: bool = True):
+                 skip_module_guards: bool = True, skip_guard_eval: bool = True, cpp_wrapper: bool = False,
+                 inductor_options: dict | None = None):
         import torch
         self.model, self.compiled, self.max_len = model, bool(compile), max_len
         self.cache = None
@@ -204,13 +219,17 @@ class Decoder:
             exec("def decode_step(model, **kwargs):\n    return model(**kwargs)\n", scope)  # noqa: S102
             # size_asserts off: the generated step re-checked the size and stride of every weight
             # input of every op (~330 asserts per step of the 0.85B model); the shapes are fixed
-            opts = {"size_asserts": False} if backend == "inductor" else {}
+            opts = {"size_asserts": False, **(inductor_options or {})} if backend == "inductor" else {}
+            if cpp_wrapper and backend == "inductor":
+                opts["cpp_wrapper"] = True
             if skip_module_guards:
                 opts["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
             self.fn = functools.partial(torch.compile(scope["decode_step"], fullgraph=True, dynamic=False,
                                                       backend=backend, options=opts or None), model)
         self.past = None
         self.length = 0
+        self.skip_guard_eval = bool(skip_guard_eval) and self.compiled
+        self._warm = False  # the first compiled step ran (and compiled) under the normal stance
 
     @staticmethod
     def graphs() -> int:
@@ -230,7 +249,13 @@ class Decoder:
     def step(self, tok):
         if self.length >= self.max_len and self.compiled:
             raise ValueError(f"Decoder: the static cache holds {self.max_len} tokens; start() again")
-        out = self.fn(input_ids=tok, past_key_values=self.past, use_cache=True)
+        if self.skip_guard_eval and self._warm:
+            import torch
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                out = self.fn(input_ids=tok, past_key_values=self.past, use_cache=True)
+        else:
+            out = self.fn(input_ids=tok, past_key_values=self.past, use_cache=True)
+            self._warm = self.compiled
         self.past = out.past_key_values
         self.length += 1
         return self.next_token(out.logits)
