@@ -196,7 +196,7 @@ class Decoder:
     ``cpp_wrapper``: inductor's ``cpp_wrapper`` (the step's ``call()`` is generated C++ instead of
     Python; the custom ops are still called through the dispatcher, their Python implementations
     included). Measured 0.1-0.18 ms less per step of a 16-layer model (A8W4 and torch int4 alike,
-    seventh session, ``benchmarks/cpu/eighth-e2e/opts_ab.py``) for 20-35 s more compile time, so
+    seventh session, ``benchmarks/cpu/seventh-e2e/opts_ab.py``) for 20-35 s more compile time, so
     off by default (tests) and on in the paired benchmark (``cnaf7_paired.py``) for every variant.
     ``inductor_options``: further ``torch.compile`` inductor options (e.g. ``{"freezing": True}``:
     measured no gain), the same for every variant that passes them.

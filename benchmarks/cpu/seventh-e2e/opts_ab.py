@@ -1,6 +1,6 @@
 """A/B of e2e_cpu.Decoder's options on the fused compiled models (seventh session, part 5).
 
-    python benchmarks/cpu/eighth-e2e/opts_ab.py [rounds=12] [steps=12] [kinds=nybble_a8w4,torch_int4] [variants=base,stance,cppw,frz]
+    python benchmarks/cpu/seventh-e2e/opts_ab.py [rounds=12] [steps=12] [kinds=nybble_a8w4,torch_int4] [variants=base,stance,cppw,frz]
 
 For each kind one fused 0.85B model (nybble decode attention), and on it one Decoder per variant:
 base = skip_guard_eval=False (the code of the 17:54 run), stance = skip_guard_eval=True,
