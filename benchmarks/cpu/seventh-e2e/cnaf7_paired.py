@@ -2,7 +2,7 @@
 
     python benchmarks/cpu/seventh-e2e/cnaf7_paired.py [fast_rounds=20] [steps=12] [fused_first=0] [max_seconds=240] [cpp_wrapper=1]
 
-Since 18:23 (seventh session, part 5): every compiled variant runs with e2e_cpu.Decoder's defaults
+Since 18:21 (seventh session, part 5): every compiled variant runs with e2e_cpu.Decoder's defaults
 (skip_guard_eval=True: the guard-skipping stance after the first step) and cpp_wrapper=True (inductor's
 C++ wrapper; the 5th argument 0 turns it off for every variant). The runs before that (logs up to
 cnaf7-1754.log) had neither.
