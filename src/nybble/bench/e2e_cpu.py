@@ -402,7 +402,8 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
         del out
         # decode
         compiled = bool(opts.get("compile"))
-        dec = Decoder(model, compile=compiled, max_len=16 + 3 + opts["decode_tokens"] + 8)
+        # compiled: the guard-skipping stance and inductor cpp_wrapper, as in cnaf7_paired.py (every variant)
+        dec = Decoder(model, compile=compiled, max_len=16 + 3 + opts["decode_tokens"] + 8, cpp_wrapper=compiled)
         row["compile"] = int(compiled)
         if compiled:  # the first compiled step compiles; two more check that steps do not recompile
             g0 = Decoder.graphs()
