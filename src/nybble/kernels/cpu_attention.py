@@ -19,7 +19,6 @@ kernel) can use it.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -89,20 +88,13 @@ def _run(query, key, value, scaling, mask) -> torch.Tensor:
     return out
 
 
-def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: Optional[float],
-                        mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """The CPU kernel of the torch op ``nybble::cpu_decode_attention`` (for ``torch.compile``;
-    registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`): :func:`decode_attention` with
-    the same arguments; returns a new (1, 1, H, D) tensor in the query dtype."""
-    return decode_attention(query, key, value, scaling, mask)
-
-
 def _decode_attention_fake(query, key, value, scaling, mask):
     return query.new_empty(1, 1, query.shape[1], query.shape[3])
 
 
+# the op's CPU kernel is decode_attention itself (one Python frame per call)
 define_cpu_op("cpu_decode_attention(Tensor query, Tensor key, Tensor value, float? scaling, Tensor? mask) -> Tensor",
-              decode_attention_op, _decode_attention_fake)
+              decode_attention, _decode_attention_fake)
 
 
 def _shapes_ok(module, query, key, value, attention_mask, dropout, kwargs) -> bool:
@@ -158,4 +150,4 @@ def use_decode_attention(model):
     return model
 
 
-__all__ = ["NAME", "decode_attention", "decode_attention_op", "hf_attention_forward", "register", "use_decode_attention"]
+__all__ = ["NAME", "decode_attention", "hf_attention_forward", "register", "use_decode_attention"]

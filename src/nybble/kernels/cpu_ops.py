@@ -2,10 +2,6 @@
 
 * ``nybble::cpu_prepack`` / ``nybble::cpu_unpack``: plain layout <-> blocked layout (see
   :mod:`nybble.kernels.cpu_layout`); absent parts travel as empty tensors.
-The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`
-(``torch.library.Library`` define + CPU impl + fake: one Python frame per call), the others with
-``torch.library.custom_op``.
-
 * ``nybble::cpu_a16w4(x, qw, scale, zero_point, n, group_size, bias, isa)``: ``x`` (M, K)
   fp32/bf16/fp16 (any row stride) -> (M, N) in ``x.dtype``; computed in fp32 (the dtype
   conversions of x and y happen in C++, rounding to nearest even, as torch's casts).
@@ -16,6 +12,10 @@ The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.k
 
 ``isa`` names the C++ path (``scalar``/``avx2``/``avx512``/``avx512_vnni``); the thread count
 is ``torch.get_num_threads()`` at call time.
+
+The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`
+(``torch.library.Library`` define + CPU impl + fake: one Python frame per call), the others with
+``torch.library.custom_op``.
 """
 from __future__ import annotations
 
