@@ -384,6 +384,19 @@ def _gluon_sm90(device: torch.device) -> bool:
     return cap
 
 
+def _words_desc(qweight: torch.Tensor, block_n: int, block_k: int):
+    """TMA descriptor of the blocked weight words ``qweight`` int32 ``(N/16, K8/32, 16, 32)`` viewed as
+    ``(N/16, K8/32 * 16, 32)`` (row block, then (K block, row in block), then word), one box of
+    ``[block_n / 16, 16, block_k / 8]`` words per K step: what the Gluon GEMMs (``wgmma.py``,
+    ``wgmma_a8.py``) load."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    nb, kb = qweight.shape[0], qweight.shape[1]
+    box = [block_n // 16, 16, block_k // 8]
+    return TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], box,
+                            gl.NVMMASharedLayout.get_default_for(box, gl.int32))
+
+
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
     """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
     ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
@@ -401,10 +414,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     gdt = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
     x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], [bm, bk],
                               gl.NVMMASharedLayout.get_default_for([bm, bk], gdt))
-    nb, kb = qweight.shape[0], qweight.shape[1]
-    w_block = [bn // 16, 16, bk // 8]
-    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
-                              gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
+    w_desc = _words_desc(qweight, bn, bk)
     out = x.new_empty(m, n)
     splits = wgmma_splits(cfg)
     grid = (splits, triton.cdiv(m, bm), triton.cdiv(n, bn))
@@ -562,10 +572,7 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
     bm, bk = cfg.split_k, cfg.block_k
     x_desc = TensorDescriptor(qa, [m, k], [qa.stride(0), 1], [bm, bk],
                               gl.NVMMASharedLayout.get_default_for([bm, bk], gl.int8))
-    nb, kb = qweight.shape[0], qweight.shape[1]
-    w_block = [cfg.block_n // 16, 16, bk // 8]
-    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], w_block,
-                              gl.NVMMASharedLayout.get_default_for(w_block, gl.int32))
+    w_desc = _words_desc(qweight, cfg.block_n, bk)
     out = torch.empty(m, n, dtype=out_dtype, device=qa.device)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, cfg.block_n))
     note_unplannable_launch(grid)  # an eager plan must not replay the quantization alone
@@ -681,12 +688,12 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         return _gemv_dp4a(qa, sa, za, m, qweight, scale, zero, group_size, asymmetric, bias, x.dtype, cfg)
     if cfg is None and m > 8:  # the large-M GEMM wants its activation codes in the PERM8 order
         cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
-    if cfg is not None and cfg.block_m == WGMMA_A8 and wgmma_a8_ok(x, qweight, group_size, cfg):
+    if cfg is not None and ((cfg.block_m == WGMMA_A8 and wgmma_a8_ok(x, qweight, group_size, cfg))
+                            or (is_a8_gemm(cfg) and group_size != -1)):
+        # both large-M int8 GEMMs read the activation codes in the PERM8 order
+        gemm = _wgmma_a8_gemm if cfg.block_m == WGMMA_A8 else _a8_gemm
         qa, sa, za = launch_quantize_act(x, asymmetric, perm8=True)
-        return _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
-    if cfg is not None and is_a8_gemm(cfg) and group_size != -1:
-        qa, sa, za = launch_quantize_act(x, asymmetric, perm8=True)
-        return _a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
+        return gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
     qa, sa, za = launch_quantize_act(x, asymmetric)
     return launch_a8w4_mm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetric, bias, x.dtype, cfg)
 
