@@ -70,6 +70,20 @@ MAGIC_BITS = gl.constexpr(0x4B400000)
 MAGIC = gl.constexpr(12582912.0)
 
 
+def _unpack_asm(word: str, shift: str, zz: str) -> str:
+    """PTX of the unpack of four codes: ``((word >> shift) & 0x0F0F0F0F | 0x80808080) - zz`` holds
+    ``128 + q - z`` per byte without borrows, ``^ 0x80808080`` makes each byte the int8 ``q - z``
+    (operands named as ``inline_asm_elementwise`` numbers them for the caller's packing)."""
+    return (f"{{ .reg .b32 t; shr.u32 t, {word}, {shift}; lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA; "
+            f"sub.u32 t, t, {zz}; xor.b32 $0, t, 0x80808080; }}")
+
+
+#: four int8 results packed in one register (operands of element 0 of each input: $1, $5, $9)
+UNPACK_I8_ASM = gl.constexpr(_unpack_asm("$1", "$5", "$9"))
+#: one int32 result (the four codes' bytes) per element
+UNPACK_I32_ASM = gl.constexpr(_unpack_asm("$1", "$2", "$3"))
+
+
 @gluon.jit
 def _unpack_i8(ws, ready, zz, step, WG: gl.constexpr, STAGES: gl.constexpr, DOT: gl.constexpr,
                L4: gl.constexpr):
@@ -86,9 +100,7 @@ def _unpack_i8(ws, ready, zz, step, WG: gl.constexpr, STAGES: gl.constexpr, DOT:
     shift = p4 & 4  # positions 0-3 of every 8: the even nibbles; 4-7: the odd ones
     zb = gl.expand_dims(gl.expand_dims(zz, 2), 3)
     q = gl.inline_asm_elementwise(
-        "{ .reg .b32 t; shr.u32 t, $1, $5; lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA; "
-        "sub.u32 t, t, $9; xor.b32 $0, t, 0x80808080; }",
-        "=r,r,r,r,r,r,r,r,r,r,r,r,r", [words, shift, zb], dtype=gl.int8, is_pure=True, pack=4)
+        UNPACK_I8_ASM, "=r,r,r,r,r,r,r,r,r,r,r,r,r", [words, shift, zb], dtype=gl.int8, is_pure=True, pack=4)
     q = gl.reshape(q, [WG_ROWS, ws.shape[3] * 8])
     return gl.convert_layout(q, DOT, assert_trivial=True)
 
@@ -118,9 +130,7 @@ def _unpack_smem(ws, ready, zz, step, abuf, WG: gl.constexpr, STAGES: gl.constex
     zb = gl.convert_layout(zz, gl.SliceLayout(2, gl.SliceLayout(3, WL)))
     zb = gl.expand_dims(gl.expand_dims(zb, 2), 3)
     q = gl.inline_asm_elementwise(
-        "{ .reg .b32 t; shr.u32 t, $1, $2; lop3.b32 t, t, 0x0F0F0F0F, 0x80808080, 0xEA; "
-        "sub.u32 t, t, $3; xor.b32 $0, t, 0x80808080; }",
-        "=r,r,r,r", [gl.expand_dims(words, 3), h4, zb], dtype=gl.int32, is_pure=True, pack=1)
+        UNPACK_I32_ASM, "=r,r,r,r", [gl.expand_dims(words, 3), h4, zb], dtype=gl.int32, is_pure=True, pack=1)
     abuf.store(gl.reshape(q, [WG_ROWS, BLOCK_K // 4]))
     fence_async_shared()
 
