@@ -18,6 +18,7 @@
 #include "cpu_features.h"
 #include "dispatch.h"
 #include "kernels.h"
+#include "prefetch.h"
 #include "thread_pool.h"
 
 namespace nb = nanobind;
@@ -102,6 +103,22 @@ void f32_outputs(const nybble::IsaKernels& kern, const F32Io& io, uintptr_t y, i
   });
 }
 
+// The weight arrays of a call (codes, scales, zero points, compensation sums) for the cross-op
+// prefetch (prefetch.h); on_entry now, on_exit when the call returns (after the kernel).
+struct PrefetchScope {
+  nybble::prefetch::OpWeights w;
+  int64_t m;
+  PrefetchScope(const nybble::PackedView& v, int64_t rows) : m(rows) {
+    const int64_t meta = v.nblocks() * v.groups() * 16;
+    w.add(reinterpret_cast<uintptr_t>(v.qw), v.nblocks() * v.k * 8);
+    w.add(reinterpret_cast<uintptr_t>(v.scale), meta * (v.scale_kind == nybble::kScaleF32 ? 4 : 2));
+    w.add(reinterpret_cast<uintptr_t>(v.zp), meta);
+    w.add(reinterpret_cast<uintptr_t>(v.wcomp), meta * 4);
+    nybble::prefetch::Prefetcher::get().on_entry(w, m);
+  }
+  ~PrefetchScope() { nybble::prefetch::Prefetcher::get().on_exit(w, m); }
+};
+
 void a16w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
            int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
            int y_kind, int64_t ldy, int nthreads) {
@@ -110,6 +127,7 @@ void a16w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t l
   check_kind(x_kind, "x");
   check_kind(y_kind, "y");
   if (m <= 0) return;
+  const PrefetchScope pf(w, m);
   nb::gil_scoped_release release;
   const int nt = pick_threads(nthreads, m, n, k);
   if (x_kind == nybble::kScaleBF16 && kern.a16w4_bf16 && m <= kern.a16w4_bf16_max_m) {
@@ -136,6 +154,7 @@ void a8w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ld
   check_kind(x_kind, "x");
   check_kind(y_kind, "y");
   if (m <= 0) return;
+  const PrefetchScope pf(w, m);
   nb::gil_scoped_release release;
   const int nt = pick_threads(nthreads, m, n, k);
   const F32Io io = f32_inputs(kern, x, x_kind, m, ldx, k, y, y_kind, n, ldy, nt);
@@ -309,6 +328,41 @@ NB_MODULE(_C, m) {
         "unmapped (see the comment in csrc/module.cpp); True if installed now, False if it already was.");
   m.def("stack_chunk_cache_stats", &stack_chunk_cache_stats,
         "{installed, cached, hits, misses, kept, passed} of the stack-chunk cache (for tests and diagnosis).");
+  m.def("prefetch_configure", [](int enabled, long long cap, int hint, int spin_us) {
+    nybble::prefetch::Prefetcher::get().configure(enabled, cap, hint, spin_us);
+  }, nb::arg("enabled") = -1, nb::arg("cap") = -1, nb::arg("hint") = -1, nb::arg("spin_us") = -1,
+        "Cross-op weight prefetch (csrc/prefetch.h): enabled 0/1, cap (bytes per call), hint (0 t0, 1 t1, 2 t2, "
+        "3 nta, 4 prefetchw), spin_us (idle spin of a prefetch thread); -1 keeps a setting.");
+  m.def("prefetch_info", []() {
+    auto& p = nybble::prefetch::Prefetcher::get();
+    const auto& c = p.config();
+    const auto& st = p.stats();
+    static const char* hints[] = {"t0", "t1", "t2", "nta", "w"};
+    nb::dict d;
+    d["enabled"] = c.enabled;
+    d["cap"] = c.cap;
+    d["hint"] = hints[c.hint];
+    d["spin_us"] = c.spin_us;
+    d["max_m"] = c.max_m;
+    d["threads"] = p.threads();
+    d["calls"] = st.calls.load();
+    d["predicted"] = st.predicted.load();
+    d["posted"] = st.posted.load();
+    d["done"] = st.done.load();
+    d["cancelled"] = st.cancelled.load();
+    d["lines"] = st.lines.load();
+    d["no_thread"] = st.no_thread.load();
+    d["busy_ns"] = st.busy_ns.load();
+    return d;
+  }, "Settings and counters of the cross-op weight prefetch (csrc/prefetch.h).");
+  m.def("prefetch_reset", []() { nybble::prefetch::Prefetcher::get().reset(); },
+        "Forget the learnt call order of the cross-op prefetch (tests).");
+  m.def("prefetch_next", [](uintptr_t qw) { return nybble::prefetch::Prefetcher::get().next_of(qw); },
+        "Code address of the call learnt to follow the call with codes at qw (0: none; tests).");
+  m.def("prefetch_drain", []() {
+    nb::gil_scoped_release release;
+    nybble::prefetch::Prefetcher::get().drain();
+  }, "Wait until no prefetch job runs (tests, benchmarks).");
   m.def("quantize_activations", &quantize_acts,
         "Per-token activation quantization (for tests): isa, x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");
