@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
@@ -38,6 +39,21 @@ template <class T>
 T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
+
+// Set while a C entry point of kernel_api() runs (see there): the kernels then leave the GIL alone.
+thread_local bool t_in_c_api = false;
+
+// Releases the GIL while a kernel runs (the nanobind bindings are called with it held); inside a
+// kernel_api() entry point, whose caller need not hold it, does nothing.
+struct GilRelease {
+  PyThreadState* state = t_in_c_api ? nullptr : PyEval_SaveThread();
+  GilRelease() = default;
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+  ~GilRelease() {
+    if (state) PyEval_RestoreThread(state);
+  }
+};
 
 nybble::PackedView packed_view(uintptr_t qw, uintptr_t scale, int scale_kind, uintptr_t zp, uintptr_t wcomp,
                                int64_t n, int64_t k, int64_t gl) {
@@ -128,7 +144,7 @@ void a16w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t l
   check_kind(y_kind, "y");
   if (m <= 0) return;
   const PrefetchScope pf(w, m);
-  nb::gil_scoped_release release;
+  GilRelease release;
   const int nt = pick_threads(nthreads, m, n, k);
   if (x_kind == nybble::kScaleBF16 && kern.a16w4_bf16 && m <= kern.a16w4_bf16_max_m) {
     // bf16 activations stay bf16 (vdpbf16ps path): only the output goes through fp32
@@ -155,7 +171,7 @@ void a8w4(const std::string& isa, uintptr_t x, int x_kind, int64_t m, int64_t ld
   check_kind(y_kind, "y");
   if (m <= 0) return;
   const PrefetchScope pf(w, m);
-  nb::gil_scoped_release release;
+  GilRelease release;
   const int nt = pick_threads(nthreads, m, n, k);
   const F32Io io = f32_inputs(kern, x, x_kind, m, ldx, k, y, y_kind, n, ldy, nt);
   std::vector<uint8_t> q(static_cast<size_t>(m * k));
@@ -210,9 +226,76 @@ void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintp
   const nybble::AttnArgs a{ptr<const void>(q), q_head, ptr<const void>(k), k_head, k_pos, ptr<const void>(v), v_head,
                            v_pos, madd, use_pos ? pos.data() : nullptr, use_pos ? static_cast<int64_t>(pos.size()) : 0,
                            ptr<void>(out), o_head, kind, h, hkv, l, d, static_cast<float>(scale)};
-  nb::gil_scoped_release release;
+  GilRelease release;
   kern.attn_decode(a, nthreads < 1 ? 1 : nthreads);
 }
+
+// ---------------------------------------------------------------- C entry points (kernel_api)
+// The kernels above as plain C functions, for the optional torch dispatcher shim
+// (nybble.kernels.cpu_shim: a CPU kernel of the nybble ops compiled at run time against the
+// installed torch, so that the ops run without a Python frame; this module itself stays free of
+// PyTorch). Same arguments as the bindings (isa as a C string, asym as int) plus an error buffer:
+// each returns 0, or 1 with the error message in err (no C++ exception crosses the library
+// boundary). They touch no Python state, so the caller need not hold the GIL.
+struct KernelApi {
+  int version;  // kKernelApiVersion
+  int size;     // sizeof(KernelApi)
+  int (*a16w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+               int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
+               int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
+  int (*a8w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
+              int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, int asym,
+              uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
+  int (*decode_attention)(const char* isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos,
+                          uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, int mask_kind, uintptr_t out,
+                          int64_t o_head, int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale,
+                          int nthreads, char* err, int errlen);
+};
+constexpr int kKernelApiVersion = 1;
+
+template <class F>
+int c_entry(char* err, int errlen, F&& f) {
+  t_in_c_api = true;
+  int rc = 0;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    if (err && errlen > 0) std::snprintf(err, static_cast<size_t>(errlen), "%s", e.what());
+    rc = 1;
+  } catch (...) {
+    if (err && errlen > 0) std::snprintf(err, static_cast<size_t>(errlen), "nybble._C: unknown error");
+    rc = 1;
+  }
+  t_in_c_api = false;
+  return rc;
+}
+
+const KernelApi g_kernel_api{
+    kKernelApiVersion, static_cast<int>(sizeof(KernelApi)),
+    [](const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale, int scale_kind,
+       uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy,
+       int nthreads, char* err, int errlen) {
+      return c_entry(err, errlen, [&] {
+        a16w4(isa, x, x_kind, m, ldx, qw, scale, scale_kind, zp, n, k, gl, bias, y, y_kind, ldy, nthreads);
+      });
+    },
+    [](const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale, int scale_kind,
+       uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, int asym, uintptr_t bias, uintptr_t y,
+       int y_kind, int64_t ldy, int nthreads, char* err, int errlen) {
+      return c_entry(err, errlen, [&] {
+        a8w4(isa, x, x_kind, m, ldx, qw, scale, scale_kind, zp, wcomp, n, k, gl, asym != 0, bias, y, y_kind, ldy,
+             nthreads);
+      });
+    },
+    [](const char* isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos, uintptr_t v,
+       int64_t v_head, int64_t v_pos, uintptr_t mask, int mask_kind, uintptr_t out, int64_t o_head, int kind, int64_t h,
+       int64_t hkv, int64_t l, int64_t d, double scale, int nthreads, char* err, int errlen) {
+      return c_entry(err, errlen, [&] {
+        decode_attention(isa, q, q_head, k, k_head, k_pos, v, v_head, v_pos, mask, mask_kind, out, o_head, kind, h, hkv,
+                         l, d, scale, nthreads);
+      });
+    },
+};
 
 // ---------------------------------------------------------------- Python stack-chunk cache
 // CPython 3.11+ keeps the frames of Python functions in per-thread "data stack" chunks of 16 KiB
@@ -323,16 +406,21 @@ NB_MODULE(_C, m) {
         "v_head, v_pos, mask (address or 0), mask_kind (0 none, 1 fp32 (L,) additive, 2 bool bytes (L,)), out, o_head, "
         "kind (0/1/2 = fp32/bf16/fp16 for q, k, v, out), "
         "H, Hkv, L, D, scale, nthreads; strides in elements, rows of D contiguous.");
+  m.def("kernel_api", []() { return nb::capsule(&g_kernel_api, "nybble._C.kernel_api"); },
+        "PyCapsule \"nybble._C.kernel_api\" of the C entry points of a16w4 / a8w4 / decode_attention (struct "
+        "KernelApi in csrc/module.cpp, version 1) for the optional torch dispatcher shim (nybble.kernels.cpu_shim).");
   m.def("install_stack_chunk_cache", &install_stack_chunk_cache,
         "Wrap CPython's arena allocator so that freed 16 KiB frame-stack chunks are kept and reused instead of "
         "unmapped (see the comment in csrc/module.cpp); True if installed now, False if it already was.");
   m.def("stack_chunk_cache_stats", &stack_chunk_cache_stats,
         "{installed, cached, hits, misses, kept, passed} of the stack-chunk cache (for tests and diagnosis).");
-  m.def("prefetch_configure", [](int enabled, long long cap, int hint, int spin_us) {
-    nybble::prefetch::Prefetcher::get().configure(enabled, cap, hint, spin_us);
+  m.def("prefetch_configure", [](int enabled, long long cap, int hint, int spin_us, double pace_gbps) {
+    nybble::prefetch::Prefetcher::get().configure(enabled, cap, hint, spin_us, pace_gbps);
   }, nb::arg("enabled") = -1, nb::arg("cap") = -1, nb::arg("hint") = -1, nb::arg("spin_us") = -1,
-        "Cross-op weight prefetch (csrc/prefetch.h): enabled 0/1, cap (bytes per call), hint (0 t0, 1 t1, 2 t2, "
-        "3 nta, 4 prefetchw), spin_us (idle spin of a prefetch thread); -1 keeps a setting.");
+        nb::arg("pace_gbps") = -1.0,
+        "Cross-op weight prefetch (csrc/prefetch.h; off by default): enabled 0/1, cap (bytes per call), hint (0 t0, "
+        "1 t1, 2 t2, 3 nta, 4 prefetchw), spin_us (idle spin of a prefetch thread), pace_gbps (issue-rate cap, 0 = "
+        "none); a negative value keeps a setting.");
   m.def("prefetch_info", []() {
     auto& p = nybble::prefetch::Prefetcher::get();
     const auto& c = p.config();
@@ -343,6 +431,7 @@ NB_MODULE(_C, m) {
     d["cap"] = c.cap;
     d["hint"] = hints[c.hint];
     d["spin_us"] = c.spin_us;
+    d["pace_gbps"] = c.pace_gbps;
     d["max_m"] = c.max_m;
     d["threads"] = p.threads();
     d["calls"] = st.calls.load();

@@ -18,10 +18,23 @@
 // weights freed since is harmless; no load ever reads them), and the prefetch does not change any
 // result (tests check bit-identical outputs with it on and off).
 //
-// Switches: NYBBLE_CPU_PREFETCH=0 turns it off (read once at the first call; prefetch_configure()
+// Measured on the 2-vCPU AMD EPYC VM (benchmarks/cpu/eighth-e2e/NOTES-prefetch.md): it does NOT pay
+// there, so it is OFF by default. (1) Waking a sleeping thread on the other vCPU costs the waker
+// 6-7 us (a futex wake = an IPI = a VM exit) and the thread starts 11-22 us later, against gaps of
+// ~15-60 us between two linears. (2) torch's OpenMP worker spins on the other core between parallel
+// regions; while the prefetch thread holds that core, every OpenMP region in the gap (decode
+// attention, inductor's parallel kernels) waits for its worker: the compiled 0.85B model decoded
+// 22% slower with it on (83 vs 107 tok/s, fast DRAM). (3) Unpaced bursts of prefetches from one core
+// are mostly dropped (1 MiB issued in 12 us, read afterwards barely faster than cold); paced at
+// 20-40 GB/s they land (512 KiB read in 4 us instead of 14 in a standalone test), hence pace_gbps;
+// yet in the decode-chain micro-benchmark (busy-wait gaps, no OpenMP work in them) unpaced 4 MiB
+// gained 6% and paced (32 GB/s) 1-3% in slow-DRAM phases, and unpaced lost 3-7% in fast ones. It may pay on a machine with spare cores (no competition for the prefetching core).
+//
+// Switches: NYBBLE_CPU_PREFETCH=1 turns it on (read once, at the first call; prefetch_configure()
 // changes it at run time), NYBBLE_CPU_PREFETCH_BYTES (cap per call, default kDefaultCap),
 // NYBBLE_CPU_PREFETCH_HINT (t0 | t1 | t2 | nta | w), NYBBLE_CPU_PREFETCH_SPIN_US (how long an idle
-// prefetch thread spins for the next job before it sleeps on a futex; default 0).
+// prefetch thread spins for the next job before it sleeps on a futex; default 0),
+// NYBBLE_CPU_PREFETCH_PACE_GBPS (issue-rate cap, default 0 = unpaced).
 #pragma once
 #include <linux/futex.h>
 #include <pthread.h>
@@ -66,10 +79,11 @@ struct OpWeights {
 };
 
 struct Config {
-  bool enabled = true;
+  bool enabled = false;  // off by default: it slowed the 0.85B e2e decode by 22% (see the header)
   int64_t cap = kDefaultCap;
   int hint = kT1;
   int spin_us = 0;
+  double pace_gbps = 0.0;  // issue-rate cap in GB/s (0 = none; see the header)
   int64_t max_m = 4;  // calls with more rows (prefill) neither post nor cancel... they record only
 };
 
@@ -101,6 +115,7 @@ struct Job {
   OpWeights w;
   int64_t cap = 0;
   int hint = kT1;
+  double pace_gbps = 0;
   uint64_t epoch = 0;
 };
 
@@ -140,12 +155,14 @@ class Prefetcher {
     if (cfg_.cap <= 0) return;
     job.cap = cfg_.cap;
     job.hint = cfg_.hint;
+    job.pace_gbps = cfg_.pace_gbps;
     job.epoch = epoch_.load(std::memory_order_acquire);
     post(job);
   }
 
-  void configure(int enabled, long long cap, int hint, int spin_us) {
+  void configure(int enabled, long long cap, int hint, int spin_us, double pace_gbps) {
     std::lock_guard<std::mutex> lk(mu_);
+    if (pace_gbps >= 0) cfg_.pace_gbps = pace_gbps;
     if (enabled >= 0) cfg_.enabled = enabled != 0;
     if (cap >= 0) cfg_.cap = cap;
     if (hint >= 0 && hint <= kW) cfg_.hint = hint;
@@ -192,7 +209,8 @@ class Prefetcher {
 
   Prefetcher() {
     const char* e = std::getenv("NYBBLE_CPU_PREFETCH");
-    if (e && (!std::strcmp(e, "0") || !std::strcmp(e, "off") || !std::strcmp(e, "false"))) cfg_.enabled = false;
+    if (e && (!std::strcmp(e, "1") || !std::strcmp(e, "on") || !std::strcmp(e, "true"))) cfg_.enabled = true;
+    if ((e = std::getenv("NYBBLE_CPU_PREFETCH_PACE_GBPS")) && *e) cfg_.pace_gbps = std::atof(e);
     if ((e = std::getenv("NYBBLE_CPU_PREFETCH_BYTES")) && *e) cfg_.cap = std::atoll(e);
     if ((e = std::getenv("NYBBLE_CPU_PREFETCH_SPIN_US")) && *e) cfg_.spin_us = std::atoi(e);
     if ((e = std::getenv("NYBBLE_CPU_PREFETCH_HINT")) && *e) {
@@ -293,18 +311,30 @@ class Prefetcher {
     const double frac = job.cap >= total ? 1.0 : static_cast<double>(job.cap) / static_cast<double>(total);
     long long issued = 0;
     bool cancelled = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t sent = 0;  // bytes issued so far (pacing)
     for (int i = 0; i < job.w.n && !cancelled; ++i) {
       const Region& r = job.w.r[i];
       const int64_t half = ((r.bytes / 2) + kLine - 1) & ~(kLine - 1);
       const int64_t len = static_cast<int64_t>(static_cast<double>(half) * frac + kLine - 1) & ~(kLine - 1);
       const char* a = reinterpret_cast<const char*>(r.p);
       const char* b = a + half;
-      for (int64_t off = 0; off < len; off += 64 * kLine) {
+      for (int64_t off = 0; off < len; off += 16 * kLine) {
         if (epoch_.load(std::memory_order_relaxed) != job.epoch) {
           cancelled = true;
           break;
         }
-        const int64_t end = off + 64 * kLine < len ? off + 64 * kLine : len;
+        if (job.pace_gbps > 0) {  // no faster than pace_gbps: wait until the lines issued so far may have arrived
+          const double due_ns = static_cast<double>(sent) / job.pace_gbps;
+          while (std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() < due_ns) {
+            if (epoch_.load(std::memory_order_relaxed) != job.epoch) break;
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+          }
+        }
+        const int64_t end = off + 16 * kLine < len ? off + 16 * kLine : len;
+        sent += (end - off) * 2;
         for (int64_t o = off; o < end; o += kLine) {
           issue(a + o, job.hint);
           if (half + o < r.bytes) issue(b + o, job.hint);

@@ -39,7 +39,8 @@ def _restore():
     yield
     _C.prefetch_drain()
     _C.prefetch_configure(enabled=int(info["enabled"]), cap=info["cap"],
-                          hint=["t0", "t1", "t2", "nta", "w"].index(info["hint"]), spin_us=info["spin_us"])
+                          hint=["t0", "t1", "t2", "nta", "w"].index(info["hint"]), spin_us=info["spin_us"],
+                          pace_gbps=info["pace_gbps"])
     _C.prefetch_reset()
 
 
@@ -53,7 +54,7 @@ def test_bit_identical_on_and_off(act, dtype, domain, m):
     xs = [torch.randn(m, k, generator=gen).to(dtype) for k, _ in shapes]
     _C.prefetch_configure(enabled=0)
     off = _chain(layers, xs)
-    _C.prefetch_configure(enabled=1, cap=1 << 20, hint=1)
+    _C.prefetch_configure(enabled=1, cap=1 << 20, hint=1, pace_gbps=0)
     _C.prefetch_reset()
     before = _C.prefetch_info()
     for hint in range(5):  # every prefetch instruction
@@ -116,7 +117,7 @@ def test_learnt_order_follows_a_changed_order():
 
 
 def test_freed_weights_then_another_model():
-    _C.prefetch_configure(enabled=1, cap=8 << 20, hint=4)
+    _C.prefetch_configure(enabled=1, cap=8 << 20, hint=4, pace_gbps=64)
     _C.prefetch_reset()
     x = torch.randn(1, 512).to(torch.bfloat16)
     first = _layers([(512, 4096), (512, 4096)], "a16", torch.bfloat16, seed=3)
@@ -145,8 +146,11 @@ def test_switch_by_environment():
             "ls = _layers([(256, 64), (256, 64)], 'a16', torch.bfloat16); x = torch.randn(1, 256).bfloat16(); "
             "[k.apply(x, p, None) for _ in range(3) for k, p in ls]; i = C.prefetch_info(); "
             "print(i['enabled'], i['calls'], i['posted'])")
-    for value, want in (("0", ["False", "0", "0"]), ("1", ["True", "6"])):
-        env = dict(os.environ, NYBBLE_CPU_PREFETCH=value, PYTHONPATH=os.path.dirname(__file__))
+    for value, want in (("0", ["False", "0", "0"]), (None, ["False", "0", "0"]), ("1", ["True", "6"])):
+        env = {k: v for k, v in os.environ.items() if k != "NYBBLE_CPU_PREFETCH"}
+        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
+        if value is not None:  # default (unset): off
+            env["NYBBLE_CPU_PREFETCH"] = value
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[:len(want)] == want

@@ -6,7 +6,7 @@ Copy of seventh-e2e/cnaf7_paired.py with these changes only: the nybble models a
 (the unfused ones are left out to save compile time; torch int4 keeps all four variants: compiled
 and eager, fused and unfused), and every fused nybble Decoder is timed once per prefetch setting in
 each round: `+pf0` = prefetch off (`nybble._C.prefetch_configure(enabled=0)`), `+pf<MODE>` = on with
-MODE = cap_KiB:hint[:spin_us] (comma list `pf_modes`). The torch int4 variants run with prefetch off
+MODE = cap_KiB:hint[:spin_us[:pace_gbps]] (pace 0 or absent = unpaced) (comma list `pf_modes`). The torch int4 variants run with prefetch off
 (they call no nybble linear; their attention op is not a linear and never posts). Ratios as in
 cnaf7_paired.py: per-round ratios against the fastest torch int4 variant of the round, medians over
 fast (both probes > 55 GB/s) / slow rounds. Original docstring follows.
@@ -67,7 +67,8 @@ def set_pf(mode):
         _C.prefetch_configure(enabled=0)
         return
     p = mode.split(":")
-    _C.prefetch_configure(enabled=1, cap=int(p[0]) * 1024, hint=HINTS[p[1]], spin_us=int(p[2]) if len(p) > 2 else 0)
+    _C.prefetch_configure(enabled=1, cap=int(p[0]) * 1024, hint=HINTS[p[1]], spin_us=int(p[2]) if len(p) > 2 else 0,
+                          pace_gbps=float(p[3]) if len(p) > 3 else 0.0)
 MAX_SECONDS = float(sys.argv[4]) if len(sys.argv) > 4 else 240.0
 CPP_WRAPPER = bool(int(sys.argv[5])) if len(sys.argv) > 5 else True
 

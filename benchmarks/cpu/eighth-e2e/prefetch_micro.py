@@ -7,7 +7,7 @@ o_proj 2048x2048, fused gate_up 2048x11264, down 5632x2048; LAYERS layers (defau
 random weights, then lm_head 2048x32000), bf16 activations, group 128, int zero points, 2 threads,
 called through the kernel's `apply` (as in eager). Between two linears the main thread busy-waits
 GAP_US microseconds (stands for the graph's non-linear work; the DRAM is idle then). ACT: a16 | a8.
-MODES: comma list of prefetch settings, each `off` or `cap:hint[:spin]` (cap in KiB, hint t0|t1|t2|nta|w),
+MODES: comma list of prefetch settings, each `off` or `cap:hint[:spin[:pace_gbps]]` (cap in KiB, hint t0|t1|t2|nta|w; pace 0 = unpaced),
 e.g. off,2048:t1,4096:t1. One process; per round (order rotating) a DRAM probe (torch.sum over
 128 MiB), every mode for STEPS steps (one step untimed first), a probe. Prints per mode the median
 ms/step and the median per-round ratio off / mode, over all rounds and over fast rounds (both probes
@@ -70,7 +70,8 @@ def set_mode(mode):
         return
     parts = mode.split(":")
     _C.prefetch_configure(enabled=1, cap=int(parts[0]) * 1024, hint=HINTS[parts[1]],
-                          spin_us=int(parts[2]) if len(parts) > 2 else 0)
+                          spin_us=int(parts[2]) if len(parts) > 2 else 0,
+                          pace_gbps=float(parts[3]) if len(parts) > 3 else 0.0)
 
 
 def probe(buf):
