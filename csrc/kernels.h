@@ -137,6 +137,11 @@ struct IsaKernels {
   AttnFn attn_decode = nullptr;  // decode attention (attention.h)
 };
 
+// Software prefetch distances (bytes ahead in each code stream) of the M = 1 two-tile GEMV paths:
+// [0] A16W4 with bf16 activations (avx512_bf16 path), [1] A8W4 (x86 paths); 0 = no prefetch.
+// Defaults 4096 / 0 (benchmarks/cpu/NOTES.md); set_gemv_prefetch() in module.cpp changes them (A/B runs).
+extern int64_t g_gemv_prefetch[2];
+
 // One per translation unit (each compiled with its ISA's flags only).
 IsaKernels kernels_scalar();
 IsaKernels kernels_avx2();

@@ -36,7 +36,7 @@ struct A16Bf16 {
   // page ahead raised one core's DRAM rate by 3-7 points of the probe, and prefetching each
   // stream's first page when a tile pair starts by another 1.5-2.5 (benchmarks/cpu/NOTES.md, fourth
   // session). A8W4 (~5 instructions per line) did not gain (it lost 1-3 points) and has none.
-  static constexpr int64_t kPrefetch = 4096;
+  // (default 4096: g_gemv_prefetch[0], kernels.h)
 
   // bf16 bits of t = i - offset for index i mod 16 (|t| <= 15 is exact in bf16)
   static I make_table(int offset) {
@@ -69,6 +69,7 @@ struct A16Bf16 {
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) tot[r][j] = _mm512_setzero_ps();
     }
+    const int64_t kPrefetch = g_gemv_prefetch[0];
     if constexpr (NB > BlockRun::T) {  // 2-tile M = 1 path: the first kPrefetch bytes of each stream
       for (int st = 0; st < NB / BlockRun::T; ++st)
         for (int64_t l = 0; l < kPrefetch; l += 64)
@@ -88,10 +89,12 @@ struct A16Bf16 {
         for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
           const uint32_t* xc = x0 + c * 4;
           if constexpr (NB > BlockRun::T) {  // 2-tile M = 1 path: every line of each stream, kPrefetch bytes ahead
+            if (kPrefetch) {
 #pragma GCC unroll 8
-            for (int st = 0; st < NB / BlockRun::T; ++st)
-              for (int l = 0; l < BlockRun::T; ++l)
-                _mm_prefetch(reinterpret_cast<const char*>(run.stream(st, c) + kPrefetch + 64 * l), _MM_HINT_T0);
+              for (int st = 0; st < NB / BlockRun::T; ++st)
+                for (int l = 0; l < BlockRun::T; ++l)
+                  _mm_prefetch(reinterpret_cast<const char*>(run.stream(st, c) + kPrefetch + 64 * l), _MM_HINT_T0);
+            }
           }
 #pragma GCC unroll 8
           for (int jj = 0; jj < NBH; ++jj) {

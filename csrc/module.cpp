@@ -452,6 +452,15 @@ NB_MODULE(_C, m) {
     nb::gil_scoped_release release;
     nybble::prefetch::Prefetcher::get().drain();
   }, "Wait until no prefetch job runs (tests, benchmarks).");
+  m.def("set_gemv_prefetch", [](int64_t a16_bf16, int64_t a8) {
+    if (a16_bf16 < 0 || a8 < 0 || a16_bf16 % 64 || a8 % 64 || a16_bf16 > (1 << 16) || a8 > (1 << 16))
+      throw std::invalid_argument("nybble._C.set_gemv_prefetch: distances must be multiples of 64 in [0, 65536]");
+    nybble::g_gemv_prefetch[0] = a16_bf16;
+    nybble::g_gemv_prefetch[1] = a8;
+  }, "Software prefetch distances (bytes) of the M = 1 GEMV paths: A16W4 bf16 (default 4096), A8W4 (default 0 = none); "
+     "not while a kernel runs (A/B benchmarks, tests).");
+  m.def("gemv_prefetch", []() { return std::vector<int64_t>{nybble::g_gemv_prefetch[0], nybble::g_gemv_prefetch[1]}; },
+        "The M = 1 GEMV prefetch distances [A16W4 bf16, A8W4] in bytes.");
   m.def("quantize_activations", &quantize_acts,
         "Per-token activation quantization (for tests): isa, x, m, ldx, k, group_len, asymmetric, q (M,K) 1-byte, "
         "sa (M,) fp32, za (M,) int32, sums (M,G) int32, nthreads.");

@@ -382,6 +382,13 @@ struct X86Kernels {
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) facc[r][j] = V::fzero();
     }
+    // M = 1 two-tile path: optional software prefetch g_gemv_prefetch[1] bytes ahead in each stream
+    // (default 0 = none; kernels.h)
+    const int64_t pf = (MR == 1 && NB > BlockRun::T) ? g_gemv_prefetch[1] : 0;
+    if constexpr (MR == 1 && NB > BlockRun::T) {
+      for (int st = 0; st < NB / BlockRun::T; ++st)
+        for (int64_t l = 0; l < pf; l += 64) __builtin_prefetch(run.stream(st, 0) + l, 0, 3);
+    }
     for (int64_t g = 0; g < G; ++g) {
       const int64_t mb0 = w.meta(b0, g);
       // NBH < NB: the group's blocks in parts of NBH (fewer accumulators), each part right after
@@ -394,6 +401,13 @@ struct X86Kernels {
           for (int jj = 0; jj < NBH; ++jj)
             for (int p = 0; p < P; ++p) iacc[r][jj][p] = V::izero();
         for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+          if constexpr (MR == 1 && NB > BlockRun::T) {
+            if (pf) {
+#pragma GCC unroll 8
+              for (int st = 0; st < NB / BlockRun::T; ++st)
+                for (int l = 0; l < BlockRun::T; ++l) __builtin_prefetch(run.stream(st, c) + pf + 64 * l, 0, 3);
+            }
+          }
 #pragma GCC unroll 8
           for (int jj = 0; jj < NBH; ++jj) {
             const int j = h + jj;

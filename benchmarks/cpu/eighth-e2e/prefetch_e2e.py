@@ -6,7 +6,9 @@ Copy of seventh-e2e/cnaf7_paired.py with these changes only: the nybble models a
 (the unfused ones are left out to save compile time; torch int4 keeps all four variants: compiled
 and eager, fused and unfused), and every fused nybble Decoder is timed once per prefetch setting in
 each round: `+pf0` = prefetch off (`nybble._C.prefetch_configure(enabled=0)`), `+pf<MODE>` = on with
-MODE = cap_KiB:hint[:spin_us[:pace_gbps]] (pace 0 or absent = unpaced) (comma list `pf_modes`). The torch int4 variants run with prefetch off
+MODE = cap_KiB:hint[:spin_us[:pace_gbps]] (pace 0 or absent = unpaced), or MODE = dA16/A8: cross-op
+prefetch off and the kernels' M = 1 GEMV prefetch distances set to A16 / A8 bytes (`+pf0` then runs the
+kernels' default distances) (comma list `pf_modes`). The torch int4 variants run with prefetch off
 (they call no nybble linear; their attention op is not a linear and never posts). Ratios as in
 cnaf7_paired.py: per-round ratios against the fastest torch int4 variant of the round, medians over
 fast (both probes > 55 GB/s) / slow rounds. Original docstring follows.
@@ -59,12 +61,18 @@ FAST_ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 PF_MODES = (sys.argv[3] if len(sys.argv) > 3 else "4096:t1").split(",")
 FUSED_FIRST = False
+DEFAULT_DIST = tuple(_C.gemv_prefetch())  # the kernels' defaults at start
 HINTS = {"t0": 0, "t1": 1, "t2": 2, "nta": 3, "w": 4}
 
 
 def set_pf(mode):
+    _C.set_gemv_prefetch(*DEFAULT_DIST)
     if mode == "0":
         _C.prefetch_configure(enabled=0)
+        return
+    if mode.startswith("d"):  # dA16/A8: cross-op prefetch off, the kernels' M = 1 GEMV prefetch distances (bytes)
+        _C.prefetch_configure(enabled=0)
+        _C.set_gemv_prefetch(*(int(v) for v in mode[1:].split("/")))
         return
     p = mode.split(":")
     _C.prefetch_configure(enabled=1, cap=int(p[0]) * 1024, hint=HINTS[p[1]], spin_us=int(p[2]) if len(p) > 2 else 0,

@@ -7,7 +7,8 @@ o_proj 2048x2048, fused gate_up 2048x11264, down 5632x2048; LAYERS layers (defau
 random weights, then lm_head 2048x32000), bf16 activations, group 128, int zero points, 2 threads,
 called through the kernel's `apply` (as in eager). Between two linears the main thread busy-waits
 GAP_US microseconds (stands for the graph's non-linear work; the DRAM is idle then). ACT: a16 | a8.
-MODES: comma list of prefetch settings, each `off` or `cap:hint[:spin[:pace_gbps]]` (cap in KiB, hint t0|t1|t2|nta|w; pace 0 = unpaced),
+MODES: comma list of prefetch settings, each `off`, `dA16/A8` (cross-op prefetch off, the kernels' M = 1
+prefetch distances in bytes, defaults d4096/0), or `cap:hint[:spin[:pace_gbps]]` (cap in KiB, hint t0|t1|t2|nta|w; pace 0 = unpaced),
 e.g. off,2048:t1,4096:t1. One process; per round (order rotating) a DRAM probe (torch.sum over
 128 MiB), every mode for STEPS steps (one step untimed first), a probe. Prints per mode the median
 ms/step and the median per-round ratio off / mode, over all rounds and over fast rounds (both probes
@@ -65,8 +66,14 @@ def step(ops, xs):
 
 
 def set_mode(mode):
+    _C.set_gemv_prefetch(4096, 0)  # the kernels' defaults
     if mode == "off":
         _C.prefetch_configure(enabled=0)
+        return
+    if mode.startswith("d"):  # dA16/A8: cross-op prefetch off, the M = 1 GEMV prefetch distances (bytes)
+        _C.prefetch_configure(enabled=0)
+        a16, a8 = mode[1:].split("/")
+        _C.set_gemv_prefetch(int(a16), int(a8))
         return
     parts = mode.split(":")
     _C.prefetch_configure(enabled=1, cap=int(parts[0]) * 1024, hint=HINTS[parts[1]],
