@@ -27,6 +27,8 @@ M_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 WGMMA = 3
 #: ``TileConfig.block_m`` of the A8W4 Gluon int8 wgmma GEMM (``wgmma_a8.py``)
 WGMMA_A8 = 4
+#: ``TileConfig.block_m`` of the A8W4 M = 1 Gluon GEMV on a TMA weight stream (``tma_gemv_a8.py``)
+TMA_GEMV_A8 = 5
 
 _TABLE_DIR = Path(__file__).with_name("tables")
 _lock = threading.Lock()
@@ -59,6 +61,9 @@ class TileConfig:
     ``split_k`` tokens per program, ``block_k`` K per step (the group or half of it),
     ``num_stages & 15`` TMA slots, ``num_stages`` bit 4: the two warpgroups take turns on the tensor
     cores, bit 5: the unpacked weights go through shared memory (K step = group), ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
+    ``block_m == 5`` (:data:`TMA_GEMV_A8`) marks the A8W4 M = 1 Gluon GEMV of ``tma_gemv_a8.py``
+    (sm_90, groups of 32..256): ``block_n`` rows per TMA unit (32 / 64 / 128; units of one 256-wide K
+    block), ``block_k`` 256, ``split_k`` programs per SM, ``num_stages`` TMA slots;
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -414,6 +419,17 @@ def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
 #: the A8W4 large-M config without a table entry on sm_90 for groups of 128 (the winner of every H100
 #: key of ``sweeps/sweep_a8wg_v4``: 0.66-0.85x cuBLAS bf16 against 0.59-0.72x for the Triton GEMM)
 A8_WGMMA_DEFAULT = TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 32)
+
+
+def tma_gemv_a8_configs() -> list[TileConfig]:
+    """A8W4 M = 1 TMA-stream GEMV candidates (``block_m == TMA_GEMV_A8``): rows per unit x TMA slots
+    x programs per SM, within ~200 KiB of shared memory per SM."""
+    out = []
+    for rows, stages in ((128, 4), (128, 6), (64, 6), (64, 8), (32, 8), (32, 12)):
+        for per_sm in (1, 2):
+            if per_sm * stages * rows * 128 <= 160 * 1024:
+                out.append(TileConfig(TMA_GEMV_A8, rows, 256, per_sm, 4, stages))
+    return out
 
 
 def dequant_mm_configs(k: int, n: int) -> list[TileConfig]:

@@ -22,7 +22,7 @@ import triton
 from . import gemm_a8, jit, mma
 from . import eager_plan
 from .launch import FastLaunch, note_unplannable_launch
-from .configs import (WGMMA, WGMMA_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
+from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
                       is_a8_gemm, make_key, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
@@ -584,6 +584,59 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
     return out
 
 
+def tma_gemv_a8_ok(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                   cfg: TileConfig) -> bool:
+    """Can :func:`_tma_gemv_a8` serve this call: one activation row, sm_90 with Gluon, the blocked
+    weight layout, groups of 32..256, N a multiple of 16 (16-byte TMA strides of the int8 zero
+    points), K <= ``tma_gemv_a8.MAX_K``, a 32 / 64 / 128-row unit."""
+    n = scale.shape[1]
+    return (x.shape[0] == 1 and group_size in (32, 64, 128, 256) and n % 16 == 0 and x.shape[1] <= 65536
+            and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
+            and mma_ok(x, qweight))
+
+
+def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg: TileConfig,
+                 locks=None) -> torch.Tensor:
+    """A8W4 at M = 1 (``cfg.block_m == TMA_GEMV_A8``): :func:`tma_gemv_a8.a8w4_tma_gemv_kernel`, which
+    quantizes ``x`` (1, K) bf16/fp16 itself.  ``cfg.block_n`` rows per unit, ``cfg.split_k`` programs
+    per SM, ``cfg.num_stages`` TMA slots; ``locks``: the layer's zeroed int32 counters (>= N / 32)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from . import tma_gemv_a8
+    k = x.shape[1]
+    n = scale.shape[1]
+    rb, gpb = cfg.block_n // 16, 256 // group_size
+    nb, kb = qweight.shape[0], qweight.shape[1]
+
+    def plain(box, bits):
+        return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=len(box))
+
+    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], [rb, 16, 32], plain([rb, 16, 32], 32))
+    def pdesc(t):
+        # [groups, rows] per unit; at least 128 bytes, so that every TMA slot starts 128-byte aligned
+        # (the extra groups, of the next K block or past G, are loaded and not used)
+        box = [max(gpb, -(-128 // (cfg.block_n * t.element_size()))), cfg.block_n]
+        return TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box, plain(box, t.element_size() * 8))
+
+    s_desc = pdesc(scale)
+    z_desc = pdesc(zero) if zero is not None else s_desc
+    ws_desc = pdesc(wsum) if asymmetric else s_desc
+    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    units = triton.cdiv(nb, rb) * kb
+    progs = min(units, _SM_COUNT.get(idx, 132) * cfg.split_k)
+    xchunk = min(tma_gemv_a8.XCHUNK_MAX, max(1024, triton.next_power_of_2(k)))
+    out = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    part = torch.empty(progs, 2, cfg.block_n, dtype=torch.float32, device=x.device)
+    if locks is None or locks.numel() < triton.cdiv(n, cfg.block_n):
+        locks = torch.zeros(triton.cdiv(n, cfg.block_n), dtype=torch.int32, device=x.device)
+    note_unplannable_launch((progs,))
+    tma_gemv_a8.a8w4_tma_gemv_kernel[(progs,)](
+        w_desc, s_desc, z_desc, ws_desc, x, bias if bias is not None else scale, out, part, locks,
+        n, k, units, kb, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
+        ASYM=bool(asymmetric), STAGES=cfg.num_stages, XCHUNK=xchunk, NCH=triton.cdiv(k, xchunk), num_warps=4)
+    return out
+
+
 def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight: torch.Tensor,
                    scale: torch.Tensor, zero: torch.Tensor | None, wsum: torch.Tensor, group_size: int,
                    asymmetric: bool, bias: torch.Tensor | None, out_dtype: torch.dtype,
@@ -679,6 +732,10 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
         if cfg is None and not (autotune_enabled() and _can_tune()):
             cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
+    if cfg is not None and cfg.block_m == TMA_GEMV_A8:
+        if tma_gemv_a8_ok(x, qweight, scale, group_size, cfg):
+            return _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg, locks)
+        cfg = heuristic("a8w4", scale.shape[1], k, group_size, m)
     if cfg is not None and cfg.block_m == 2:
         if mma_a8_ok(x, qweight, group_size):
             return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg, locks, bool(asymmetric))
