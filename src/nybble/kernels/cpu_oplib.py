@@ -9,7 +9,10 @@ for a fair comparison) are registered here instead: :func:`define_cpu_op` define
 the implementation the op's CPU kernel (the dispatcher calls it directly, one Python frame) and
 registers the fake implementation for tracing (``torch.compile``). Inference only: no autograd
 formula (as with the ``custom_op`` registration they had before, which had none either).
-This module needs nothing but torch (no ``nybble._C``).
+
+Each op's Python CPU kernel is registered through a ``Library`` of its own, so that the optional
+C++ kernels of :mod:`nybble.kernels.cpu_shim` can take its place (:func:`drop_python_impl`) and
+give it back (:func:`restore_python_impl`). This module needs nothing but torch (no ``nybble._C``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,16 @@ from typing import Callable
 import torch
 
 NAMESPACE = "nybble"
-_LIB = torch.library.Library(NAMESPACE, "FRAGMENT")  # kept alive for the process: it owns the registrations
+_LIB = torch.library.Library(NAMESPACE, "FRAGMENT")  # kept alive for the process: it owns the definitions
+#: op name -> [its Python CPU kernel, the Library holding that registration or None when dropped]
+_PY_IMPLS: dict[str, list] = {}
+
+
+def _register_python_impl(name: str) -> None:
+    entry = _PY_IMPLS[name]
+    lib = torch.library.Library(NAMESPACE, "IMPL")
+    lib.impl(name, entry[0], "CPU")
+    entry[1] = lib
 
 
 def define_cpu_op(schema: str, impl: Callable, fake: Callable) -> None:
@@ -27,8 +39,28 @@ def define_cpu_op(schema: str, impl: Callable, fake: Callable) -> None:
     implementation (``register_fake``: shapes and dtypes only, for tracing and FakeTensor)."""
     name = schema.split("(", 1)[0].strip()
     _LIB.define(schema)
-    _LIB.impl(name, impl, "CPU")
+    _PY_IMPLS[name] = [impl, None]
+    _register_python_impl(name)
     torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
 
 
-__all__ = ["NAMESPACE", "define_cpu_op"]
+def python_impl_active(name: str) -> bool:
+    """Whether op ``nybble::name``'s CPU kernel is its Python implementation now."""
+    return _PY_IMPLS[name][1] is not None
+
+
+def drop_python_impl(name: str) -> None:
+    """Deregister op ``nybble::name``'s Python CPU kernel (the caller registers another one at once)."""
+    entry = _PY_IMPLS[name]
+    if entry[1] is not None:
+        entry[1]._destroy()
+        entry[1] = None
+
+
+def restore_python_impl(name: str) -> None:
+    """Register op ``nybble::name``'s Python CPU kernel again (after the other one was removed)."""
+    if _PY_IMPLS[name][1] is None:
+        _register_python_impl(name)
+
+
+__all__ = ["NAMESPACE", "define_cpu_op", "drop_python_impl", "python_impl_active", "restore_python_impl"]
