@@ -588,10 +588,11 @@ def tma_gemv_a8_ok(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, 
                    cfg: TileConfig) -> bool:
     """Can :func:`_tma_gemv_a8` serve this call: one activation row, sm_90 with Gluon, the blocked
     weight layout, groups of 32..256, N a multiple of 16 (16-byte TMA strides of the int8 zero
-    points), K <= ``tma_gemv_a8.MAX_K``, a 32 / 64 / 128-row unit."""
+    points), K <= ``tma_gemv_a8.MAX_K``, a contiguous 16-byte aligned x (its TMA), a 32 / 64 / 128-row
+    unit."""
     n = scale.shape[1]
-    return (x.shape[0] == 1 and group_size in (32, 64, 128, 256) and n % 16 == 0 and x.shape[1] <= 65536
-            and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
+    return (x.shape[0] == 1 and group_size in (32, 64, 128, 256) and n % 16 == 0 and x.shape[1] <= 32768
+            and x.is_contiguous() and x.data_ptr() % 16 == 0 and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
             and mma_ok(x, qweight))
 
 
@@ -624,16 +625,16 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
     idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
     units = triton.cdiv(nb, rb) * kb
     progs = min(units, _SM_COUNT.get(idx, 132) * cfg.split_k)
-    xchunk = min(tma_gemv_a8.XCHUNK_MAX, max(1024, triton.next_power_of_2(k)))
+    x_desc = TensorDescriptor(x.view(k), [k], [1], [256], plain([256], 16))
     out = torch.empty(1, n, dtype=x.dtype, device=x.device)
     part = torch.empty(progs, 2, cfg.block_n, dtype=torch.float32, device=x.device)
     if locks is None or locks.numel() < triton.cdiv(n, cfg.block_n):
         locks = torch.zeros(triton.cdiv(n, cfg.block_n), dtype=torch.int32, device=x.device)
     note_unplannable_launch((progs,))
     tma_gemv_a8.a8w4_tma_gemv_kernel[(progs,)](
-        w_desc, s_desc, z_desc, ws_desc, x, bias if bias is not None else scale, out, part, locks,
-        n, k, units, kb, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
-        ASYM=bool(asymmetric), STAGES=cfg.num_stages, XCHUNK=xchunk, NCH=triton.cdiv(k, xchunk), num_warps=4)
+        x_desc, w_desc, s_desc, z_desc, ws_desc, bias if bias is not None else scale, out, part, locks,
+        n, units, kb, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
+        ASYM=bool(asymmetric), STAGES=cfg.num_stages, XB=triton.cdiv(k, 256), num_warps=4)
     return out
 
 
