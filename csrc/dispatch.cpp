@@ -6,7 +6,7 @@
 
 namespace nybble {
 
-int64_t g_gemv_prefetch[2] = {4096, 0};
+int64_t g_gemv_prefetch[2] = {4096, 2048};
 
 const std::vector<std::string>& isa_names() {
   static const std::vector<std::string> names = {"scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};

@@ -139,7 +139,10 @@ struct IsaKernels {
 
 // Software prefetch distances (bytes ahead in each code stream) of the M = 1 two-tile GEMV paths:
 // [0] A16W4 with bf16 activations (avx512_bf16 path), [1] A8W4 (x86 paths); 0 = no prefetch.
-// Defaults 4096 / 0 (benchmarks/cpu/NOTES.md); set_gemv_prefetch() in module.cpp changes them (A/B runs).
+// Defaults 4096 (fourth session, benchmarks/cpu/NOTES.md) / 2048 (eighth session: the paired e2e of the
+// 0.85B model +1.9% in fast-DRAM rounds, +2.3% in slow ones against none; the Llama-3-8B shapes' chain
+// +4.8% slow; benchmarks/cpu/eighth-e2e/NOTES-prefetch.md). set_gemv_prefetch() in module.cpp or
+// NYBBLE_CPU_GEMV_PREFETCH="A16,A8" (read when the module loads) change them (A/B runs).
 extern int64_t g_gemv_prefetch[2];
 
 // One per translation unit (each compiled with its ISA's flags only).

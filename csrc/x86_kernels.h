@@ -12,8 +12,9 @@
 // GEMV memory access: the packed layout is tile-interleaved (kernels.h: tiles of 4 blocks), so each
 // tile of a GEMV call is one sequential stream of codes (and one of scales, one of zero points);
 // at M = 1 (group 128) two tiles run side by side (2 streams), at M = 2..4 one whole tile (with 3-4
-// rows its blocks are accumulated 2 at a time, group by group, so the tile is still read once); no
-// software prefetch (benchmarks/cpu/NOTES.md has the measurements).
+// rows its blocks are accumulated 2 at a time, group by group, so the tile is still read once); the
+// A8W4 M = 1 two-tile path prefetches g_gemv_prefetch[1] bytes ahead in each stream (kernels.h), the
+// fp32 A16W4 paths do not (benchmarks/cpu/NOTES.md has the measurements).
 // Each thread owns a contiguous range of whole tiles and then helps with the others' remaining
 // chunks (parallel_owned_chunks).
 // A8W4
@@ -382,8 +383,8 @@ struct X86Kernels {
     for (int j = 0; j < NB; ++j) {
       for (int r = 0; r < MR; ++r) facc[r][j] = V::fzero();
     }
-    // M = 1 two-tile path: optional software prefetch g_gemv_prefetch[1] bytes ahead in each stream
-    // (default 0 = none; kernels.h)
+    // M = 1 two-tile path: software prefetch g_gemv_prefetch[1] bytes ahead in each stream (default
+    // 2048; 0 = none; kernels.h)
     const int64_t pf = (MR == 1 && NB > BlockRun::T) ? g_gemv_prefetch[1] : 0;
     if constexpr (MR == 1 && NB > BlockRun::T) {
       for (int st = 0; st < NB / BlockRun::T; ++st)

@@ -154,3 +154,13 @@ def test_switch_by_environment():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[:len(want)] == want
+
+
+def test_state_line_for_nybble_info():
+    from nybble.commands.info import cpu_isa_line
+    from nybble.kernels.cpu import prefetch_state
+    _C.prefetch_configure(enabled=0)
+    assert prefetch_state().startswith("off")
+    assert "cross-op prefetch: off" in cpu_isa_line()
+    _C.prefetch_configure(enabled=1, cap=3 << 20, hint=4)
+    assert prefetch_state() == "on (cap 3072 KiB, prefetchw)"

@@ -4,7 +4,7 @@
 
 A decode-like chain of nybble linears with the 0.85B model's shapes (per layer: fused qkv 2048x3072,
 o_proj 2048x2048, fused gate_up 2048x11264, down 5632x2048; LAYERS layers (default 16) with their own
-random weights, then lm_head 2048x32000), bf16 activations, group 128, int zero points, 2 threads,
+random weights, then lm_head 2048x32000; env PF_SHAPES=KxN,... replaces the per-layer shapes and drops lm_head), bf16 activations, group 128, int zero points, 2 threads,
 called through the kernel's `apply` (as in eager). Between two linears the main thread busy-waits
 GAP_US microseconds (stands for the graph's non-linear work; the DRAM is idle then). ACT: a16 | a8.
 MODES: comma list of prefetch settings, each `off`, `dA16/A8` (cross-op prefetch off, the kernels' M = 1
@@ -15,6 +15,7 @@ ms/step and the median per-round ratio off / mode, over all rounds and over fast
 > 55 GB/s). Timed rounds under the exclusive bench lock (taken here).
 """
 import fcntl
+import os
 import statistics
 import sys
 import time
@@ -35,6 +36,10 @@ MODES = (sys.argv[5] if len(sys.argv) > 5 else "off,2048:t1").split(",")
 LAYERS = int(sys.argv[6]) if len(sys.argv) > 6 else 16
 HINTS = {"t0": 0, "t1": 1, "t2": 2, "nta": 3, "w": 4}
 SHAPES = [(2048, 3072), (2048, 2048), (2048, 11264), (5632, 2048)]
+LM_HEAD = [(2048, 32000)]
+if os.environ.get("PF_SHAPES"):  # e.g. PF_SHAPES=4096x14336,14336x4096: these per layer, no lm_head
+    SHAPES = [tuple(int(v) for v in s.split("x")) for s in os.environ["PF_SHAPES"].split(",")]
+    LM_HEAD = []
 
 
 def log(*a):
@@ -44,7 +49,7 @@ def log(*a):
 def build():
     gen = torch.Generator().manual_seed(0)
     ops = []
-    shapes = SHAPES * LAYERS + [(2048, 32000)]
+    shapes = SHAPES * LAYERS + LM_HEAD
     for k, n in shapes:
         plain = _random_plain(n, k, 128, "int", torch.bfloat16, gen)
         spec = LinearSpec.for_weight(plain, "a16" if ACT == "a16" else "a8_sym", name=f"{k}x{n}")
@@ -95,7 +100,7 @@ def main():
         fcntl.flock(lf, fcntl.LOCK_SH)
         ops = build()
         buf = torch.ones(32 << 20, dtype=torch.float32)
-        xs = {k: torch.randn(1, k).to(torch.bfloat16) for k in (2048, 5632)}
+        xs = {k: torch.randn(1, k).to(torch.bfloat16) for k in {k for k, _ in SHAPES} | {2048}}
         wbytes = sum(p["qw"].numel() * p["qw"].element_size() if isinstance(p, dict) else 0 for _, _, p in ops)
         fcntl.flock(lf, fcntl.LOCK_UN)
         log(f"# {' '.join(sys.argv)}; {len(ops)} linears, act {ACT}, gap {GAP_US} us; prefetch {_C.prefetch_info()}")

@@ -46,6 +46,11 @@ def cpu_isa_line() -> str:
         line += f"; threads: {t['backend']} ({lib})" + (f" [{t['note']}]" if t["note"] else "")
     except Exception:  # an older extension without the threads entry points
         pass
+    try:  # the cross-op weight prefetch (csrc/prefetch.h)
+        from ..kernels.cpu import prefetch_state
+        line += f"; cross-op prefetch: {prefetch_state()}"
+    except Exception:  # an older extension without it
+        pass
     return line
 
 

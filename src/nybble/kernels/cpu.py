@@ -87,6 +87,17 @@ def threads_info() -> dict[str, str]:
             "note": lib.nybble_threads_backend_note().decode()}
 
 
+def prefetch_state() -> str:
+    """One line on the cross-op weight prefetch (csrc/prefetch.h; off by default, it slowed decode on
+    a 2-vCPU machine): ``"off"`` or ``"on (cap ... KiB, prefetcht1)"``."""
+    from . import cpu_ops as _ops
+    info = _ops._C.prefetch_info()
+    if not info["enabled"]:
+        return "off (NYBBLE_CPU_PREFETCH=1 turns it on)"
+    hint = "prefetchw" if info["hint"] == "w" else f"prefetch{info['hint']}"
+    return f"on (cap {info['cap'] // 1024} KiB, {hint})"
+
+
 def threads_probe(nthreads: int) -> dict[str, int]:
     """Runs one parallel region of ``nthreads`` on the current backend (for tests): ``{"calls",
     "team" (the thread count the calls saw), "distinct" (different OS threads that ran a call),
