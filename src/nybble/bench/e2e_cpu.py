@@ -91,6 +91,9 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
              "variant, nybble and torch int4 alike"),
     "compile": (int, 0, "1: the decode step of EVERY variant runs through torch.compile (inductor, fullgraph, "
                 "static KV cache so that steps never recompile; prefill stays eager; no layer profile)"),
+    "shim": (int, 0, "1: nybble.kernels.cpu_shim.enable() in EVERY variant's process (C++ dispatcher kernels of the "
+             "decode ops, the torch int4 wrapper op and the shared attention op included: no Python frame per op "
+             "call; built once at run time, needs a C++ compiler)"),
     "profile-steps": (int, 8, "decode steps of the per-layer profile after the timed decode (0: none)"),
     "timeout": (int, 1200, "seconds allowed per variant subprocess"),
 }
@@ -104,7 +107,7 @@ TABLE_COLUMNS = (
     C.Column("peak_rss_mib", "peak RSS MiB", "{:,.0f}"),
     C.Column("probe_gbps_after_decode", "DRAM GB/s", "{:.1f}"), C.Column("error", "error"),
 )
-CSV_KEYS = ("variant", "kernel", "attention", "fused_groups", "compile", "compile_s", "compile_graphs",
+CSV_KEYS = ("variant", "kernel", "attention", "fused_groups", "shim", "compile", "compile_s", "compile_graphs",
             "compile_recompiles", "params", "model_mib", "rss_base_mib", "rss_setup_mib", "peak_rss_mib",
             "setup_s", "quantize_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s",
             "decode_ms_median", "decode_x_bf16", "decode_x_int4", "prefill_x_bf16", "prefill_x_int4",
@@ -347,6 +350,12 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
     from nybble.api import model_nbytes
     from transformers import LlamaForCausalLM  # noqa: F401  (imported before the baseline RSS)
     row: dict = {"variant": variant, "threads": threads, "rss_base_mib": C.rss_bytes()[0] / 2**20}
+    if opts.get("shim"):
+        from nybble.kernels import cpu_shim
+        row["shim"] = int(cpu_shim.enable())
+        if not row["shim"]:
+            print(f"e2e_cpu: the op shim is unavailable ({cpu_shim.status()['error']}); Python op kernels used",
+                  file=sys.stderr)
     t0 = time.perf_counter()
     model = build_model(opts["layers"], opts["hidden"], opts["intermediate"], opts["heads"],
                         opts["kv_heads"], opts["vocab"])
