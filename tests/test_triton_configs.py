@@ -144,3 +144,18 @@ def test_import_nybble_does_not_import_triton():
     code = "import sys, nybble; from nybble.kernels.triton import configs, checks, layout; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_tma_gemv_a8_candidates_are_valid_only_where_the_kernel_runs():
+    """The A8W4 M = 1 TMA GEMV configs (block_m == TMA_GEMV_A8): every candidate is valid for groups of
+    32 / 64 / 128 and refused for groups of 256, per-channel weights and A16W4; their TMA slots fit
+    the shared memory of one program."""
+    cands = C.tma_gemv_a8_configs()
+    assert len(cands) >= 8 and {c.num_warps for c in cands} == {4, 8}
+    for c in cands:
+        assert c.block_m == C.TMA_GEMV_A8 and c.num_stages * c.block_n * 128 * c.split_k <= 160 * 1024
+        for g in (32, 64, 128):
+            assert C.group_tile_ok(c, g, 4096, "a8w4"), (c, g)
+        assert not C.group_tile_ok(c, 256, 4096, "a8w4")
+        assert not C.group_tile_ok(c, -1, 4096, "a8w4")
+        assert not C.group_tile_ok(c, 128, 4096, "a16w4")

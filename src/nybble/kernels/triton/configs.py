@@ -63,7 +63,8 @@ class TileConfig:
     cores, bit 5: the unpacked weights go through shared memory (K step = group), ``num_warps`` 4 (plus a 4-warp worker and the loader warp);
     ``block_m == 5`` (:data:`TMA_GEMV_A8`) marks the A8W4 M = 1 Gluon GEMV of ``tma_gemv_a8.py``
     (sm_90, groups of 32..256): ``block_n`` rows per TMA unit (32 / 64 / 128; units of one 256-wide K
-    block), ``block_k`` 256, ``split_k`` programs per SM, ``num_stages`` TMA slots;
+    block), ``block_k`` 256, ``split_k`` programs per SM, ``num_stages`` TMA slots, ``num_warps`` 4 or
+    8 compute warps (plus the loader warp);
     ``block_m == 0`` marks the A16W4 large-M path "dequantize ``block_n`` rows into an L2-resident
     scratch, then cuBLAS";
     for A8W4, ``block_k == 0`` (with ``block_m >= 16``) marks the large-M int8 GEMM of ``gemm_a8.py``
@@ -166,6 +167,9 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
                 and group_size // cfg.block_k <= (1 if cfg.num_stages & 32 else 2)
                 and cfg.block_n == 128 and cfg.num_warps == 4
                 and cfg.split_k in (64, 128) and wgmma_a8_smem(cfg) <= SMEM_LIMIT - 8192)
+    if cfg.block_m == TMA_GEMV_A8:  # A8W4 at M = 1, groups of 32..128 (ops.tma_gemv_a8_ok checks the rest)
+        return (op == "a8w4" and group_size in (32, 64, 128) and cfg.block_k == 256 and cfg.block_n in (32, 64, 128)
+                and cfg.num_warps in (4, 8) and 2 <= cfg.num_stages <= 16 and cfg.split_k >= 1)
     if op == "a8w4" and is_a8_gemm(cfg):
         return group_size != -1 and a8_gemm_smem(cfg, group_size) <= SMEM_LIMIT
     if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
@@ -429,6 +433,8 @@ def tma_gemv_a8_configs() -> list[TileConfig]:
         for per_sm in (1, 2):
             if per_sm * stages * rows * 128 <= 160 * 1024:
                 out.append(TileConfig(TMA_GEMV_A8, rows, 256, per_sm, 4, stages))
+                if rows >= 64:  # 8 compute warps: row blocks over two warpgroups
+                    out.append(TileConfig(TMA_GEMV_A8, rows, 256, per_sm, 8, stages))
     return out
 
 

@@ -584,15 +584,21 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
     return out
 
 
-def tma_gemv_a8_ok(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
-                   cfg: TileConfig) -> bool:
+def tma_gemv_a8_ok(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
+                   group_size: int, cfg: TileConfig) -> bool:
     """Can :func:`_tma_gemv_a8` serve this call: one activation row, sm_90 with Gluon, the blocked
-    weight layout, groups of 32..256, N a multiple of 16 (16-byte TMA strides of the int8 zero
-    points), K <= ``tma_gemv_a8.MAX_K``, a contiguous 16-byte aligned x (its TMA), a 32 / 64 / 128-row
-    unit."""
-    n = scale.shape[1]
-    return (x.shape[0] == 1 and group_size in (32, 64, 128, 256) and n % 16 == 0 and x.shape[1] <= 32768
-            and x.is_contiguous() and x.data_ptr() % 16 == 0 and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
+    weight layout, groups of 32 / 64 / 128, N a multiple of 16 (16-byte TMA strides of the int8 zero
+    points), K <= ``tma_gemv_a8.MAX_K`` and the shared memory within 220 KiB, a contiguous 16-byte aligned x (its TMA), a 32 / 64 / 128-row
+    unit whose parameter boxes (groups of a K block x rows) are >= 128 bytes (TMA slots 128-byte
+    aligned; int8 zero points of groups of 128 need 64-row units)."""
+    n, k = scale.shape[1], x.shape[1]
+    gpb = 256 // group_size if group_size in (32, 64, 128) else 0
+    # shared memory: the row (2 bytes per value), its codes (1 byte per value) and the TMA slots
+    smem = 3 * 1024 * -(-k // 1024) + cfg.num_stages * cfg.block_n * (128 + gpb * 11) + 2048
+    return (x.shape[0] == 1 and group_size in (32, 64, 128) and n % 16 == 0 and k <= 32768 and smem <= 220 * 1024
+            and x.is_contiguous() and x.data_ptr() % 16 == 0 and gpb * cfg.block_n * 2 >= 128
+            and (zero is None or gpb * cfg.block_n >= 128) and (cfg.num_warps == 4 or cfg.block_n >= 32 * cfg.num_warps // 4)
+            and cfg.num_warps in (4, 8) and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
             and mma_ok(x, qweight))
 
 
@@ -600,7 +606,7 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
                  locks=None) -> torch.Tensor:
     """A8W4 at M = 1 (``cfg.block_m == TMA_GEMV_A8``): :func:`tma_gemv_a8.a8w4_tma_gemv_kernel`, which
     quantizes ``x`` (1, K) bf16/fp16 itself.  ``cfg.block_n`` rows per unit, ``cfg.split_k`` programs
-    per SM, ``cfg.num_stages`` TMA slots; ``locks``: the layer's zeroed int32 counters (>= N / 32)."""
+    per SM, ``cfg.num_stages`` TMA slots, ``cfg.num_warps`` 4 or 8 compute warps; ``locks``: the layer's zeroed int32 counters (>= N / 32)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import tma_gemv_a8
@@ -613,10 +619,8 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
         return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=len(box))
 
     w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], [rb, 16, 32], plain([rb, 16, 32], 32))
-    def pdesc(t):
-        # [groups, rows] per unit; at least 128 bytes, so that every TMA slot starts 128-byte aligned
-        # (the extra groups, of the next K block or past G, are loaded and not used)
-        box = [max(gpb, -(-128 // (cfg.block_n * t.element_size()))), cfg.block_n]
+    def pdesc(t):  # [groups, rows] per unit, >= 128 bytes (tma_gemv_a8_ok): 128-byte aligned TMA slots
+        box = [gpb, cfg.block_n]
         return TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box, plain(box, t.element_size() * 8))
 
     s_desc = pdesc(scale)
@@ -634,7 +638,7 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
     tma_gemv_a8.a8w4_tma_gemv_kernel[(progs,)](
         x_desc, w_desc, s_desc, z_desc, ws_desc, bias if bias is not None else scale, out, part, locks,
         n, units, kb, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
-        ASYM=bool(asymmetric), STAGES=cfg.num_stages, XB=triton.cdiv(k, 256), num_warps=4)
+        ASYM=bool(asymmetric), STAGES=cfg.num_stages, XB=kb, XBP=4 * triton.cdiv(kb, 4), num_warps=cfg.num_warps)
     return out
 
 
@@ -734,7 +738,7 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         if cfg is None and not (autotune_enabled() and _can_tune()):
             cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
     if cfg is not None and cfg.block_m == TMA_GEMV_A8:
-        if tma_gemv_a8_ok(x, qweight, scale, group_size, cfg):
+        if tma_gemv_a8_ok(x, qweight, scale, zero, group_size, cfg):
             return _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg, locks)
         cfg = heuristic("a8w4", scale.shape[1], k, group_size, m)
     if cfg is not None and cfg.block_m == 2:

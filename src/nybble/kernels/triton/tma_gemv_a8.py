@@ -28,17 +28,19 @@ s[g, n] (+ bias)``, in the scale's dtype.  The quantization is bit-exact with
 Inputs (``ops._tma_gemv_a8``): TMA descriptors of the activation row ``x`` ``(K,)`` bf16 / fp16,
 block ``[256]``; of the blocked A8W4 words (plain nibble order) as ``(N/16, K8/32 * 16, 32)`` int32,
 block ``[BOX_RB, 16, 32]``; of the scale ``(G, N)``, the zero point ``(G, N)`` int8 (``HAS_ZERO``) and
-the weight sums ``(G, N)`` int64 (``ASYM``), blocks ``[256 / GROUP, BOX_RB * 16]`` (more groups where
-that is under 128 bytes: TMA slots start 128-byte aligned; only the first ``256 / GROUP`` are used);
+the weight sums ``(G, N)`` int64 (``ASYM``), blocks ``[256 / GROUP, BOX_RB * 16]`` (at least 128
+bytes, so that every TMA slot starts 128-byte aligned);
 ``b_ptr`` ``(N,)``; ``out_ptr`` ``(1, N)``; ``part_ptr`` fp32 ``(programs, 2, BOX_RB * 16)``;
 ``cnt_ptr`` int32 (>= row groups, zero).  Constraints (``ops.tma_gemv_a8_ok``): sm_90, M = 1, groups
-of 32..256, N % 16 == 0, K <= ``MAX_K``.
+of 32, 64 or 128 (a group of 256 makes size-1 dimensions in the shared-memory views, which Triton 3.6's
+layout code rejects), N % 16 == 0, K <= ``MAX_K``.
 """
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.runtime.jit import constexpr_function
 
 #: largest K served (the activation row stays in shared memory: 2 K bytes)
 MAX_K = 32768
@@ -87,65 +89,99 @@ def _loader(x_desc, w_desc, s_desc, z_desc, ws_desc, xbuf, wbuf, sbuf, zbuf, wsb
             tma.async_copy_global_to_shared(ws_desc, [kb * GPB, rg * BOX_RB * 16], bar, wsbuf.index(slot))
 
 
-@gluon.jit
-def _minmax(v, lo, hi, ASYM: gl.constexpr):
-    """Running minimum and maximum (``ASYM``) or maximum of |v| (symmetric, in ``hi``)."""
-    if ASYM:
-        return gl.minimum(lo, v), gl.maximum(hi, v)
-    return lo, gl.maximum(hi, gl.abs(v))
+@constexpr_function
+def _unit_layout(group, num_warps):
+    """Layout of a unit's words as ``[BOX_RB, 16, 256 / GROUP, GROUP / 8]`` (row block, row, group,
+    word in group): a thread holds 4 consecutive words of one row (one 16-byte shared load), the 8
+    threads of a row's 32 words are lanes ``(lane % 8)``, rows spread over the other lanes and 4
+    warps, row blocks over ``num_warps / 4`` warps."""
+    gw = group // 8
+    per = min(4, gw)
+    tw = gw // per  # threads along the words of a group
+    return gl.BlockedLayout([1, 1, 1, per], [1, 4, 8 // tw, tw], [num_warps // 4, 4, 1, 1], [3, 2, 1, 0])
 
 
 @gluon.jit
-def _row_qparams(xbuf, ASYM: gl.constexpr, XB: gl.constexpr):
-    """The activation row's quantization parameters from its copy in shared memory (``xbuf``
-    ``[XB, 256]``; zeros past K change neither max |x| nor min(x, 0) / max(x, 0)), bit-exact with
-    ``quantize_activations``: ``(s, z)`` as fp32 tensors ``[256]`` of equal values (the layout of
-    :func:`_block_codes`; ``z`` = 0 if symmetric)."""
-    BL: gl.constexpr = gl.BlockedLayout([2], [32], [4], [0])
-    lo = gl.zeros([256], gl.float32, layout=BL)
-    hi = gl.zeros([256], gl.float32, layout=BL)
-    if XB <= 64:  # unrolled: the shared-memory loads of several boxes in flight
-        for j in gl.static_range(XB):
-            lo, hi = _minmax(xbuf.index(j).load(BL).to(gl.float32), lo, hi, ASYM)
-    else:
-        for j in range(XB):
-            lo, hi = _minmax(xbuf.index(j).load(BL).to(gl.float32), lo, hi, ASYM)
-    zero = gl.zeros([256], gl.float32, layout=BL)
-    if ASYM:
-        lo_r = zero + gl.min(lo, axis=0)
-        s = _div_rn(zero + gl.max(hi, axis=0) - lo_r, zero + 255.0)
-        s = gl.where(s == 0.0, 1.0, s)
-        z = _rint(_div_rn(-lo_r, s))
-        z = gl.minimum(gl.maximum(z, 0.0), 255.0)
-    else:
-        s = _div_rn(zero + gl.max(hi, axis=0), zero + 127.0)
-        s = gl.where(s == 0.0, 1.0, s)
-        z = zero
-    return s, z
-
-
-@gluon.jit
-def _block_codes(xbuf, kb, s, z, cbufs, c0, ASYM: gl.constexpr, GROUP: gl.constexpr):
-    """Quantize K block ``kb`` of the row (256 values, 2 per thread) into rows ``c0 ..`` of ``cbufs``
-    (int32, rows of 32): row ``c0`` / ``c0 + 1`` the codes of every word's even / odd K offsets (the
-    ``PERM8`` bytes), row ``c0 + 2`` the group sums of the codes (first ``256 / GROUP`` entries).  Codes: int8, asymmetric: the uint8 code - 128."""
-    BL: gl.constexpr = s.type.layout
-    v = xbuf.index(kb).load(BL).to(gl.float32)
+def _chunk_codes(x4, j, s, z, codes_e, codes_o, xsum, ASYM: gl.constexpr, GROUP: gl.constexpr):
+    """The codes of K blocks ``4 j .. 4 j + 3`` (see :func:`_quantize_row`)."""
+    v = x4.index(j).load(s.type.layout).to(gl.float32)
     r = _rint(_div_rn(v, s))
     if ASYM:
         r = gl.minimum(gl.maximum(r + z, 0.0), 255.0) - 128.0
     else:
         r = gl.minimum(gl.maximum(r, -127.0), 127.0)
     q = r.to(gl.int32)
-    # (word, byte j, parity p): byte j of word p holds the code of K offset 8 w + 2 j + p
-    q3 = gl.reshape(q & 0xFF, [32, 4, 2])
-    sh = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, q3.type.layout))) * 8
-    packed = gl.sum(q3 << gl.expand_dims(gl.expand_dims(sh, 0), 2), axis=1)
-    even, odd = gl.split(packed)
-    cbufs.index(c0).store(even)
-    cbufs.index(c0 + 1).store(odd)
-    gs = gl.sum(gl.reshape(q, [256 // GROUP, GROUP]), axis=1)
-    cbufs.index(c0 + 2).slice(0, 256 // GROUP).store(gs)
+    # (K block, word, byte j, parity p): byte j of word p holds the code of K offset 8 w + 2 j + p
+    q4 = gl.reshape(q & 0xFF, [4, 32, 4, 2])
+    sh = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(3, q4.type.layout)))) * 8
+    sh4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(sh, 0), 0), 3)
+    even, odd = gl.split(gl.sum(q4 << sh4, axis=2))
+    codes_e.index(j).store(even)
+    codes_o.index(j).store(odd)
+    xsum.index(j).store(gl.sum(gl.reshape(q, [4, 256 // GROUP, GROUP]), axis=2))
+
+
+@gluon.jit
+def _chunk_needed(j, k0, n, KB):
+    """Does the program use one of K blocks ``4 j .. 4 j + 3``: its ``n`` units start at K block ``k0``
+    of a row group and go on cyclically (into the next row groups)?"""
+    need = n >= KB
+    for t in gl.static_range(4):
+        need = need | ((4 * j + t < KB) & ((4 * j + t - k0 + KB) % KB < n))
+    return need
+
+
+@gluon.jit
+def _quantize_row(xbuf, codes_e, codes_o, xsum, k0, n, KB, ASYM: gl.constexpr, GROUP: gl.constexpr,
+                  XB: gl.constexpr, XBP: gl.constexpr, NW: gl.constexpr):
+    """Quantize the activation row (``xbuf`` ``[XBP, 256]``, rows ``>= XB`` unused) into shared
+    memory, bit-exact with ``quantize_activations``: per K block ``kb`` that the program's ``n`` units
+    (from K block ``k0`` of a row group on) use, ``codes_e[kb]`` / ``codes_o[kb]`` the 32 words' codes
+    of their even / odd K offsets (4 int8 per int32, the ``PERM8`` bytes) and ``xsum[kb]`` the group
+    sums of the codes (the buffers viewed ``[XBP / 4, 4, ...]``).  Codes: int8; asymmetric: the uint8
+    code minus 128.  Returns ``(sa, za - 128)``.  Up to 16 steps of 4 K blocks are unrolled (their
+    shared-memory loads and divisions interleave)."""
+    XL: gl.constexpr = gl.BlockedLayout([1, 32 // NW], [1, 32], [4, NW // 4], [1, 0])  # [4, 256] over NW warps
+    RL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    x4 = xbuf._reinterpret(xbuf.dtype, [XBP // 4, 4, 256], RL)
+    rows = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(1, XL)), 1)
+    lo = gl.zeros([4, 256], gl.float32, layout=XL)
+    hi = gl.zeros([4, 256], gl.float32, layout=XL)
+    if XBP // 4 <= 16:
+        for j in gl.static_range(XBP // 4):
+            lo, hi = _minmax(gl.where(rows + 4 * j < XB, x4.index(j).load(XL).to(gl.float32), 0.0), lo, hi, ASYM)
+    else:
+        for j in range(XBP // 4):
+            lo, hi = _minmax(gl.where(rows + 4 * j < XB, x4.index(j).load(XL).to(gl.float32), 0.0), lo, hi, ASYM)
+    # the scale (and zero point) as tensors of equal values (inline PTX works on tensors)
+    zero = gl.zeros([4, 256], gl.float32, layout=XL)
+    if ASYM:
+        lo_r = zero + gl.min(gl.min(lo, axis=1), axis=0)
+        s = _div_rn(zero + gl.max(gl.max(hi, axis=1), axis=0) - lo_r, zero + 255.0)
+        s = gl.where(s == 0.0, 1.0, s)
+        z = _rint(_div_rn(-lo_r, s))
+        z = gl.minimum(gl.maximum(z, 0.0), 255.0)
+    else:
+        s = _div_rn(zero + gl.max(gl.max(hi, axis=1), axis=0), zero + 127.0)
+        s = gl.where(s == 0.0, 1.0, s)
+        z = zero
+    if XBP // 4 <= 16:
+        for j in gl.static_range(XBP // 4):
+            if _chunk_needed(j, k0, n, KB):
+                _chunk_codes(x4, j, s, z, codes_e, codes_o, xsum, ASYM, GROUP)
+    else:
+        for j in range(XBP // 4):
+            if _chunk_needed(j, k0, n, KB):
+                _chunk_codes(x4, j, s, z, codes_e, codes_o, xsum, ASYM, GROUP)
+    return gl.max(gl.max(s, axis=1), axis=0), gl.max(gl.max(z, axis=1), axis=0).to(gl.int32) - 128
+
+
+@gluon.jit
+def _minmax(v, lo, hi, ASYM: gl.constexpr):
+    """Running minimum and maximum (``ASYM``) or maximum of |v| (symmetric, in ``hi``)."""
+    if ASYM:
+        return gl.minimum(lo, v), gl.maximum(hi, v)
+    return lo, gl.maximum(hi, gl.abs(v))
 
 
 @gluon.jit
@@ -182,91 +218,99 @@ def _flush(acc, rg, first, rg_first, pid, nprog, n_units, KB, sa, b_ptr, out_ptr
 
 
 @gluon.jit
-def _compute(b_ptr, out_ptr, part_ptr, cnt_ptr, xbuf, wbuf, sbuf, zbuf, wsbuf, cbufs, xbar, ready, empty,
-             u0, u1, pid, nprog, n_units, KB, N,
+def _compute(b_ptr, out_ptr, part_ptr, cnt_ptr, xbuf, wbuf, sbuf, zbuf, wsbuf, codes_e, codes_o, xsum, xbar,
+             ready, empty, u0, u1, pid, nprog, n_units, KB, N,
              GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
-             BOX_RB: gl.constexpr, STAGES: gl.constexpr, XB: gl.constexpr):
-    """Default partition (4 warps): the row's quantization parameters, then per unit the K block's
-    codes (into one of two buffers, so a slow warp still reading the previous ones is safe), the dp4a
-    word sums, the exact group sums and their rescale; flush each row group (:func:`_flush`)."""
+             BOX_RB: gl.constexpr, STAGES: gl.constexpr, XB: gl.constexpr, XBP: gl.constexpr,
+             NW: gl.constexpr):
+    """Default partition (``NW`` = 4 or 8 warps): quantize the row (:func:`_quantize_row`), then per unit the dp4a
+    word sums, the exact group sums and their rescale, all in the layout of :func:`_unit_layout`
+    (the unit's words and parameters are read from their slots in that layout: no conversions);
+    flush each row group (:func:`_flush`)."""
     GPB: gl.constexpr = 256 // GROUP
     GW: gl.constexpr = GROUP // 8
     ROWS: gl.constexpr = BOX_RB * 16
     mbarrier.wait(xbar, 0)
-    s_row, z_row = _row_qparams(xbuf, ASYM, XB)
-    sa = gl.max(s_row, axis=0)
-    zam = gl.max(z_row, axis=0).to(gl.int32) - 128
-    L: gl.constexpr = gl.BlockedLayout([1, 1, 4], [1, 4, 8], [1, 4, 1], [2, 1, 0])
-    CL: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, L))
-    PL: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [1, 4], [1, 0])
+    sa, zam = _quantize_row(xbuf, codes_e, codes_o, xsum, u0 % KB, u1 - u0, KB, ASYM, GROUP, XB, XBP, NW)
+    gl.thread_barrier()  # every warp's codes are in shared memory
+    L4: gl.constexpr = _unit_layout(GROUP, NW)
+    GL: gl.constexpr = gl.SliceLayout(3, L4)       # [BOX_RB, 16, GPB]
+    AL: gl.constexpr = gl.SliceLayout(2, GL)       # [BOX_RB, 16]
+    CL: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, L4))  # [GPB, GW]
+    XSL: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, GL))  # [GPB]
+    # the codes as one row per K block (rank-1 layouts: indexed by K block)
+    KL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    ce_kb = codes_e._reinterpret(gl.int32, [XBP, GPB, GW], KL2)
+    co_kb = codes_o._reinterpret(gl.int32, [XBP, GPB, GW], KL2)
+    xs_kb = xsum._reinterpret(gl.int32, [XBP, GPB], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     rg_first = u0 // KB
     rg_last = (u1 - 1) // KB
     i = 0
     for rg in range(rg_first, rg_last + 1):
         k_lo = gl.maximum(u0, rg * KB) - rg * KB
         k_hi = gl.minimum(u1, (rg + 1) * KB) - rg * KB
-        acc = gl.zeros([BOX_RB, 16], gl.float32, layout=gl.SliceLayout(2, L))
+        acc = gl.zeros([BOX_RB, 16], gl.float32, layout=AL)
         for kb in range(k_lo, k_hi):
             slot = i % STAGES
             mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-            c0 = (i % 2) * 4
-            _block_codes(xbuf, kb, s_row, z_row, cbufs, c0, ASYM, GROUP)  # this K block's codes, 2 per thread
-            words = wbuf.index(slot).load(L)
-            s = sbuf.index(slot).slice(0, GPB, dim=0).load(PL).to(gl.float32)
+            words = wbuf.index(slot).reshape([BOX_RB, 16, GPB, GW]).load(L4)
+            s3 = _params(sbuf.index(slot), GPB, BOX_RB, GL).to(gl.float32)
             if HAS_ZERO:
-                zp = zbuf.index(slot).slice(0, GPB, dim=0).load(PL).to(gl.int32)
+                z3 = _params(zbuf.index(slot), GPB, BOX_RB, GL).to(gl.int32)
             if ASYM:
-                wsm = wsbuf.index(slot).slice(0, GPB, dim=0).load(PL).to(gl.int32)
-            gl.thread_barrier()  # every warp has read the slot and written the block's codes
+                w3 = _params(wsbuf.index(slot), GPB, BOX_RB, GL).to(gl.int32)
+            gl.thread_barrier()  # every warp has read the slot
             mbarrier.arrive(empty.index(slot))
             i += 1
-            ce = cbufs.index(c0).load(CL)
-            co = cbufs.index(c0 + 1).load(CL)
-            d = gl.inline_asm_elementwise(
-                _DOT8, "=r,r,r,r", [words, gl.expand_dims(gl.expand_dims(ce, 0), 0),
-                                    gl.expand_dims(gl.expand_dims(co, 0), 0)],
-                dtype=gl.int32, is_pure=True, pack=1)
-            gsum = gl.sum(gl.reshape(d, [BOX_RB, 16, GPB, GW]), axis=3)  # [BOX_RB, 16, GPB] exact
-            GL: gl.constexpr = gsum.type.layout
-            xs = cbufs.index(c0 + 2).slice(0, GPB).load(gl.SliceLayout(0, gl.SliceLayout(0, GL)))
-            xs3 = gl.expand_dims(gl.expand_dims(xs, 0), 0)
+            ce = gl.expand_dims(gl.expand_dims(ce_kb.index(kb).load(CL), 0), 0)
+            co = gl.expand_dims(gl.expand_dims(co_kb.index(kb).load(CL), 0), 0)
+            d = gl.inline_asm_elementwise(_DOT8, "=r,r,r,r", [words, ce, co], dtype=gl.int32, is_pure=True, pack=1)
+            gsum = gl.sum(d, axis=3)  # [BOX_RB, 16, GPB]: the exact sums of qa * q
+            xs3 = gl.expand_dims(gl.expand_dims(xs_kb.index(kb).load(XSL), 0), 0)
             if HAS_ZERO:
-                z3 = gl.convert_layout(gl.permute(gl.reshape(zp, [GPB, BOX_RB, 16]), [1, 2, 0]), GL)
                 gsum = gsum - z3 * xs3
             else:
                 gsum = gsum - 8 * xs3
             if ASYM:
-                w3 = gl.convert_layout(gl.permute(gl.reshape(wsm, [GPB, BOX_RB, 16]), [1, 2, 0]), GL)
                 gsum = gsum - zam * w3
-            s3 = gl.convert_layout(gl.permute(gl.reshape(s, [GPB, BOX_RB, 16]), [1, 2, 0]), GL)
-            part = gl.sum(gsum.to(gl.float32) * s3, axis=2)
-            acc += gl.convert_layout(part, acc.type.layout)
+            acc += gl.sum(gsum.to(gl.float32) * s3, axis=2)
         whole = (k_lo == 0) & (k_hi == KB)
         _flush(acc, rg, whole, rg_first, pid, nprog, n_units, KB, sa, b_ptr, out_ptr, part_ptr, cnt_ptr, N,
                HAS_BIAS, ROWS)
 
 
 @gluon.jit
+def _params(slot_buf, GPB: gl.constexpr, BOX_RB: gl.constexpr, GL: gl.constexpr):
+    """A unit's group parameters from their slot (``[GPB, BOX_RB * 16]``) as
+    ``[BOX_RB, 16, GPB]`` in layout ``GL`` (read straight from shared memory through a permuted view)."""
+    return slot_buf.reshape([GPB, BOX_RB, 16]).permute([1, 2, 0]).load(GL)
+
+
+@gluon.jit
 def a8w4_tma_gemv_kernel(x_desc, w_desc, s_desc, z_desc, ws_desc, b_ptr, out_ptr, part_ptr, cnt_ptr,
                          N, n_units, KB,
                          GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr,
-                         ASYM: gl.constexpr, STAGES: gl.constexpr, XB: gl.constexpr):
+                         ASYM: gl.constexpr, STAGES: gl.constexpr, XB: gl.constexpr, XBP: gl.constexpr,
+                         num_warps: gl.constexpr):
     """Grid ``(programs,)``: program ``p`` takes units ``[p U / P, (p + 1) U / P)`` of the ``U`` =
-    ``n_units`` (row groups x ``KB`` K blocks).  ``XB``: boxes of 256 activation values loaded (a
-    multiple of 4 covering K).  See the module docstring."""
+    ``n_units`` (row groups x ``KB`` K blocks).  ``XB``: boxes of 256 activation values (K blocks),
+    ``XBP``: ``XB`` rounded up to a multiple of 4.  See the module docstring."""
     BOX_RB: gl.constexpr = w_desc.block_type.shape[0]
     GPB: gl.constexpr = 256 // GROUP
     pid = gl.program_id(0)
     nprog = gl.num_programs(0)
     u0 = (pid * n_units) // nprog
     u1 = ((pid + 1) * n_units) // nprog
-    xbuf = gl.allocate_shared_memory(x_desc.dtype, [XB, 256], x_desc.layout)
+    xbuf = gl.allocate_shared_memory(x_desc.dtype, [XBP, 256], x_desc.layout)
     wbuf = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
     sbuf = gl.allocate_shared_memory(s_desc.dtype, [STAGES] + s_desc.block_type.shape, s_desc.layout)
     zbuf = gl.allocate_shared_memory(z_desc.dtype, [STAGES] + z_desc.block_type.shape, z_desc.layout)
     wsbuf = gl.allocate_shared_memory(ws_desc.dtype, [STAGES] + ws_desc.block_type.shape, ws_desc.layout)
-    # two sets of 4 rows of 32 int32 (the codes of one K block: see _block_codes), indexed by row
-    cbufs = gl.allocate_shared_memory(gl.int32, [8, 32], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    # per K block: the codes of the words' even / odd K offsets, the group sums of the codes (by 4 blocks)
+    CS: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    codes_e = gl.allocate_shared_memory(gl.int32, [XBP // 4, 4, 32], CS)
+    codes_o = gl.allocate_shared_memory(gl.int32, [XBP // 4, 4, 32], CS)
+    xsum = gl.allocate_shared_memory(gl.int32, [XBP // 4, 4, GPB], CS)
     xbar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -275,8 +319,9 @@ def a8w4_tma_gemv_kernel(x_desc, w_desc, s_desc, z_desc, ws_desc, b_ptr, out_ptr
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
     gl.warp_specialize([
-        (_compute, (b_ptr, out_ptr, part_ptr, cnt_ptr, xbuf, wbuf, sbuf, zbuf, wsbuf, cbufs, xbar, ready, empty,
-                    u0, u1, pid, nprog, n_units, KB, N, GROUP, HAS_ZERO, HAS_BIAS, ASYM, BOX_RB, STAGES, XB)),
+        (_compute, (b_ptr, out_ptr, part_ptr, cnt_ptr, xbuf, wbuf, sbuf, zbuf, wsbuf, codes_e, codes_o, xsum, xbar,
+                    ready, empty, u0, u1, pid, nprog, n_units, KB, N, GROUP, HAS_ZERO, HAS_BIAS, ASYM, BOX_RB,
+                    STAGES, XB, XBP, num_warps)),
         (_loader, (x_desc, w_desc, s_desc, z_desc, ws_desc, xbuf, wbuf, sbuf, zbuf, wsbuf, xbar, ready, empty, u0,
                    u1 - u0, KB, BOX_RB, STAGES, GPB, HAS_ZERO, ASYM, XB)),
     ], [1], [40])
