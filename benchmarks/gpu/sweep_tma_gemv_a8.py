@@ -44,7 +44,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
     from nybble.bench.gpu import _copies, graph_time_us
-    from nybble.kernels import reference  # noqa: F401
+    from nybble.kernels import reference  # noqa: F401  (registers nybble::reference_a8w4)
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import make_key, tma_gemv_a8_configs
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
