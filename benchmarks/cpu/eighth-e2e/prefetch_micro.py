@@ -8,7 +8,7 @@ random weights, then lm_head 2048x32000; env PF_SHAPES=KxN,... replaces the per-
 called through the kernel's `apply` (as in eager). Between two linears the main thread busy-waits
 GAP_US microseconds (stands for the graph's non-linear work; the DRAM is idle then). ACT: a16 | a8.
 MODES: comma list of prefetch settings, each `off`, `dA16/A8` (cross-op prefetch off, the kernels' M = 1
-prefetch distances in bytes, defaults d4096/0), or `cap:hint[:spin[:pace_gbps]]` (cap in KiB, hint t0|t1|t2|nta|w; pace 0 = unpaced),
+prefetch distances in bytes; defaults d4096/0 until commit b4a6cf8, d4096/2048 since), or `cap:hint[:spin[:pace_gbps]]` (cap in KiB, hint t0|t1|t2|nta|w; pace 0 = unpaced),
 e.g. off,2048:t1,4096:t1. One process; per round (order rotating) a DRAM probe (torch.sum over
 128 MiB), every mode for STEPS steps (one step untimed first), a probe. Prints per mode the median
 ms/step and the median per-round ratio off / mode, over all rounds and over fast rounds (both probes
@@ -34,6 +34,7 @@ GAP_US = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
 ACT = sys.argv[4] if len(sys.argv) > 4 else "a16"
 MODES = (sys.argv[5] if len(sys.argv) > 5 else "off,2048:t1").split(",")
 LAYERS = int(sys.argv[6]) if len(sys.argv) > 6 else 16
+DEFAULT_DIST = tuple(_C.gemv_prefetch())
 HINTS = {"t0": 0, "t1": 1, "t2": 2, "nta": 3, "w": 4}
 SHAPES = [(2048, 3072), (2048, 2048), (2048, 11264), (5632, 2048)]
 LM_HEAD = [(2048, 32000)]
@@ -71,7 +72,7 @@ def step(ops, xs):
 
 
 def set_mode(mode):
-    _C.set_gemv_prefetch(4096, 0)  # the kernels' defaults
+    _C.set_gemv_prefetch(*DEFAULT_DIST)  # the kernels' defaults (4096 / 0 until 19:54, then 4096 / 2048)
     if mode == "off":
         _C.prefetch_configure(enabled=0)
         return
