@@ -350,12 +350,11 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
     from nybble.api import model_nbytes
     from transformers import LlamaForCausalLM  # noqa: F401  (imported before the baseline RSS)
     row: dict = {"variant": variant, "threads": threads, "rss_base_mib": C.rss_bytes()[0] / 2**20}
-    if opts.get("shim"):
-        from nybble.kernels import cpu_shim
-        row["shim"] = int(cpu_shim.enable())
-        if not row["shim"]:
-            print(f"e2e_cpu: the op shim is unavailable ({cpu_shim.status()['error']}); Python op kernels used",
-                  file=sys.stderr)
+    from nybble.kernels import cpu_shim
+    row["shim"] = int(cpu_shim.enable() if opts.get("shim") else cpu_shim.enable_from_env())
+    if opts.get("shim") and not row["shim"]:
+        print(f"e2e_cpu: the op shim is unavailable ({cpu_shim.status()['error']}); Python op kernels used",
+              file=sys.stderr)
     t0 = time.perf_counter()
     model = build_model(opts["layers"], opts["hidden"], opts["intermediate"], opts["heads"],
                         opts["kv_heads"], opts["vocab"])

@@ -12,7 +12,7 @@ links torch (issue 3, item 1): only this optional library does, built by
 ``torch.utils.cpp_extension`` with the system's C++ compiler (as inductor needs one anyway).
 
 * Opt-in: :func:`enable` (:func:`enable_from_env` does it when ``NYBBLE_CPU_SHIM=1``; the end-to-end
-  benchmark ``nybble.bench.e2e_cpu`` calls that in each variant's process).
+  benchmark ``nybble.bench.e2e_cpu`` calls that in each variant's process, or :func:`enable` with ``--shim 1``).
   The first build takes ~30-60 s; later processes load the cached library (``NYBBLE_CPU_SHIM_DIR``,
   default ``~/.cache/nybble/cpu_shim``; the name carries a hash of the source and torch's version).
 * Any failure (no compiler, a build error, another torch) leaves the Python kernels in place;
@@ -82,12 +82,12 @@ def enable(ops: tuple[str, ...] = tuple(OPS)) -> bool:
     """Build/load the shim and make its C++ kernels the CPU kernels of ``ops`` (default: all four
     decode ops); True if they are installed, False (Python kernels kept, :func:`status` says why)
     if anything failed. Calling it again re-installs (e.g. after the ISA path changed)."""
-    from . import cpu_attention, cpu_ops, torch_int4_cpu  # noqa: F401  (the modules that define the ops)
-    from .cpu import selected_isa
     unknown = [o for o in ops if o not in OPS]
     if unknown:
         raise ValueError(f"cpu_shim.enable: unknown ops {unknown}; allowed: {list(OPS)}")
     try:
+        from . import cpu_attention, cpu_ops, torch_int4_cpu  # noqa: F401  (the modules that define the ops)
+        from .cpu import selected_isa
         _load()
         api, isa = _api_address(), selected_isa()
     except Exception as exc:  # no compiler, build error, incompatible torch: keep the Python kernels
