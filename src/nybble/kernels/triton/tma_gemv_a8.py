@@ -4,9 +4,12 @@ Why: every A8W4 kernel must quantize the activation row (its maximum, then the c
 first integer product, one dependent round trip that A16W4 does not have (the mma / dp4a GEMVs of
 ``mma.py`` / ``jit.py`` spend 1.11-1.26x A16W4's time at M = 1).  Here a loader warp first copies the
 activation row into shared memory, then streams the program's weight words (and their group
-parameters) through ``STAGES`` shared-memory slots by TMA, while the 4 compute warps find the row's
-maximum; each K block's codes are made when the block is used (2 values per thread), and the
-products are cheap on dp4a, so the kernel runs at about the speed of its weight stream.
+parameters) through ``STAGES`` shared-memory slots by TMA, while the 4 or 8 compute warps quantize
+the row (the codes of the K blocks the program uses, in a prologue); the products are cheap on dp4a.
+Measured on the H100 (``benchmarks/gpu/README.md``, eighth session): 8192x28672 49.4 us against
+A16W4's 48.5, 4096x14336 16.4 against 14.7 (the shipped table uses it there); on the two 4096-row
+shapes it is not faster than the older paths: a per-program cost of ~3-4 us remains (the quantization
+prologue, and the row groups shared between programs, whose partials meet at the end).
 
 What one program computes: the programs split the layer's *units* (``BOX_RB`` row blocks of 16 rows
 x one 256-wide K block = ``BOX_RB`` x 2 KiB of the blocked layout ``(N/16, K8/32, 16, 32)``) into
