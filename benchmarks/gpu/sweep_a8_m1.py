@@ -38,6 +38,27 @@ def _a8(x, q, cfg, asym=False):
     return ops.launch_a8w4(x, q["qweight"], q["scale"], q["zero_point"], q["wsum"], 128, asym, None, cfg, q["locks"])
 
 
+def shape_setup(k, n, reps, l2):
+    """The per-shape part both M = 1 A8W4 sweeps share: x (1, K) bf16, A16W4's time with its table
+    config (graph over rotated copies), the symmetric A8W4 packed weight, its plain weight, its rotated
+    copies, and the reference outputs ``{asymmetric: (1, N)}``."""
+    import torch
+    from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.kernels.triton import ops
+    x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+    p16, _ = _prepack(n, k, "a16")
+    r = _copies(sum(v.numel() * v.element_size() for v in p16.values()), l2)
+    cp = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r - 1)]
+    a16 = graph_time_us([lambda q=q: ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None,
+                                                      None, q["locks"]) for q in cp], reps, torch)
+    del cp, p16
+    p8, plain = _prepack(n, k, "a8_sym")
+    cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
+    refs = {a: torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, a, None)
+            for a in (False, True)}
+    return x, a16, p8, cp, refs
+
+
 def _compile_one(job):
     import torch
     cfg, asym = job
@@ -57,7 +78,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=14)
     args = ap.parse_args()
     import torch
-    from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.bench.gpu import graph_time_us
     from nybble.kernels import reference  # noqa: F401
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import make_key
@@ -70,17 +91,7 @@ def main() -> int:
     torch.manual_seed(0)
     with torch.no_grad():
         for k, n in SHAPES:
-            x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
-            p16, _ = _prepack(n, k, "a16")
-            r = _copies(sum(v.numel() * v.element_size() for v in p16.values()), l2)
-            cp = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r - 1)]
-            a16 = graph_time_us([lambda q=q: ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None,
-                                                              None, q["locks"]) for q in cp], args.reps, torch)
-            del cp, p16
-            p8, plain = _prepack(n, k, "a8_sym")
-            cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
-            refs = {a: torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, a, None)
-                    for a in (False, True)}
+            x, a16, p8, cp, refs = shape_setup(k, n, args.reps, l2)
             now = store.get(make_key("a8w4", n, k, 128, 1))
             rows.append({"K": k, "N": n, "kind": "a16-table", "config": "", "us": round(a16, 2), "rel_err": ""})
             best = None

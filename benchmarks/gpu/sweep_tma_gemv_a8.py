@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from sweep_a8_m1 import SHAPES, _a8, _prepack
+from sweep_a8_m1 import SHAPES, _a8, _prepack, shape_setup
 from sweep_common import precompile, write_rows
 
 
@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=14)
     args = ap.parse_args()
     import torch
-    from nybble.bench.gpu import _copies, graph_time_us
+    from nybble.bench.gpu import graph_time_us
     from nybble.kernels import reference  # noqa: F401  (registers nybble::reference_a8w4)
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import make_key, tma_gemv_a8_configs
@@ -55,17 +55,7 @@ def main() -> int:
     torch.manual_seed(0)
     with torch.no_grad():
         for k, n in SHAPES:
-            x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
-            p16, _ = _prepack(n, k, "a16")
-            r = _copies(sum(v.numel() * v.element_size() for v in p16.values()), l2)
-            cp = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r - 1)]
-            a16 = graph_time_us([lambda q=q: ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None,
-                                                              None, q["locks"]) for q in cp], args.reps, torch)
-            del cp, p16
-            p8, plain = _prepack(n, k, "a8_sym")
-            cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
-            refs = {a: torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, a, None)
-                    for a in (False, True)}
+            x, a16, p8, cp, refs = shape_setup(k, n, args.reps, l2)
             rows.append({"K": k, "N": n, "kind": "a16-table", "config": "", "us": round(a16, 2), "rel_err": ""})
             best, now_us = None, None
             for c in [None] + cands:
