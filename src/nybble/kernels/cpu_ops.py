@@ -14,8 +14,10 @@
 is ``torch.get_num_threads()`` at call time.
 
 The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`
-(``torch.library.Library`` define + CPU impl + fake: one Python frame per call), the others with
-``torch.library.custom_op``.
+(``torch.library.Library`` define + CPU impl + fake: one Python frame per call, ~4.5 us of a ~6 us op call in a
+compiled graph), the others with ``torch.library.custom_op``. :func:`nybble.kernels.cpu_shim.enable` (opt-in)
+replaces the two decode ops' Python CPU kernels (:func:`a16w4_impl`, :func:`a8w4_impl`) by C++ ones with the same
+checks and results (~1.5 us per call).
 """
 from __future__ import annotations
 
