@@ -203,3 +203,14 @@ def test_status_and_disable(shim):
     cpu_shim.disable()  # no-op
     with pytest.raises(ValueError):
         cpu_shim.enable(("not_an_op",))
+
+
+def test_enable_from_env(shim, monkeypatch):
+    monkeypatch.setenv("NYBBLE_CPU_SHIM", "0")
+    assert not cpu_shim.enable_from_env() and cpu_shim.status()["installed"] == []
+    monkeypatch.setenv("NYBBLE_CPU_SHIM", "1")
+    try:
+        assert cpu_shim.enable_from_env() and cpu_shim.status()["installed"] == list(OPS)
+    finally:
+        cpu_shim.disable()
+    assert all(cpu_oplib.python_impl_active(o) for o in OPS)
