@@ -263,21 +263,8 @@ void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintp
 // PyTorch). Same arguments as the bindings (isa as a C string, asym as int) plus an error buffer:
 // each returns 0, or 1 with the error message in err (no C++ exception crosses the library
 // boundary). They touch no Python state, so the caller need not hold the GIL.
-struct KernelApi {
-  int version;  // kKernelApiVersion
-  int size;     // sizeof(KernelApi)
-  int (*a16w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-               int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
-               int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
-  int (*a8w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-              int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, int asym,
-              uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
-  int (*decode_attention)(const char* isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos,
-                          uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, int mask_kind, uintptr_t out,
-                          int64_t o_head, int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale,
-                          int nthreads, char* err, int errlen);
-};
-constexpr int kKernelApiVersion = 1;
+#include "../src/nybble/kernels/cpu_kernel_api.h"  // struct KernelApi
+constexpr int kKernelApiVersion = NYBBLE_KERNEL_API_VERSION;
 
 template <class F>
 int c_entry(char* err, int errlen, F&& f) {

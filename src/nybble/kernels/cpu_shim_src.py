@@ -7,9 +7,11 @@ must not: issue 3, item 1). It registers C++ CPU kernels for the decode ops ``ny
 ``nybble::torch_int4_cpu_a16w4``: the same checks and the same kernels as their Python
 implementations (:mod:`nybble.kernels.cpu_ops`, :mod:`nybble.kernels.cpu_attention`,
 :mod:`nybble.kernels.torch_int4_cpu`), minus the Python frame. nybble's kernels are reached through
-the C entry points of ``nybble._C.kernel_api()`` (struct ``KernelApi`` of ``csrc/module.cpp``: the
-layout below must match it, version 1); PyTorch's int4 op is called as ``at::_weight_int4pack_mm_for_cpu``.
+the C entry points of ``nybble._C.kernel_api()``, whose ABI (struct ``KernelApi``) is defined once, in
+``cpu_kernel_api.h`` next to this module: ``csrc/module.cpp`` includes it, and :data:`SOURCE` splices it
+in; PyTorch's int4 op is called as ``at::_weight_int4pack_mm_for_cpu``.
 """
+from pathlib import Path
 
 SOURCE = r"""
 // nybble CPU dispatcher shim (generated from nybble/kernels/cpu_shim_src.py; see its docstring).
@@ -25,22 +27,9 @@ SOURCE = r"""
 #include <string>
 #include <vector>
 
-namespace {
+@KERNEL_API@
 
-struct KernelApi {  // csrc/module.cpp, version 1
-  int version;
-  int size;
-  int (*a16w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-               int scale_kind, uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y,
-               int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
-  int (*a8w4)(const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale,
-              int scale_kind, uintptr_t zp, uintptr_t wcomp, int64_t n, int64_t k, int64_t gl, int asym,
-              uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy, int nthreads, char* err, int errlen);
-  int (*decode_attention)(const char* isa, uintptr_t q, int64_t q_head, uintptr_t k, int64_t k_head, int64_t k_pos,
-                          uintptr_t v, int64_t v_head, int64_t v_pos, uintptr_t mask, int mask_kind, uintptr_t out,
-                          int64_t o_head, int kind, int64_t h, int64_t hkv, int64_t l, int64_t d, double scale,
-                          int nthreads, char* err, int errlen);
-};
+namespace {
 
 const KernelApi* g_api = nullptr;
 std::string g_attn_isa;
@@ -187,7 +176,7 @@ at::Tensor torch_int4_cpu_a16w4(const at::Tensor& x, const at::Tensor& weight_in
 // ops: bit 0 cpu_a16w4, 1 cpu_a8w4, 2 cpu_decode_attention, 3 torch_int4_cpu_a16w4
 int64_t install(int64_t api_address, c10::string_view attn_isa, int64_t ops) {
   const auto* api = reinterpret_cast<const KernelApi*>(api_address);
-  TORCH_CHECK(api != nullptr && api->version == 1 && api->size == static_cast<int>(sizeof(KernelApi)),
+  TORCH_CHECK(api != nullptr && api->version == NYBBLE_KERNEL_API_VERSION && api->size == static_cast<int>(sizeof(KernelApi)),
               "nybble cpu shim: nybble._C.kernel_api() has another layout (version ", api ? api->version : -1,
               "); rebuild the shim");
   TORCH_CHECK(g_lib == nullptr, "nybble cpu shim: already installed");
@@ -229,3 +218,9 @@ TORCH_LIBRARY(nybble_cpu_shim, m) {
   m.def("set_attention_isa(str isa) -> int", &set_attention_isa);
 }
 """
+
+#: the shim's source with the kernel ABI header in place (the header is package data next to this module;
+#: were it missing, the build fails on the marker and cpu_shim.enable() keeps the Python kernels)
+_HEADER = Path(__file__).with_name("cpu_kernel_api.h")
+if _HEADER.is_file():
+    SOURCE = SOURCE.replace("@KERNEL_API@", _HEADER.read_text())
