@@ -225,3 +225,37 @@ class _NoGuard:
 
     def __exit__(self, *exc):
         return False
+
+
+class _CaptureChoiceLayer(_Layer):
+    """A layer whose configured kernel is kept for CUDA-graph capture: in eager mode its launcher
+    notes that it took the (plannable) fallback, then launches like :class:`_Layer`."""
+
+    def __call__(self, x2):
+        launch.note_capture_only_choice()
+        return super().__call__(x2)
+
+
+def test_an_eager_fallback_plan_steps_aside_during_capture(monkeypatch):
+    """A plan recorded while the launcher took an eager fallback (note_capture_only_choice) is used in
+    eager calls but not during CUDA-graph capture (the ordinary path then runs and takes the kernel
+    kept for capture); the marker is not a launch of the plan."""
+    layer = _CaptureChoiceLayer()
+    plans = _plans(layer)
+    monkeypatch.setattr(eager_plan, "_OpGuard", lambda: _NoGuard())
+    x = torch.randn(1, 16)
+    plans(x)
+    plan = plans.plan_for((1, 16))
+    assert plan is not None and plan.eager_only and plan.num_launches == 2
+    calls = layer.calls
+    assert plans(x) is not None and layer.calls == calls  # eager: the plan runs
+    plain = _plans(_Layer())
+    plain(x)
+    assert not plain.plan_for((1, 16)).eager_only
+    monkeypatch.setattr(eager_plan, "_capturing", lambda: True)
+    assert plans(x) is None  # capturing: the ordinary path
+    assert plain(x) is not None  # other plans still run while capturing
+    with launch.recording() as recs:
+        launch.note_capture_only_choice()
+    assert len(recs) == 1 and recs[0].compiled is launch.CAPTURE_ONLY
+    launch.note_capture_only_choice()  # outside a recording: nothing to note, no error

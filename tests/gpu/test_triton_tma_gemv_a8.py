@@ -111,3 +111,46 @@ def test_tma_gemv_a8_falls_back_where_it_cannot_run():
         y = ops.launch_a8w4(x, p["qweight"], p["scale"], p["zero_point"], p["wsum"], group, False, None, cfg,
                             p["locks"])
         assert_close_to_reference(y, reference_out(x, plain, "a8_sym", None), f"fallback M={m} N={n} g{group}")
+
+
+@pytest.mark.skipif(not _hopper(), reason="the TMA GEMV needs sm_90")
+def test_table_choice_is_kept_for_graph_capture(monkeypatch):
+    """The H100 table takes the TMA GEMV for A8W4 at M = 1 on 4096x14336: the first eager call runs it
+    once (compiling it), later eager calls take the plannable fallback (the plan is marked eager-only),
+    a CUDA-graph capture of the same layer call takes the TMA GEMV; all give the reference's result."""
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TMA_GEMV_A8, make_key
+    from nybble.kernels.triton.kernel import TritonKernel
+    if torch.cuda.get_device_name() != "NVIDIA H100 80GB HBM3":
+        pytest.skip("the shipped table is the H100's")
+    n, k = 14336, 4096
+    cfg = ops.store_for(torch.device("cuda")).get(make_key("a8w4", n, k, 128, 1))
+    assert cfg is not None and cfg.block_m == TMA_GEMV_A8
+    plain = random_plain(n, k, 128, "int", torch.bfloat16)
+    kern = TritonKernel(LinearSpec.for_weight(plain, "a8_sym"))
+    p = kern.prepack(plain)
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    ref = reference_out(x, plain, "a8_sym", None)
+    used = []
+    real = ops._tma_gemv_a8
+    monkeypatch.setattr(ops, "_tma_gemv_a8", lambda *a, **kw: used.append(1) or real(*a, **kw))
+    ops._TMA_WARM.clear()
+    y = kern.apply(x, p, None)  # the plan's warm-up call runs (compiles) the TMA GEMV, the recorded one not
+    assert_close_to_reference(y, ref, "first eager call")
+    assert len(used) == 1 and kern._plans.plan_for((1, k)).eager_only
+    y = kern.apply(x, p, None)
+    assert_close_to_reference(y, ref, "eager fallback (plan)")
+    assert len(used) == 1
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        kern.apply(x, p, None)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = kern.apply(x, p, None)
+    assert len(used) == 2, "the capture did not take the TMA GEMV"  # (the side-stream call used the plan)
+    g.replay()
+    torch.cuda.synchronize()
+    assert_close_to_reference(out, ref, "captured TMA GEMV")

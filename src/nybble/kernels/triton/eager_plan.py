@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .launch import direct_launcher, recording
+from .launch import CAPTURE_ONLY, direct_launcher, recording
 from .launch import _raw_stream
 
 #: aten ops a plannable launcher may run besides its FastLaunch launches: allocations and views (no
@@ -87,15 +87,19 @@ class Plan:
     """The launches of one layer call for one input shape.  ``calls``: per launch ``(launch, gx,
     gy, gz, tail, args, slots)`` with ``args`` the argument list (per-call addresses left None) and
     ``slots`` the ``(position, slot, byte offset)`` to fill: slot 0 is x, 1 the output, 2.. the
-    per-call scratch buffers of ``scratch`` (their sizes in bytes).  ``keep``: the pool buffers it uses."""
+    per-call scratch buffers of ``scratch`` (their sizes in bytes).  ``keep``: the pool buffers it uses.
+    ``eager_only``: the launcher chose these kernels because it was not capturing (the layer's
+    configured kernel is kept for CUDA-graph capture: :func:`launch.note_capture_only_choice`), so the
+    plan is not used during capture."""
 
-    __slots__ = ("out_shape", "calls", "scratch", "keep")
+    __slots__ = ("out_shape", "calls", "scratch", "keep", "eager_only")
 
-    def __init__(self, out_shape: tuple, calls: list, scratch: tuple, keep: list):
+    def __init__(self, out_shape: tuple, calls: list, scratch: tuple, keep: list, eager_only: bool = False):
         self.out_shape = out_shape
         self.calls = calls
         self.scratch = scratch
         self.keep = keep
+        self.eager_only = eager_only
 
     @property
     def num_launches(self) -> int:
@@ -155,7 +159,7 @@ class EagerPlans:
         plan = self.plans.get(x.shape)
         if plan is not None:
             if (plan is not _NONE and x.dtype is self.dtype and x.is_contiguous() and x.get_device() == self.dev
-                    and not x.data_ptr() & 15):
+                    and not x.data_ptr() & 15 and not (plan.eager_only and _capturing())):
                 return plan.run(x, self.dtype, self.device, self.dev)
             return None
         return self._build(x)
@@ -180,6 +184,8 @@ class EagerPlans:
 
     def _make(self, x: torch.Tensor, y: torch.Tensor, launches: list, other_ops: list) -> Optional[Plan]:
         m = x.numel() // self.k
+        eager_only = any(rec.compiled is CAPTURE_ONLY for rec in launches)
+        launches = [rec for rec in launches if rec.compiled is not CAPTURE_ONLY]
         if (other_ops or not launches or y.dtype is not self.dtype or tuple(y.shape) != (m, self.n)
                 or not y.is_contiguous() or y.get_device() != self.dev):
             return None
@@ -233,7 +239,7 @@ class EagerPlans:
                     slots.append((i, slot_of[sp], p - sp))
                 args.append(None)
             calls.append((launch, rec.grid[0], rec.grid[1], rec.grid[2], tail, args, tuple(slots)))
-        return Plan(tuple(x.shape[:-1]) + (self.n,), calls, tuple(scratch), keep)
+        return Plan(tuple(x.shape[:-1]) + (self.n,), calls, tuple(scratch), keep, eager_only)
 
 
 __all__ = ["EagerPlans", "Plan", "bump_epoch", "ALLOCS_AND_VIEWS", "MAX_PLANS", "PERSIST_BYTES"]

@@ -71,6 +71,19 @@ def note_unplannable_launch(grid) -> None:
         _RECORD[0].append(Launch(None, tuple(grid) + (1,) * (3 - len(grid)), (), 0))
 
 
+#: ``Launch.compiled`` of the marker :func:`note_capture_only_choice` records (not a launch)
+CAPTURE_ONLY = object()
+
+
+def note_capture_only_choice() -> None:
+    """The launcher took an eager fallback because the layer's configured kernel is one kept for
+    CUDA-graph capture (a Gluon launch costs ~150 us of CPU per eager call, paid once in a graph):
+    while a plan is being recorded, mark it, so that :mod:`eager_plan` steps aside during capture and
+    the capture takes the configured kernel."""
+    if _RECORD[0] is not None:
+        _RECORD[0].append(Launch(CAPTURE_ONLY, (1, 1, 1), (), 0))
+
+
 def direct_launcher(compiled):
     """``(launch, tail)`` for a compiled kernel, or None: ``launch(gx, gy, gz, stream, *tail, *args)``
     launches it on a grid of ``(gx, gy, gz)`` programs with the runtime + constexpr arguments

@@ -21,7 +21,7 @@ import triton
 
 from . import gemm_a8, jit, mma
 from . import eager_plan
-from .launch import FastLaunch, note_unplannable_launch
+from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
                       is_a8_gemm, make_key, wgmma_splits)
 
@@ -79,6 +79,18 @@ def set_use_asm(flag: bool) -> bool:
 def autotune_enabled() -> bool:
     """``NYBBLE_TRITON_AUTOTUNE=0`` turns first-call autotuning off (the table or heuristic is used)."""
     return os.environ.get("NYBBLE_TRITON_AUTOTUNE", "1") != "0"
+
+
+#: specializations of the TMA-stream GEMV run (compiled) in this process (see launch_a8w4)
+_TMA_WARM: set = set()
+
+
+def _capturing() -> bool:
+    """Is the current CUDA stream capturing a graph?"""
+    try:
+        return torch.cuda.is_current_stream_capturing()
+    except RuntimeError:
+        return False
 
 
 def _can_tune() -> bool:
@@ -709,6 +721,11 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
     cfg = store_for(device).get(make_key("a8w4", n, k, group_size, 1))
     if cfg is not None:
         return cfg
+    return a8_m1_default(n, k, device)
+
+
+def a8_m1_default(n: int, k: int, device: torch.device) -> TileConfig:
+    """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
     sms = _SM_COUNT.get(idx, 132)
     tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
@@ -724,10 +741,15 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
     64 a one-program quantization kernel and the GEMV launched with PDL).  Without a
     ``cfg``, M = 1 takes the mma GEMV wherever :func:`mma_a8_ok` (sm_90, bf16, groups >= 128 or
     per-channel) unless the table holds a faster kind (:func:`a8_m1_config`), and the table / tuned
-    config elsewhere."""
+    config elsewhere.  A table choice of the TMA-stream GEMV (``TMA_GEMV_A8``, a Gluon launch: ~150 us
+    of CPU per eager call) is taken during CUDA-graph capture only; eager calls take the fused mma GEMV
+    (plannable) and mark their plan eager-only (:func:`launch.note_capture_only_choice`), except the
+    first eager call of each specialization, which runs (compiles) it for a later capture; a ``cfg``
+    given by the caller is always honoured."""
     m, k = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
+    explicit = cfg is not None
     if cfg is None and m == 1 and mma_a8_ok(x, qweight, group_size):
         cfg = a8_m1_config(scale.shape[1], k, group_size, x.device)  # table, else the fused mma GEMV
     if cfg is None and 0 < m <= 8:
@@ -738,9 +760,19 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         if cfg is None and not (autotune_enabled() and _can_tune()):
             cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
     if cfg is not None and cfg.block_m == TMA_GEMV_A8:
+        # a table choice of the TMA GEMV holds during CUDA-graph capture only: its Gluon launch costs
+        # ~150 us of CPU per eager call (~17 us for a planned launch of the fallback), paid once in a graph
         if tma_gemv_a8_ok(x, qweight, scale, zero, group_size, cfg):
-            return _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg, locks)
-        cfg = heuristic("a8w4", scale.shape[1], k, group_size, m)
+            warm = (scale.shape[1], k, group_size, cfg, x.dtype, bool(asymmetric), zero is not None,
+                    bias is not None, x.device)
+            if explicit or _capturing() or warm not in _TMA_WARM:
+                # (the first eager call of a specialization runs it too: it compiles the kernel, which a
+                # CUDA-graph capture could not)
+                _TMA_WARM.add(warm)
+                return _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg, locks)
+            note_capture_only_choice()
+        cfg = (a8_m1_default(scale.shape[1], k, x.device) if m == 1 and mma_a8_ok(x, qweight, group_size)
+               else heuristic("a8w4", scale.shape[1], k, group_size, m))
     if cfg is not None and cfg.block_m == 2:
         if mma_a8_ok(x, qweight, group_size):
             return _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg, locks, bool(asymmetric))
