@@ -66,7 +66,13 @@ def test_bit_identical_on_and_off(act, dtype, domain, m):
     _C.prefetch_drain()
     after = _C.prefetch_info()
     assert after["calls"] - before["calls"] == 15 * len(layers)
-    assert after["predicted"] - before["predicted"] >= 14 * len(layers) - 1
+    # the learnt order lives in a direct-mapped table keyed by weight address: a slot collision between two
+    # layers (addresses differ per run) only loses predictions, never correctness
+    predicted = after["predicted"] - before["predicted"]
+    if _distinct_slots(layers):
+        assert predicted >= 14 * len(layers) - 1
+    else:
+        assert 0 < predicted <= 15 * len(layers)
     if after["threads"] >= 2:
         assert after["posted"] > before["posted"]
     # and against the reference kernel, so the comparison is not between two wrong results
@@ -86,8 +92,23 @@ def _key(layer):
     return layer[1]["qw"].data_ptr()
 
 
+def _slot(key):
+    """The learnt-order table slot of a weight address (csrc/prefetch.h, Prefetcher::slot; 1024 slots)."""
+    return ((((key >> 6) * 0x9E3779B97F4A7C15) & (2**64 - 1)) >> 54) & 1023
+
+
+def _distinct_slots(layers):
+    """Do the layers' weights use different slots (the table is direct-mapped: a collision, which
+    depends on the addresses of a run, only loses predictions)?"""
+    return len({_slot(_key(layer)) for layer in layers}) == len(layers)
+
+
 def test_learnt_order_follows_a_changed_order():
-    layers = _layers([(256, 64), (256, 128), (256, 192)], "a16", torch.bfloat16)
+    attempts = [_layers([(256, 64), (256, 128), (256, 192)], "a16", torch.bfloat16)]
+    while not _distinct_slots(attempts[-1]) and len(attempts) < 20:  # (kept alive: new addresses)
+        attempts.append(_layers([(256, 64), (256, 128), (256, 192)], "a16", torch.bfloat16))
+    layers = attempts[-1]
+    assert _distinct_slots(layers)
     a, b, c = layers
     x = torch.randn(1, 256).to(torch.bfloat16)
     _C.prefetch_configure(enabled=1)
