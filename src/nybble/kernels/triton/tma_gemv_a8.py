@@ -7,7 +7,8 @@ activation row into shared memory, then streams the program's weight words (and 
 parameters) through ``STAGES`` shared-memory slots by TMA, while the 4 or 8 compute warps quantize
 the row (the codes of the K blocks the program uses, in a prologue); the products are cheap on dp4a.
 Measured on the H100 (``benchmarks/gpu/README.md``, eighth session): 8192x28672 49.4 us against
-A16W4's 48.5, 4096x14336 16.4 against 14.7 (the shipped table uses it there); on the two 4096-row
+A16W4's 48.5, 4096x14336 16.4 against 14.7 (the shipped table uses it there, during CUDA-graph capture
+only: its Gluon launch costs ~150 us of CPU per eager call, see ``ops.launch_a8w4``); on the two 4096-row
 shapes it is not faster than the older paths: a per-program cost of ~3-4 us remains (the quantization
 prologue, and the row groups shared between programs, whose partials meet at the end).
 
