@@ -263,8 +263,7 @@ void decode_attention(const std::string& isa, uintptr_t q, int64_t q_head, uintp
 // PyTorch). Same arguments as the bindings (isa as a C string, asym as int) plus an error buffer:
 // each returns 0, or 1 with the error message in err (no C++ exception crosses the library
 // boundary). They touch no Python state, so the caller need not hold the GIL.
-#include "../src/nybble/kernels/cpu_kernel_api.h"  // struct KernelApi
-constexpr int kKernelApiVersion = NYBBLE_KERNEL_API_VERSION;
+#include "../src/nybble/kernels/cpu_kernel_api.h"  // struct KernelApi, NYBBLE_KERNEL_API_VERSION
 
 template <class F>
 int c_entry(char* err, int errlen, F&& f) {
@@ -284,7 +283,7 @@ int c_entry(char* err, int errlen, F&& f) {
 }
 
 const KernelApi g_kernel_api{
-    kKernelApiVersion, static_cast<int>(sizeof(KernelApi)),
+    NYBBLE_KERNEL_API_VERSION, static_cast<int>(sizeof(KernelApi)),
     [](const char* isa, uintptr_t x, int x_kind, int64_t m, int64_t ldx, uintptr_t qw, uintptr_t scale, int scale_kind,
        uintptr_t zp, int64_t n, int64_t k, int64_t gl, uintptr_t bias, uintptr_t y, int y_kind, int64_t ldy,
        int nthreads, char* err, int errlen) {

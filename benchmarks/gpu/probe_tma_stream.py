@@ -26,9 +26,9 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from nybble.bench.gpu import _copies, graph_time_us, read_once_us
+from nybble.kernels.triton.ops import _words_desc
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]  # K x N
 
@@ -78,13 +78,6 @@ def tma_stream_kernel(w_desc, out_ptr, n_total, KB, BOX_RB: gl.constexpr, STAGES
     gl.store(out_ptr + pid, acc)
 
 
-def desc_for(words: torch.Tensor, box_rb: int) -> TensorDescriptor:
-    nb, kb = words.shape[0], words.shape[1]
-    box = [box_rb, 16, 32]
-    return TensorDescriptor(words, [nb, kb * 16, 32], [kb * 512, 32, 1], box,
-                            gl.NVMMASharedLayout.get_default_for(box, gl.int32))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--csv", default=None)
@@ -104,7 +97,7 @@ def main(argv=None) -> int:
         for box_rb in (1, 2, 4, 8):
             if nb % box_rb:
                 continue
-            descs = [desc_for(w, box_rb) for w in copies]
+            descs = [_words_desc(w, 16 * box_rb, 256) for w in copies]  # boxes of box_rb x 2 KiB
             units = (nb // box_rb) * kb
             slot_bytes = box_rb * 2048
             for stages in (4, 8, 16, 32):

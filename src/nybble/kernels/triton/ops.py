@@ -21,6 +21,7 @@ import triton
 
 from . import gemm_a8, jit, mma
 from . import eager_plan
+from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
                       is_a8_gemm, make_key, wgmma_splits)
@@ -83,14 +84,6 @@ def autotune_enabled() -> bool:
 
 #: specializations of the TMA-stream GEMV run (compiled) in this process (see launch_a8w4)
 _TMA_WARM: set = set()
-
-
-def _capturing() -> bool:
-    """Is the current CUDA stream capturing a graph?"""
-    try:
-        return torch.cuda.is_current_stream_capturing()
-    except RuntimeError:
-        return False
 
 
 def _can_tune() -> bool:
@@ -396,17 +389,18 @@ def _gluon_sm90(device: torch.device) -> bool:
     return cap
 
 
-def _words_desc(qweight: torch.Tensor, block_n: int, block_k: int):
+def _words_desc(qweight: torch.Tensor, block_n: int, block_k: int, layout=None):
     """TMA descriptor of the blocked weight words ``qweight`` int32 ``(N/16, K8/32, 16, 32)`` viewed as
     ``(N/16, K8/32 * 16, 32)`` (row block, then (K block, row in block), then word), one box of
-    ``[block_n / 16, 16, block_k / 8]`` words per K step: what the Gluon GEMMs (``wgmma.py``,
-    ``wgmma_a8.py``) load."""
+    ``[block_n / 16, 16, block_k / 8]`` words per K step: what the Gluon kernels (``wgmma.py``,
+    ``wgmma_a8.py``, ``tma_gemv_a8.py``) load.  ``layout``: the shared-memory layout of a box (default:
+    the swizzled one the wgmma operands want)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     nb, kb = qweight.shape[0], qweight.shape[1]
     box = [block_n // 16, 16, block_k // 8]
     return TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], box,
-                            gl.NVMMASharedLayout.get_default_for(box, gl.int32))
+                            layout or gl.NVMMASharedLayout.get_default_for(box, gl.int32))
 
 
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
@@ -598,27 +592,31 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
 
 def tma_gemv_a8_ok(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
                    group_size: int, cfg: TileConfig) -> bool:
-    """Can :func:`_tma_gemv_a8` serve this call: one activation row, sm_90 with Gluon, the blocked
-    weight layout, groups of 32 / 64 / 128, N a multiple of 16 (16-byte TMA strides of the int8 zero
-    points), K <= ``tma_gemv_a8.MAX_K`` and the shared memory within 220 KiB, a contiguous 16-byte aligned x (its TMA), a 32 / 64 / 128-row
-    unit whose parameter boxes (groups of a K block x rows) are >= 128 bytes (TMA slots 128-byte
-    aligned; int8 zero points of groups of 128 need 64-row units)."""
+    """Can :func:`_tma_gemv_a8` serve this call: one activation row, a valid config for the group
+    (:func:`configs.group_tile_ok`: groups of 32 / 64 / 128, 32 / 64 / 128-row units, 4 or 8 warps),
+    sm_90 with Gluon, the blocked weight layout, N a multiple of 16 (16-byte TMA strides of the int8
+    zero points), K <= ``tma_gemv_a8.MAX_K`` and the shared memory within 220 KiB, a contiguous 16-byte
+    aligned x (its TMA), parameter boxes (groups of a K block x rows) of >= 128 bytes (TMA slots
+    128-byte aligned: int8 zero points of groups of 128 need 64-row units), and with 8 warps >= 2 row
+    blocks per warp row."""
     n, k = scale.shape[1], x.shape[1]
-    gpb = 256 // group_size if group_size in (32, 64, 128) else 0
+    if x.shape[0] != 1 or not group_tile_ok(cfg, group_size, k, "a8w4"):
+        return False
+    gpb = 256 // group_size
     # shared memory: the row (2 bytes per value), its codes (1 byte per value) and the TMA slots
     smem = 3 * 1024 * -(-k // 1024) + cfg.num_stages * cfg.block_n * (128 + gpb * 11) + 2048
-    return (x.shape[0] == 1 and group_size in (32, 64, 128) and n % 16 == 0 and k <= 32768 and smem <= 220 * 1024
-            and x.is_contiguous() and x.data_ptr() % 16 == 0 and gpb * cfg.block_n * 2 >= 128
-            and (zero is None or gpb * cfg.block_n >= 128) and (cfg.num_warps == 4 or cfg.block_n >= 32 * cfg.num_warps // 4)
-            and cfg.num_warps in (4, 8) and cfg.block_n in (32, 64, 128) and 2 <= cfg.num_stages <= 16 and _gluon_sm90(x.device)
-            and mma_ok(x, qweight))
+    return (n % 16 == 0 and k <= 32768 and smem <= 220 * 1024 and x.is_contiguous() and x.data_ptr() % 16 == 0
+            and gpb * cfg.block_n * 2 >= 128 and (zero is None or gpb * cfg.block_n >= 128)
+            and (cfg.num_warps == 4 or cfg.block_n >= 32 * cfg.num_warps // 4)
+            and _gluon_sm90(x.device) and mma_ok(x, qweight))
 
 
 def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg: TileConfig,
                  locks=None) -> torch.Tensor:
     """A8W4 at M = 1 (``cfg.block_m == TMA_GEMV_A8``): :func:`tma_gemv_a8.a8w4_tma_gemv_kernel`, which
     quantizes ``x`` (1, K) bf16/fp16 itself.  ``cfg.block_n`` rows per unit, ``cfg.split_k`` programs
-    per SM, ``cfg.num_stages`` TMA slots, ``cfg.num_warps`` 4 or 8 compute warps; ``locks``: the layer's zeroed int32 counters (>= N / 32)."""
+    per SM, ``cfg.num_stages`` TMA slots, ``cfg.num_warps`` 4 or 8 compute warps; ``locks``: the
+    layer's zeroed int32 counters (>= N / 32)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import tma_gemv_a8
@@ -630,7 +628,8 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
     def plain(box, bits):
         return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=len(box))
 
-    w_desc = TensorDescriptor(qweight, [nb, kb * 16, 32], [kb * 512, 32, 1], [rb, 16, 32], plain([rb, 16, 32], 32))
+    w_desc = _words_desc(qweight, cfg.block_n, 256, plain([rb, 16, 32], 32))
+
     def pdesc(t):  # [groups, rows] per unit, >= 128 bytes (tma_gemv_a8_ok): 128-byte aligned TMA slots
         box = [gpb, cfg.block_n]
         return TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box, plain(box, t.element_size() * 8))
@@ -649,7 +648,7 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
     note_unplannable_launch((progs,))
     tma_gemv_a8.a8w4_tma_gemv_kernel[(progs,)](
         x_desc, w_desc, s_desc, z_desc, ws_desc, bias if bias is not None else scale, out, part, locks,
-        n, units, kb, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
+        n, GROUP=group_size, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
         ASYM=bool(asymmetric), STAGES=cfg.num_stages, XB=kb, XBP=4 * triton.cdiv(kb, 4), num_warps=cfg.num_warps)
     return out
 

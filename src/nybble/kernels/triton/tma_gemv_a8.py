@@ -291,8 +291,7 @@ def _params(slot_buf, GPB: gl.constexpr, BOX_RB: gl.constexpr, GL: gl.constexpr)
 
 
 @gluon.jit
-def a8w4_tma_gemv_kernel(x_desc, w_desc, s_desc, z_desc, ws_desc, b_ptr, out_ptr, part_ptr, cnt_ptr,
-                         N, n_units, KB,
+def a8w4_tma_gemv_kernel(x_desc, w_desc, s_desc, z_desc, ws_desc, b_ptr, out_ptr, part_ptr, cnt_ptr, N,
                          GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr,
                          ASYM: gl.constexpr, STAGES: gl.constexpr, XB: gl.constexpr, XBP: gl.constexpr,
                          num_warps: gl.constexpr):
@@ -300,6 +299,8 @@ def a8w4_tma_gemv_kernel(x_desc, w_desc, s_desc, z_desc, ws_desc, b_ptr, out_ptr
     ``n_units`` (row groups x ``KB`` K blocks).  ``XB``: boxes of 256 activation values (K blocks),
     ``XBP``: ``XB`` rounded up to a multiple of 4.  See the module docstring."""
     BOX_RB: gl.constexpr = w_desc.block_type.shape[0]
+    KB: gl.constexpr = XB  # K blocks of 256 per row group
+    n_units = gl.cdiv(gl.cdiv(N, 16), BOX_RB) * KB
     GPB: gl.constexpr = 256 // GROUP
     pid = gl.program_id(0)
     nprog = gl.num_programs(0)
