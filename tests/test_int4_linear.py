@@ -107,3 +107,71 @@ def test_torch_compile_graph_contains_nybble_op():
     assert torch.allclose(out, eager)
     torch._dynamo.reset()
     assert torch.allclose(torch.compile(model)(x), eager, atol=1e-5)  # inductor runs the op too
+
+
+class _CountingEntry:
+    """A kernel's eager shortcut for the tests: counts its calls, answers with the reference result or
+    declines (None)."""
+
+    def __init__(self, layer, decline=False):
+        self.layer, self.decline, self.calls = layer, decline, 0
+        self.w = layer.plain().dequantize()
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.decline:
+            return None
+        y = x @ self.w.t()
+        return y if self.layer.bias is None else y + self.layer.bias
+
+
+def _arm(layer, monkeypatch, decline=False):
+    entry = _CountingEntry(layer, decline)
+    monkeypatch.setattr(layer.kernel, "eager_entry", lambda: entry, raising=False)
+    return entry
+
+
+def test_eager_entry_is_used_while_the_layer_tensors_are_unchanged(monkeypatch):
+    layer, plain = make_layer(bias=True)
+    entry = _arm(layer, monkeypatch)
+    x = torch.randn(3, 256)
+    first = layer(x)                       # the ordinary path; arms the shortcut
+    assert entry.calls == 0 and layer._eager is not None
+    assert torch.allclose(layer(x), first, atol=1e-4) and entry.calls == 1
+    # a new buffer object (same values) disarms it until the next ordinary call
+    layer.packed_scale = layer.packed_scale.clone()
+    layer(x)
+    assert entry.calls == 1
+    layer(x)
+    assert entry.calls == 2
+    # a new bias: the shortcut's result would be stale, so the ordinary path runs first
+    layer.bias = nn.Parameter(torch.randn(48), requires_grad=False)
+    expect = x @ plain.dequantize().t() + layer.bias
+    assert torch.allclose(layer(x), expect, atol=1e-4) and entry.calls == 2
+    # an input scale set afterwards: never the shortcut (it does not divide)
+    layer.input_scale = torch.full((256,), 2.0)
+    assert torch.allclose(layer(x), (x / 2) @ plain.dequantize().t() + layer.bias, atol=1e-4)
+    layer(x)
+    assert entry.calls == 2
+
+
+def test_eager_entry_declining_falls_back(monkeypatch):
+    layer, plain = make_layer(bias=False)
+    entry = _arm(layer, monkeypatch, decline=True)
+    x = torch.randn(2, 256)
+    layer(x)
+    y = layer(x)
+    assert entry.calls == 1 and torch.allclose(y, x @ plain.dequantize().t(), atol=1e-4)
+    with pytest.raises(ValueError, match="blk.proj: input has 100 features"):
+        layer(torch.randn(2, 100))
+
+
+def test_eager_entry_is_not_used_while_compiling(monkeypatch):
+    layer, plain = make_layer(bias=False)
+    entry = _arm(layer, monkeypatch)
+    x = torch.randn(2, 256)
+    layer(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    y = compiled(x)
+    assert entry.calls == 0 and torch.allclose(y, x @ plain.dequantize().t(), atol=1e-4)

@@ -10,6 +10,8 @@ with ``.to()``/``state_dict`` without ``__torch_dispatch__`` plumbing.
 """
 from __future__ import annotations
 
+from operator import itemgetter
+
 import torch
 from torch import nn
 
@@ -54,6 +56,9 @@ class Int4Linear(nn.Module):
                              else input_scale.detach().to(plain.device, plain.dtype))
         self._packed_names: tuple[str, ...] = ()
         self.kernel: LinearKernel
+        #: the kernel's eager shortcut (``LinearKernel.eager_entry``) and what it was made for:
+        #: ``(entry, getter of the packed buffers + input_scale, their ids, id of the bias)``
+        self._eager = None
         self._install(plain)
 
     # -- kernel layout ---------------------------------------------------------------------
@@ -106,6 +111,17 @@ class Int4Linear(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compiling = torch.compiler.is_compiling()  # first: traced code never reads ``_eager`` (no guard on it)
+        if not compiling:
+            eager = self.__dict__.get("_eager")  # (absent in layers unpickled from before it existed)
+            if eager is not None and type(x) is torch.Tensor:
+                # the kernel's shortcut, while the layer's tensors are those it was made for (any
+                # reassignment, .to(), load_state_dict or repack replaces one of them)
+                entry, getter, ids, bias_id = eager
+                if id(self.bias) == bias_id and tuple(map(id, getter(self._buffers))) == ids:
+                    y = entry(x)
+                    if y is not None:
+                        return y
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{self.name}: input has {x.shape[-1]} features, layer expects {self.in_features}")
         if x.dtype != self.dtype:
@@ -113,7 +129,17 @@ class Int4Linear(nn.Module):
         input_scale = self._buffers["input_scale"]
         if input_scale is not None:
             x = x / input_scale
-        return self.kernel.apply(x, self.packed(), self.bias)
+        bias = self.bias
+        y = self.kernel.apply(x, self.packed(), bias)
+        if not compiling and input_scale is None:
+            entry = self.kernel.eager_entry()
+            d = self.__dict__  # direct: nn.Module.__setattr__ costs ~1 us
+            if entry is not None:
+                getter = itemgetter(*(_PACKED_PREFIX + n for n in self._packed_names), "input_scale")
+                d["_eager"] = (entry, getter, tuple(map(id, getter(self._buffers))), id(bias))
+            elif d.get("_eager") is not None:
+                d["_eager"] = None
+        return y
 
     # -- moving, saving, slicing -------------------------------------------------------------
     def _apply(self, fn, recurse=True):

@@ -209,3 +209,55 @@ def test_dependent_chain_with_and_without_pdl(act):
         assert torch.equal(last[False], last[True])
     finally:
         ops.set_pdl(old)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_c_plan_runner_replays_the_plans_bit_for_bit(act):
+    """Every plan gets a C replay (``plan_runner.py``), and it gives the same bits as Triton's launchers
+    for one- and two-launch plans, plans with kept and with per-call scratch (split-K partials), with
+    bias, over several M; a CUDA graph captured through the C replay is right too."""
+    from nybble.kernels.triton import plan_runner
+    assert plan_runner.module() is not None, plan_runner.status()
+    native_seen = 0
+    for n, k, group in ((384, 1024, 128), (256, 8192, 64), (4096, 4096, 128)):
+        plain = random_plain(n, k, group, "int", torch.bfloat16)
+        bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+        layer = Int4Linear(plain, bias, act_mode=act, force_kernel="triton")
+        for m in (1, 2, 5, 16):
+            x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+            first = layer(x)
+            plan = layer.kernel._plans.plan_for(x.shape)
+            if plan is None:
+                continue
+            assert plan.native is not None, f"{act} {n}x{k} M={m}: no C plan ({plan_runner.status()})"
+            native_seen += 1
+            via_c = layer(x)
+            native, plan.native = plan.native, None
+            try:
+                via_triton = layer(x)
+            finally:
+                plan.native = native
+            assert torch.equal(via_c, via_triton) and torch.equal(first, via_c), f"{act} {n}x{k} M={m}"
+            assert_close_to_reference(via_c, reference_out(x, plain, act, bias), f"C plan {act} {n}x{k} M={m}")
+        xg = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+        layer(xg)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            yg = layer(xg)
+        xg.copy_(torch.randn(1, k, device="cuda"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert_close_to_reference(yg, reference_out(xg, plain, act, bias), f"graph through C plan {act} {n}x{k}")
+    assert native_seen >= 4, f"{act}: only {native_seen} plans"
+
+
+def test_c_plan_runner_off_by_env(monkeypatch):
+    monkeypatch.setenv("NYBBLE_TRITON_PLAN_RUNNER", "0")
+    plain = random_plain(256, 512, 128, "int", torch.bfloat16)
+    layer = Int4Linear(plain, None, act_mode="a16", force_kernel="triton")
+    x = torch.randn(1, 512, device="cuda").to(torch.bfloat16)
+    y = layer(x)
+    plan = layer.kernel._plans.plan_for(x.shape)
+    assert plan is not None and plan.native is None
+    assert_close_to_reference(y, reference_out(x, plain, "a16", None), "Triton launchers")

@@ -41,6 +41,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import plan_runner
 from .launch import CAPTURE_ONLY, direct_launcher, recording
 from .launch import _raw_stream
 
@@ -90,16 +91,20 @@ class Plan:
     per-call scratch buffers of ``scratch`` (their sizes in bytes).  ``keep``: the pool buffers it uses.
     ``eager_only``: the launcher chose these kernels because it was not capturing (the layer's
     configured kernel is kept for CUDA-graph capture: :func:`launch.note_capture_only_choice`), so the
-    plan is not used during capture."""
+    plan is not used during capture.  ``native``: the same launches as a C plan
+    (:func:`plan_runner.native_plan`, called with the stream and the slot addresses), or None (then the
+    Triton launchers of ``calls`` run them)."""
 
-    __slots__ = ("out_shape", "calls", "scratch", "keep", "eager_only")
+    __slots__ = ("out_shape", "calls", "scratch", "keep", "eager_only", "native")
 
-    def __init__(self, out_shape: tuple, calls: list, scratch: tuple, keep: list, eager_only: bool = False):
+    def __init__(self, out_shape: tuple, calls: list, scratch: tuple, keep: list, eager_only: bool = False,
+                 native=None):
         self.out_shape = out_shape
         self.calls = calls
         self.scratch = scratch
         self.keep = keep
         self.eager_only = eager_only
+        self.native = native
 
     @property
     def num_launches(self) -> int:
@@ -107,12 +112,20 @@ class Plan:
 
     def run(self, x: torch.Tensor, dtype: torch.dtype, device: torch.device, dev: int) -> torch.Tensor:
         out = torch.empty(self.out_shape, dtype=dtype, device=device)
+        native = self.native
+        if native is not None and not self.scratch:
+            native.run(_raw_stream(dev), x.data_ptr(), out.data_ptr())
+            return out
         ptrs = [x.data_ptr(), out.data_ptr()]
         tmp = None
         if self.scratch:
             tmp = [torch.empty(nb, dtype=torch.uint8, device=device) for nb in self.scratch]
             ptrs += [t.data_ptr() for t in tmp]
         stream = _raw_stream(dev)
+        if native is not None:
+            native.run(stream, *ptrs)
+            del tmp
+            return out
         for launch, gx, gy, gz, tail, args, slots in self.calls:
             a = args.copy()
             for pos, slot, off in slots:
@@ -156,6 +169,8 @@ class EagerPlans:
         return None if p is None or p is _NONE else p
 
     def __call__(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.epoch != _EPOCH[0]:  # a config changed: the caller makes new plans
+            return None
         plan = self.plans.get(x.shape)
         if plan is not None:
             if (plan is not _NONE and x.dtype is self.dtype and x.is_contiguous() and x.get_device() == self.dev
@@ -198,6 +213,7 @@ class EagerPlans:
         keep: list[torch.Tensor] = []
         pooled = sum(b.numel() for b in self.pool)
         calls = []
+        natives = []  # (compiled, grid, args with (slot, delta) at the per-call positions) for the C plan
         for rec in launches:
             direct = direct_launcher(rec.compiled) if rec.compiled is not None else None
             if direct is None or rec.device != self.dev:
@@ -239,7 +255,12 @@ class EagerPlans:
                     slots.append((i, slot_of[sp], p - sp))
                 args.append(None)
             calls.append((launch, rec.grid[0], rec.grid[1], rec.grid[2], tail, args, tuple(slots)))
-        return Plan(tuple(x.shape[:-1]) + (self.n,), calls, tuple(scratch), keep, eager_only)
+            nargs = list(args)
+            for pos, slot, off in slots:
+                nargs[pos] = (slot, off)
+            natives.append((rec.compiled, rec.grid, nargs))
+        return Plan(tuple(x.shape[:-1]) + (self.n,), calls, tuple(scratch), keep, eager_only,
+                    plan_runner.native_plan(natives))
 
 
 __all__ = ["EagerPlans", "Plan", "bump_epoch", "ALLOCS_AND_VIEWS", "MAX_PLANS", "PERSIST_BYTES"]

@@ -100,6 +100,11 @@ class TritonKernel(LinearKernel):
                                               packed.get("locks"))
         return y.reshape(*x.shape[:-1], s.n)
 
+    def eager_entry(self):
+        """The eager launch plans of the last ``apply`` (``EagerPlans``: ``x -> y``, or None when a call
+        must take the ordinary path); see :meth:`LinearKernel.eager_entry`."""
+        return self._plans
+
     def _launch(self, x2, packed, bias):
         """The ordinary eager path (no torch op): x2 (M, K) -> (M, N) in the spec's dtype."""
         s = self.spec
