@@ -1,8 +1,10 @@
 """nybble.kernels.cpu_shim: the C++ dispatcher kernels of the decode ops give exactly what the Python
 kernels give (same kernels, minus the Python frame), raise the same errors, and can be switched off again.
 
-The shim is compiled once per torch version / source (cached on disk, ~10-20 s the first time); this is the
-only test module that builds it."""
+The shim is compiled once per torch version / source (~10-20 s; in the test run's cache directory, see
+conftest.py: by this module's fixture, or earlier by the first compile trace of a nybble CPU op in this process or
+another); its default path (when it is built / loaded, failures, concurrency) is tested in
+tests/test_cpu_shim_default.py."""
 from __future__ import annotations
 
 import pytest
@@ -22,11 +24,12 @@ N = torch.ops.nybble
 
 @pytest.fixture(scope="module")
 def shim():
-    """Builds/loads the shim; yields with the Python kernels active, tests switch it on with ``on()``."""
+    """Builds/loads the shim; yields with the Python kernels active, tests switch it on with ``on()``; afterwards
+    the shim is installed again, as the library's default leaves it."""
     assert cpu_shim.enable(), cpu_shim.status()  # a compiler is needed (as for torch.compile's inductor)
     cpu_shim.disable()
     yield
-    cpu_shim.disable()
+    assert cpu_shim.enable(), cpu_shim.status()
 
 
 class on:
@@ -208,6 +211,7 @@ def test_status_and_disable(shim):
 def test_enable_from_env(shim, monkeypatch):
     monkeypatch.setenv("NYBBLE_CPU_SHIM", "0")
     assert not cpu_shim.enable_from_env() and cpu_shim.status()["installed"] == []
+    assert cpu_shim.status()["disabled"] is not None
     monkeypatch.setenv("NYBBLE_CPU_SHIM", "1")
     try:
         assert cpu_shim.enable_from_env() and cpu_shim.status()["installed"] == list(OPS)

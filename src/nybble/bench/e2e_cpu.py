@@ -91,15 +91,17 @@ OPTIONS: dict[str, tuple[type, object, str]] = {
              "variant, nybble and torch int4 alike"),
     "compile": (int, 0, "1: the decode step of EVERY variant runs through torch.compile (inductor, fullgraph, "
                 "static KV cache so that steps never recompile; prefill stays eager; no layer profile)"),
-    "shim": (int, 0, "1: nybble.kernels.cpu_shim.enable() in EVERY variant's process (C++ dispatcher kernels of the "
-             "decode ops, the torch int4 wrapper op and the shared attention op included: no Python frame per op "
-             "call; built once at run time, needs a C++ compiler)"),
+    "shim": (int, 1, "1 (default, as the library ships): the C++ op shim of nybble.kernels.cpu_shim (C++ dispatcher "
+             "kernels of the decode ops, the torch int4 wrapper op and the shared attention op included: no Python "
+             "frame per op call) in EVERY variant's process, built / loaded before the model so that no build lands "
+             "in a timed compile (NYBBLE_CPU_SHIM=0 in the environment turns it off too); 0: cpu_shim.disable(), the "
+             "Python op kernels (a control). The row's shim column says whether it was installed"),
     "profile-steps": (int, 8, "decode steps of the per-layer profile after the timed decode (0: none)"),
     "timeout": (int, 1200, "seconds allowed per variant subprocess"),
 }
 
 TABLE_COLUMNS = (
-    C.Column("variant", "variant"), C.Column("kernel", "kernel"),
+    C.Column("variant", "variant"), C.Column("kernel", "kernel"), C.Column("shim", "op shim", "{}"),
     C.Column("decode_tok_s", "decode tok/s", "{:.2f}"), C.Column("decode_x_bf16", "vs bf16", "{:.2f}x"),
     C.Column("decode_x_int4", "vs torch int4", "{:.2f}x"),
     C.Column("prefill_tok_s", "prefill tok/s", "{:.1f}"), C.Column("prefill_x_bf16", "vs bf16", "{:.2f}x"),
@@ -351,10 +353,12 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
     from transformers import LlamaForCausalLM  # noqa: F401  (imported before the baseline RSS)
     row: dict = {"variant": variant, "threads": threads, "rss_base_mib": C.rss_bytes()[0] / 2**20}
     from nybble.kernels import cpu_shim
-    row["shim"] = int(cpu_shim.enable() if opts.get("shim") else cpu_shim.enable_from_env())
-    if opts.get("shim") and not row["shim"]:
-        print(f"e2e_cpu: the op shim is unavailable ({cpu_shim.status()['error']}); Python op kernels used",
-              file=sys.stderr)
+    if opts.get("shim", 1):
+        if not cpu_shim.enable_from_env() and cpu_shim.mode() != "off":
+            print(f"e2e_cpu: the op shim is unavailable ({cpu_shim.status()['error']}); Python op kernels used",
+                  file=sys.stderr)
+    else:
+        cpu_shim.disable()
     t0 = time.perf_counter()
     model = build_model(opts["layers"], opts["hidden"], opts["intermediate"], opts["heads"],
                         opts["kv_heads"], opts["vocab"])
@@ -446,6 +450,7 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
             row["layer_profile"] = layers
             row["linear_ms_per_step"], row["other_ms_per_step"] = lin, other
             row["probe_gbps_after_profile"] = dram_probe_gbps()
+    row["shim"] = int(bool(cpu_shim.status()["installed"]))  # the C++ op kernels were on during the decode
     if variant.startswith("nybble"):
         from nybble.kernels.cpu import threads_backend
         row["threads_backend"] = threads_backend()

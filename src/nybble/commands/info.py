@@ -54,6 +54,17 @@ def cpu_isa_line() -> str:
     return line
 
 
+def shim_line() -> str:
+    """``C++ op shim: <state>`` (:mod:`nybble.kernels.cpu_shim`): installed (loaded from the cache or built),
+    not built yet, disabled (``NYBBLE_CPU_SHIM=0``) or unavailable (why)."""
+    try:
+        from ..kernels import cpu_ops  # noqa: F401  (defining the ops loads a cached shim, as any use would)
+        from ..kernels import cpu_shim
+        return "C++ op shim: " + cpu_shim.describe()
+    except Exception as exc:  # the C++ kernel module may be missing
+        return f"C++ op shim: unavailable ({type(exc).__name__}: {exc})"
+
+
 def machine_lines() -> list[str]:
     from ..kernels import registry
     from .. import __version__
@@ -67,6 +78,7 @@ def machine_lines() -> list[str]:
     else:
         lines.append("GPU: none (CUDA not available)")
     lines.append(cpu_isa_line())
+    lines.append(shim_line())
     off = registry.disabled_kernels()
     if off:
         lines.append(f"NYBBLE_DISABLED_KERNELS: {', '.join(sorted(off))}")

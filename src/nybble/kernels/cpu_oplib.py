@@ -10,12 +10,17 @@ the implementation the op's CPU kernel (the dispatcher calls it directly, one Py
 registers the fake implementation for tracing (``torch.compile``). Inference only: no autograd
 formula (as with the ``custom_op`` registration they had before, which had none either).
 
-Each op's Python CPU kernel is registered through a ``Library`` of its own, so that the optional
-C++ kernels of :mod:`nybble.kernels.cpu_shim` can take its place (:func:`drop_python_impl`) and
-give it back (:func:`restore_python_impl`). This module needs nothing but torch (no ``nybble._C``).
+Each op's Python CPU kernel is registered through a ``Library`` of its own, so that the C++
+kernels of :mod:`nybble.kernels.cpu_shim` (on by default) can take its place
+(:func:`drop_python_impl`) and give it back (:func:`restore_python_impl`). :func:`define_cpu_op`
+tells the shim about each new op right after defining it (:func:`nybble.kernels.cpu_shim.on_define`:
+the C++ kernel at once when the built library is cached), and the op's fake implementation tells it
+when it is traced (:func:`nybble.kernels.cpu_shim.on_trace`: the first ``torch.compile`` trace builds
+the library when it is not cached). This module needs nothing but torch (no ``nybble._C``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -41,7 +46,19 @@ def define_cpu_op(schema: str, impl: Callable, fake: Callable) -> None:
     _LIB.define(schema)
     _PY_IMPLS[name] = [impl, None]
     _register_python_impl(name)
-    torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
+    torch.library.register_fake(f"{NAMESPACE}::{name}", _traced(name, fake), lib=_LIB)
+    from . import cpu_shim  # the C++ kernel now when the shim's library is cached (never builds here by default)
+    cpu_shim.on_define(name)
+
+
+def _traced(name: str, fake: Callable) -> Callable:
+    """``fake`` that first tells the shim that op ``name`` is being traced (only tracing calls fakes)."""
+    @functools.wraps(fake)
+    def traced_fake(*args, **kwargs):
+        from . import cpu_shim
+        cpu_shim.on_trace(name)
+        return fake(*args, **kwargs)
+    return traced_fake
 
 
 def python_impl_active(name: str) -> bool:

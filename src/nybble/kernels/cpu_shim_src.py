@@ -21,8 +21,10 @@ SOURCE = r"""
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,9 +34,12 @@ SOURCE = r"""
 namespace {
 
 const KernelApi* g_api = nullptr;
-std::string g_attn_isa;
-torch::Library* g_lib = nullptr;
-int64_t g_ops = 0;
+// the attention op's ISA path: an interned name (never freed), swapped atomically (set at install and at each
+// trace of the op, while compiled graphs of other threads may be calling the kernel)
+std::atomic<const std::string*> g_attn_isa{nullptr};
+std::mutex g_mu;                      // install / uninstall / set_attention_isa
+std::vector<std::string*> g_isas;     // the interned names
+torch::Library* g_libs[4] = {nullptr, nullptr, nullptr, nullptr};  // one registration per op (bit i)
 
 int kind_of(at::ScalarType t) {
   switch (t) {
@@ -157,7 +162,8 @@ at::Tensor cpu_decode_attention(const at::Tensor& query_in, const at::Tensor& ke
   at::Tensor out = at::empty({1, 1, h, d}, query.options());
   const double scale = scaling.has_value() ? *scaling : 1.0 / std::sqrt(static_cast<double>(d));
   char err[512];
-  check_rc(g_api->decode_attention(g_attn_isa.c_str(), addr(query), query.stride(1), addr(key), key.stride(1),
+  const std::string* isa = g_attn_isa.load(std::memory_order_acquire);
+  check_rc(g_api->decode_attention(isa ? isa->c_str() : "", addr(query), query.stride(1), addr(key), key.stride(1),
                                    key.stride(2), addr(value), value.stride(1), value.stride(2),
                                    m.defined() ? addr(m) : 0, mask_kind, addr(out), d, kind, h, hkv, length, d, scale,
                                    at::get_num_threads(), err, sizeof(err)), err);
@@ -173,40 +179,72 @@ at::Tensor torch_int4_cpu_a16w4(const at::Tensor& x, const at::Tensor& weight_in
   return y;
 }
 
-// ops: bit 0 cpu_a16w4, 1 cpu_a8w4, 2 cpu_decode_attention, 3 torch_int4_cpu_a16w4
-int64_t install(int64_t api_address, c10::string_view attn_isa, int64_t ops) {
-  const auto* api = reinterpret_cast<const KernelApi*>(api_address);
-  TORCH_CHECK(api != nullptr && api->version == NYBBLE_KERNEL_API_VERSION && api->size == static_cast<int>(sizeof(KernelApi)),
-              "nybble cpu shim: nybble._C.kernel_api() has another layout (version ", api ? api->version : -1,
-              "); rebuild the shim");
-  TORCH_CHECK(g_lib == nullptr, "nybble cpu shim: already installed");
-  g_api = api;
-  g_attn_isa = std::string(attn_isa);
-  auto* lib = new torch::Library(torch::Library::IMPL, "nybble", c10::DispatchKey::CPU, __FILE__, __LINE__);
-  try {
-    if (ops & 1) lib->impl("cpu_a16w4", TORCH_FN(cpu_a16w4));
-    if (ops & 2) lib->impl("cpu_a8w4", TORCH_FN(cpu_a8w4));
-    if (ops & 4) lib->impl("cpu_decode_attention", TORCH_FN(cpu_decode_attention));
-    if (ops & 8) lib->impl("torch_int4_cpu_a16w4", TORCH_FN(torch_int4_cpu_a16w4));
-  } catch (...) {
-    delete lib;  // deregisters what was registered
-    throw;
+void set_isa_locked(c10::string_view name) {
+  const std::string* cur = g_attn_isa.load(std::memory_order_acquire);
+  if (cur != nullptr && *cur == name) return;
+  for (const std::string* s : g_isas) {
+    if (*s == name) {
+      g_attn_isa.store(s, std::memory_order_release);
+      return;
+    }
   }
-  g_lib = lib;
-  g_ops = ops;
-  return ops;
+  g_isas.push_back(new std::string(name));
+  g_attn_isa.store(g_isas.back(), std::memory_order_release);
 }
 
-int64_t uninstall() {
-  delete g_lib;  // deregisters the kernels
-  g_lib = nullptr;
-  const int64_t ops = g_ops;
-  g_ops = 0;
-  return ops;
+// ops: bit 0 cpu_a16w4, 1 cpu_a8w4, 2 cpu_decode_attention, 3 torch_int4_cpu_a16w4; each op gets a
+// registration of its own (the caller has removed its Python kernel first); returns the installed mask
+int64_t install(int64_t api_address, c10::string_view attn_isa, int64_t ops) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  const auto* api = reinterpret_cast<const KernelApi*>(api_address);
+  if (ops & 7) {
+    TORCH_CHECK(api != nullptr && api->version == NYBBLE_KERNEL_API_VERSION &&
+                    api->size == static_cast<int>(sizeof(KernelApi)),
+                "nybble cpu shim: nybble._C.kernel_api() has another layout (version ", api ? api->version : -1,
+                "); rebuild the shim");
+    g_api = api;
+  }
+  if (ops & 4) set_isa_locked(attn_isa);
+  static const char* names[4] = {"cpu_a16w4", "cpu_a8w4", "cpu_decode_attention", "torch_int4_cpu_a16w4"};
+  for (int i = 0; i < 4; ++i) {
+    if (!(ops & (int64_t{1} << i)) || g_libs[i] != nullptr) continue;
+    auto* lib = new torch::Library(torch::Library::IMPL, "nybble", c10::DispatchKey::CPU, __FILE__, __LINE__);
+    try {
+      switch (i) {
+        case 0: lib->impl(names[i], TORCH_FN(cpu_a16w4)); break;
+        case 1: lib->impl(names[i], TORCH_FN(cpu_a8w4)); break;
+        case 2: lib->impl(names[i], TORCH_FN(cpu_decode_attention)); break;
+        default: lib->impl(names[i], TORCH_FN(torch_int4_cpu_a16w4)); break;
+      }
+    } catch (...) {
+      delete lib;  // deregisters what was registered
+      throw;
+    }
+    g_libs[i] = lib;
+  }
+  int64_t mask = 0;
+  for (int i = 0; i < 4; ++i) mask |= g_libs[i] != nullptr ? (int64_t{1} << i) : 0;
+  return mask;
+}
+
+// removes the registrations of the ops in the mask (the caller gives them their Python kernels back);
+// returns the mask still installed
+int64_t uninstall(int64_t ops) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  int64_t mask = 0;
+  for (int i = 0; i < 4; ++i) {
+    if ((ops & (int64_t{1} << i)) && g_libs[i] != nullptr) {
+      delete g_libs[i];  // deregisters the kernel
+      g_libs[i] = nullptr;
+    }
+    mask |= g_libs[i] != nullptr ? (int64_t{1} << i) : 0;
+  }
+  return mask;
 }
 
 int64_t set_attention_isa(c10::string_view isa) {
-  g_attn_isa = std::string(isa);
+  std::lock_guard<std::mutex> lock(g_mu);
+  set_isa_locked(isa);
   return 0;
 }
 
@@ -214,7 +252,7 @@ int64_t set_attention_isa(c10::string_view isa) {
 
 TORCH_LIBRARY(nybble_cpu_shim, m) {
   m.def("install(int api_address, str attn_isa, int ops) -> int", &install);
-  m.def("uninstall() -> int", &uninstall);
+  m.def("uninstall(int ops) -> int", &uninstall);
   m.def("set_attention_isa(str isa) -> int", &set_attention_isa);
 }
 """
