@@ -175,3 +175,23 @@ def test_eager_entry_is_not_used_while_compiling(monkeypatch):
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     y = compiled(x)
     assert entry.calls == 0 and torch.allclose(y, x @ plain.dequantize().t(), atol=1e-4)
+
+
+def test_eager_entry_survives_a_kernel_change_and_deleted_buffers(monkeypatch):
+    layer, plain = make_layer(bias=False)
+    entry = _arm(layer, monkeypatch)
+    x = torch.randn(2, 256)
+    layer(x)
+    assert layer._eager is not None
+    # another kernel (other buffer names): the shortcut is dropped, the new kernel's path runs
+    layer.repack(force_kernel="reference")
+    assert layer._eager is None
+    assert torch.allclose(layer(x), x @ plain.dequantize().t(), atol=1e-4) and entry.calls == 0
+    # a shortcut armed for buffer names the layer no longer has (deleted): no KeyError, ordinary path
+    entry = _arm(layer, monkeypatch)
+    layer(x)
+    layer.register_buffer("packed_extra", torch.zeros(1), persistent=False)
+    layer._eager = (entry, __import__("operator").itemgetter("packed_extra", "input_scale"),
+                    (id(layer.packed_extra), id(None)), id(None))
+    del layer.packed_extra
+    assert torch.allclose(layer(x), x @ plain.dequantize().t(), atol=1e-4) and entry.calls == 0

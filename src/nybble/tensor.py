@@ -74,6 +74,7 @@ class Int4Linear(nn.Module):
             self.register_buffer(_PACKED_PREFIX + n, t, persistent=False)
         self._packed_names = tuple(packed)
         self.kernel = kernel
+        self.__dict__["_eager"] = None  # the old kernel's shortcut (its buffer names may differ)
 
     def packed(self) -> PackedWeight:
         """The kernel-layout tensors, by name."""
@@ -118,7 +119,11 @@ class Int4Linear(nn.Module):
                 # the kernel's shortcut, while the layer's tensors are those it was made for (any
                 # reassignment, .to(), load_state_dict or repack replaces one of them)
                 entry, getter, ids, bias_id = eager
-                if id(self.bias) == bias_id and tuple(map(id, getter(self._buffers))) == ids:
+                try:
+                    same = id(self.bias) == bias_id and tuple(map(id, getter(self._buffers))) == ids
+                except KeyError:  # a buffer was deleted
+                    same = False
+                if same:
                     y = entry(x)
                     if y is not None:
                         return y
