@@ -49,6 +49,11 @@ Measured (batch 1, greedy, KV cache, ``torch.inference_mode``):
   rest of the step (attention, norms, rotary, sampling, Python) as ``other``. Written to
   ``e2e_layers.csv``. The timers add well under 1 us per call.
 
+The C++ op shim (:mod:`nybble.kernels.cpu_shim`, on by default in the library) is on in every variant's
+process unless ``--shim 0`` (a control with the Python op kernels): each process enables it before building its
+model (built once into the cache if needed, so that no build lands in a timed compile); it covers nybble's ops,
+the torch int4 wrapper op and the shared attention op alike; the ``shim`` column says whether it was installed.
+
 nybble's kernels run their threads on torch's OpenMP runtime by default (``threads_backend`` in
 the CSV; ``NYBBLE_CPU_THREADS_BACKEND=pool`` selects nybble's own pool, see
 :mod:`nybble.kernels.cpu`).

@@ -14,8 +14,9 @@ transformers' own ``sdpa`` function unchanged. Plain tensors outside tracing cal
 directly; under ``torch.compile`` the same computation is the torch op
 ``nybble::cpu_decode_attention`` (with a fake implementation, so it stays in the compiled graph;
 other tracing goes to ``sdpa``). Nothing about the weights is involved: any model (bf16, int4 on any
-kernel) can use it. :func:`nybble.kernels.cpu_shim.enable` (opt-in) gives the op a C++ CPU kernel (the same
-checks and C++ call as :func:`decode_attention`, without its Python frame: ~3 us instead of ~10 us per call).
+kernel) can use it. By default :mod:`nybble.kernels.cpu_shim` gives the op a C++ CPU kernel (the same checks and
+C++ call as :func:`decode_attention`, without its Python frame: ~3 us instead of ~10 us per call; on the ISA path
+selected when a graph calling the op was last traced; ``NYBBLE_CPU_SHIM=0`` keeps :func:`decode_attention`).
 """
 from __future__ import annotations
 

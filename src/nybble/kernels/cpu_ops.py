@@ -15,9 +15,12 @@ is ``torch.get_num_threads()`` at call time.
 
 The decode ops (``cpu_a16w4``, ``cpu_a8w4``) are registered with :func:`nybble.kernels.cpu_oplib.define_cpu_op`
 (``torch.library.Library`` define + CPU impl + fake: one Python frame per call, ~4.5 us of a ~6 us op call in a
-compiled graph), the others with ``torch.library.custom_op``. :func:`nybble.kernels.cpu_shim.enable` (opt-in)
-replaces the two decode ops' Python CPU kernels (:func:`a16w4_impl`, :func:`a8w4_impl`) by C++ ones with the same
-checks and results (~1.5 us per call).
+compiled graph), the others with ``torch.library.custom_op``. By default :mod:`nybble.kernels.cpu_shim` replaces
+the two decode ops' Python CPU kernels (:func:`a16w4_impl`, :func:`a8w4_impl`) by C++ ones with the same checks and
+results (~1.5 us per call): at this module's import when the shim's library is cached, else at the first
+``torch.compile`` trace of the ops (``NYBBLE_CPU_SHIM=0`` keeps the Python kernels). Eager calls of nybble's layers
+never go through the dispatcher (:class:`EagerCall`), so only compiled graphs and explicit ``torch.ops`` calls
+see the difference.
 """
 from __future__ import annotations
 

@@ -56,7 +56,6 @@ Safety:
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import json
 import logging
@@ -133,8 +132,12 @@ def _default_root() -> Path:
     return Path(os.path.expanduser("~")) / ".cache" / "nybble" / "cpu_shim"
 
 
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
+
+
 def _fallback_root() -> Path:
-    return Path(tempfile.gettempdir()) / f"nybble-cpu-shim-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"nybble-cpu-shim-{_uid()}"
 
 
 def _roots() -> list[Path]:
@@ -153,7 +156,7 @@ def _private_ok(path: Path) -> bool:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == _uid() and not st.st_mode & 0o022
 
 
 def cache_dir() -> Path:
@@ -233,6 +236,10 @@ def _writable_dir() -> Path:
 
 def _lock(d: Path, timeout_s: float):
     """The exclusive ``flock`` of ``d/build.lock`` (an open file; closing it unlocks)."""
+    try:
+        import fcntl
+    except ImportError as exc:  # not a POSIX system
+        raise ShimUnavailable("no fcntl.flock on this platform: the C++ op shim is not built here") from exc
     f = open(d / "build.lock", "a+")
     deadline = time.monotonic() + timeout_s
     while True:
@@ -417,7 +424,10 @@ def on_define(name: str) -> None:
     if name not in OPS:
         return
     with _LOCK:
-        _auto("import", build=mode() == "require")
+        try:
+            _auto("import", build=mode() == "require")
+        except Exception as exc:  # never break the definition of an op: its Python kernel stays
+            _STATE["error"] = f"{type(exc).__name__}: {exc}"
 
 
 def on_trace(name: str) -> None:
@@ -431,6 +441,8 @@ def on_trace(name: str) -> None:
             if not _STATE["trace_seen"]:
                 try:
                     _auto("compile trace", build=True)
+                except Exception as exc:  # never break a trace: the Python kernels stay
+                    _STATE["error"] = f"{type(exc).__name__}: {exc}"
                 finally:
                     _STATE["trace_seen"] = True
     if name == "cpu_decode_attention" and _STATE["installed"] & 4:

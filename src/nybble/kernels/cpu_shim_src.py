@@ -1,4 +1,4 @@
-"""C++ source of the optional torch dispatcher shim (:mod:`nybble.kernels.cpu_shim`), compiled at run time.
+"""C++ source of the torch dispatcher shim (:mod:`nybble.kernels.cpu_shim`, on by default), compiled at run time.
 
 Kept as a string in a Python module so that every install of nybble (wheel or editable) has it. The
 shim includes PyTorch's headers and links libtorch (that is why it is not part of ``nybble._C``, which
@@ -10,6 +10,11 @@ implementations (:mod:`nybble.kernels.cpu_ops`, :mod:`nybble.kernels.cpu_attenti
 the C entry points of ``nybble._C.kernel_api()``, whose ABI (struct ``KernelApi``) is defined once, in
 ``cpu_kernel_api.h`` next to this module: ``csrc/module.cpp`` includes it, and :data:`SOURCE` splices it
 in; PyTorch's int4 op is called as ``at::_weight_int4pack_mm_for_cpu``.
+
+Each op gets a ``torch::Library`` registration of its own (``install(api, attn_isa, ops mask)`` /
+``uninstall(ops mask)``, so that the ops can be installed one by one as their modules define them); the
+attention kernel's ISA path is an interned string swapped atomically (``set_attention_isa``, at every trace
+of the op), because compiled graphs of other threads may be calling the kernel meanwhile.
 """
 from pathlib import Path
 

@@ -25,7 +25,8 @@ def torch_int4_cpu_a16w4(x: torch.Tensor, weight_int4pack: torch.Tensor, scale_a
                          group_size: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """The CPU kernel of the torch op ``nybble::torch_int4_cpu_a16w4`` (registered like nybble's own
     decode ops, :func:`nybble.kernels.cpu_oplib.define_cpu_op`, so both pay the same per-call cost; and
-    :func:`nybble.kernels.cpu_shim.enable` gives it a C++ kernel calling the aten op, as it does nybble's ops):
+    :mod:`nybble.kernels.cpu_shim`, on by default, gives it a C++ kernel calling the aten op, as it does nybble's
+    ops):
     ``x`` (M, K) float; ``weight_int4pack`` uint8 (N, K/2) from ``_convert_weight_to_int4pack_for_cpu``;
     ``scale_and_zeros`` (K/g, N, 2) in ``x.dtype``; returns (M, N) in ``x.dtype``."""
     y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), weight_int4pack, group_size, scale_and_zeros)
