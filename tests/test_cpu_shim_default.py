@@ -236,3 +236,13 @@ def test_compiled_attention_follows_the_traced_isa(built):
             assert cpu_shim._STATE["attn_isa"] == isa
             assert torch.equal(y, cpu_attention.decode_attention(q, k, v))  # the Python kernel on that path
     torch._dynamo.reset()
+
+
+def test_a_broken_cached_library_is_reported(tmp_path):
+    """A cached file that does not load (truncated, or built for another torch) gives ShimUnavailable naming it."""
+    bad = tmp_path / cpu_shim.LIB_NAME
+    bad.write_bytes(b"not a shared library")
+    before = cpu_shim.status()["path"]
+    with pytest.raises(cpu_shim.ShimUnavailable, match="could not load .* delete"):
+        cpu_shim._load_library(bad, "test")
+    assert cpu_shim.status()["path"] == before

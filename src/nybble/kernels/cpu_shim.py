@@ -326,7 +326,11 @@ def _build(respect_failure_record: bool) -> Path:
 
 
 def _load_library(path: Path, when: str) -> None:
-    torch.ops.load_library(str(path))
+    try:
+        torch.ops.load_library(str(path))
+    except Exception as exc:  # e.g. built for another torch with the same version string
+        raise ShimUnavailable(f"could not load {path} ({type(exc).__name__}: {exc}); delete {path.parent} to "
+                              "rebuild it") from exc
     _STATE["loaded"], _STATE["path"], _STATE["when"] = True, str(path), when
     if _STATE["how"] is None:
         _STATE["how"] = "cache"
@@ -363,6 +367,10 @@ def _install(names) -> bool:
     try:
         _STATE["installed"] = int(torch.ops.nybble_cpu_shim.install(api, isa, mask))
     except Exception as exc:
+        try:  # an op registered before the failing one: remove it again, the Python kernels come back
+            torch.ops.nybble_cpu_shim.uninstall(mask)
+        except Exception:
+            pass
         for name in todo:
             cpu_oplib.restore_python_impl(name)
         _STATE["error"] = f"{type(exc).__name__}: {exc}"
