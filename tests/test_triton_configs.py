@@ -63,11 +63,13 @@ def test_candidates_and_heuristic_are_valid(op, group, m):
 
 def test_wgmma_split_k_slices_cover_k_without_an_empty_slice():
     """Split-K wgmma configs (``num_stages`` bits 7-8): every slice but the last holds the same step
-    count (even with register-A dequantization, bit 6, whose loop takes two steps per iteration), the
+    count (a multiple of 2 / 3 with register-A dequantization, bit 6 / bits 6 + 9, whose loop takes two /
+    three steps per iteration), the
     slices cover K, the last one is not empty; configs that would leave it empty are refused."""
     W, T = C.WGMMA, C.TileConfig
     assert [C.wgmma_splits(T(W, 128, 64, 256, 8, f)) for f in (100, 100 | 128, 100 | 256, 100 | 384)] == [1, 2, 3, 4]
-    for flags in (4, 4 | 64, 4 | 32 | 64):
+    for flags in (4, 4 | 64, 4 | 32 | 64, 4 | 64 | 512):
+        sets = 3 if flags & 512 else 2
         for extra in (0, 128, 256, 384):
             cfg = T(W, 128, 64, 256, 8, flags | extra)
             for k in (64, 128, 192, 256, 320, 640, 4096, 14336):
@@ -75,13 +77,16 @@ def test_wgmma_split_k_slices_cover_k_without_an_empty_slice():
                 per = C.wgmma_slice_steps(cfg, k)
                 if per is None:  # the kernel's slice length leaves nothing for the last slice
                     want = -(-steps // splits)
-                    want += want % 2 if flags & 64 else 0
+                    want += -want % sets if flags & 64 else 0
                     assert steps <= (splits - 1) * want
                     assert not C.group_tile_ok(cfg, 64, k, "a16w4")
                     continue
                 assert per * splits >= steps > per * (splits - 1)
-                assert not flags & 64 or per % 2 == 0
+                assert not flags & 64 or per % sets == 0
                 assert C.group_tile_ok(cfg, 64, k, "a16w4")
+    # three register sets need the register-A loop (bit 6)
+    assert not C.group_tile_ok(T(W, 128, 64, 256, 8, 4 | 32 | 512), 64, 4096, "a16w4")
+    assert C.wgmma_a_sets(T(W, 128, 64, 256, 8, 4 | 64 | 512)) == 3 and C.wgmma_a_sets(T(W, 128, 64, 256, 8, 100)) == 2
     # K = 4096 in K steps of 64: two slices of 32 steps; one step (K = 64) cannot be split
     assert C.wgmma_slice_steps(T(W, 128, 64, 256, 8, 100 | 128), 4096) == 32
     assert C.wgmma_slice_steps(T(W, 128, 64, 256, 8, 100 | 128), 64) is None

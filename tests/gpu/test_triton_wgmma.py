@@ -27,7 +27,7 @@ def _configs(group: int, k: int):
     """The shipped wgmma configs plus one of each kind of candidate: one warpgroup, two warpgroups
     with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, with and without
     a loader warp (warp specialization), dequantized into shared memory or straight into the A-operand
-    registers, split-K into 2-4 slices (where K has enough steps)."""
+    registers (two or three register sets), split-K into 2-4 slices (where K has enough steps)."""
     from nybble.kernels.triton.configs import WGMMA, ConfigStore, TileConfig, group_tile_ok
     store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     shipped = [c for c in store.shipped.values() if c.block_m == WGMMA]
@@ -41,7 +41,11 @@ def _configs(group: int, k: int):
              TileConfig(WGMMA, 128, 128, 128, 8, 3 | 32 | 64),
              # split-K (bits 7-8): 2 / 3 / 4 K slices, register A with and without loader, shared-memory A
              TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | 128), TileConfig(WGMMA, 64, 32, 64, 4, 4 | 64 | 256),
-             TileConfig(WGMMA, 128, 32, 128, 8, 4 | 256), TileConfig(WGMMA, 128, 32, 256, 8, 6 | 32 | 64 | 384)]
+             TileConfig(WGMMA, 128, 32, 128, 8, 4 | 256), TileConfig(WGMMA, 128, 32, 256, 8, 6 | 32 | 64 | 384),
+             # three A-operand register sets (bit 9): with / without loader, 4 / 8 warps, split into 2 / 3
+             TileConfig(WGMMA, 128, 64, 128, 8, 6 | 32 | 64 | 512), TileConfig(WGMMA, 64, 64, 64, 4, 5 | 64 | 512),
+             TileConfig(WGMMA, 128, 32, 256, 8, 4 | 32 | 64 | 512 | 128),
+             TileConfig(WGMMA, 128, 64, 128, 8, 5 | 32 | 64 | 512 | 256)]
     return [c for c in dict.fromkeys(kinds + shipped) if group_tile_ok(c, group, k, "a16w4")]
 
 
@@ -103,7 +107,7 @@ def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
     ref = reference_out(x, plain, "a16", bias)
     run = lambda cfg: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, cfg, p["locks"])
     one = run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
-    for extra in (128, 256, 384):
+    for extra in (128, 256, 384, 512 | 128, 512 | 256):
         cfg = TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | extra)
         first = run(cfg)
         assert_close_to_reference(first, ref, f"split-K {cfg}")

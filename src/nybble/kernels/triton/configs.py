@@ -153,8 +153,15 @@ def wgmma_slice_steps(cfg: TileConfig, k: int) -> int | None:
     splits = wgmma_splits(cfg)
     per = -(-steps // splits)
     if cfg.num_stages & 64:
-        per += per % 2
+        per += -per % wgmma_a_sets(cfg)
     return per if steps > (splits - 1) * per else None
+
+
+def wgmma_a_sets(cfg: TileConfig) -> int:
+    """A-operand register sets of a register-A wgmma config (``num_stages`` bit 6): 2, or 3 with bit 9
+    (the wgmma of step k + 1 is queued before step k + 2 is dequantized); its K steps per slice are a
+    multiple of it."""
+    return 3 if cfg.num_stages & 512 else 2
 
 
 def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
@@ -175,7 +182,8 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     if cfg.block_m == WGMMA:  # one scale per row per K step; K steps within a 256-wide word block;
         # whole 16-row blocks per warp; every K slice of a split-K config gets at least one step
         return ((group_size == -1 or group_size % cfg.block_k == 0) and 256 % cfg.block_k == 0
-                and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None)
+                and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None
+                and (not cfg.num_stages & 512 or cfg.num_stages & 64))  # three A sets need register A
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -387,23 +395,32 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
     """A16W4 Gluon wgmma GEMM candidates (``block_m == WGMMA``, sm_90): ``[WGMMA, weight rows, K step,
     tokens per program, warps, TMA slots | flags]`` (``num_stages`` bit 5: loader warp; bit 6:
     dequantization into the A-operand registers; bits 7-8: split-K, 128 = 2 and 256 = 3 K slices, for
-    shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256).
+    shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256;
+    bit 9 (with bit 6): three A-operand register sets, the next step's wgmma queued before the
+    dequantization, which then has two steps' MMA time instead of one (for 128-token tiles, whose
+    per-step MMA is short: ``benchmarks/gpu/README.md``, "Ninth session")).
     Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1) x rows x
     K step x 2 bytes, at most ~200 KiB.  The sixth session dropped the large-M candidates that never
     won an H100 sweep (shared-memory dequantization, 256-row and 128-wide K tiles:
     ``benchmarks/gpu/sweeps/sweep_wg_v6``)."""
-    ws, rega, split2, split3 = 32, 64, 128, 256
+    ws, rega, split2, split3, sets3 = 32, 64, 128, 256, 512
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
         return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
                 TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws), TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega),
                 TileConfig(WGMMA, 128, 64, bm, 8, 6 | ws | rega), TileConfig(WGMMA, 64, 64, bm, 4, 6 | ws | rega),
-                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega | split2)]
+                TileConfig(WGMMA, 128, 64, bm, 8, 4 | ws | rega | split2),
+                TileConfig(WGMMA, 128, 64, bm, 8, 6 | ws | rega | sets3),
+                TileConfig(WGMMA, 64, 64, bm, 4, 6 | ws | rega | sets3)]
     return [TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega), TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega),
             TileConfig(WGMMA, 128, 64, 128, 8, 4 | ws | rega), TileConfig(WGMMA, 128, 64, 256, 8, 4 | rega),
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2),
-            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3)]
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3),
+            TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3),
+            TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3 | split2),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2)]
 
 
 def wgmma_a8_configs(group_size: int) -> list[TileConfig]:

@@ -24,7 +24,7 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key, wgmma_splits)
+                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -436,7 +436,8 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
         part, cnt, m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1,
         HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
-        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), SPLIT=splits, num_warps=cfg.num_warps)
+        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits,
+        num_warps=cfg.num_warps)
     return out
 
 

@@ -225,7 +225,7 @@ def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_
 def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-             WS: gl.constexpr, REGA: gl.constexpr, num_warps: gl.constexpr):
+             WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, num_warps: gl.constexpr):
     """The dequantization + wgmma loop; returns ``(acc,)``, the fp32 ``[BLOCK_N, BLOCK_M]`` accumulator.
 
     Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` while the
@@ -247,7 +247,10 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
             _issue_loads(x_desc, w_desc, xs, ws, ready, i, n_steps, step0, off_m, off_n // 16, BLOCK_K, STAGES)
     s1, zs1 = _load_qparams(s_ptr, z_ptr, 0, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K,
                             L4)
-    if REGA:
+    if REGA and ASETS == 3:
+        acc = _tri_loop(acc, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, s1, zs1, off_m, off_n, N, G,
+                        n_steps, step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+    elif REGA:
         # two steps per iteration (n_steps is even here, see the kernel), so the A registers of the
         # two steps in flight alternate between two fixed sets: a register written while a wgmma
         # that reads it may still run would make ptxas serialize every wgmma
@@ -300,6 +303,76 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
 
 
 @gluon.jit
+def _tri_step(acc, a_issue, a_free, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, k, off_m, off_n,
+              N, G, n_steps, step0, DEQ: gl.constexpr, GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr,
+              HAS_ZERO: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+              WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr):
+    """Step ``k`` of the three-set loop: queue the wgmma of step ``k + 1`` (A registers ``a_issue``), wait
+    until at most two are in flight (step ``k - 1``'s is done, so its set ``a_free`` is free), one CTA
+    barrier, release / refill step ``k - 1``'s slot, then (``DEQ``) dequantize step ``k + 2`` into the
+    freed set -- while the tensor cores still have steps ``k`` and ``k + 1`` -- and request the
+    scales of step ``k + 3``.  Returns ``(acc, a_free, s1, zs1)``."""
+    k1 = k + 1
+    mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
+    acc = warpgroup_mma(a_issue, _x_operand(xs, k1, STAGES), acc, is_async=True)
+    acc, a_free = warpgroup_mma_wait(num_outstanding=2, deps=(acc, a_free))  # step k - 1 done
+    gl.thread_barrier()
+    _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
+    if DEQ:
+        a_free = _dequant_regs(ws, ready, s1, zs1, k + 2, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
+        s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 3, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
+                                BLOCK_N, BLOCK_K, L4)
+    return acc, a_free, s1, zs1
+
+
+@gluon.jit
+def _x_operand(xs, k, STAGES: gl.constexpr):
+    """Step ``k``'s activation tile as the wgmma B operand (``[BLOCK_K, BLOCK_M]``, a transposed view)."""
+    return xs.index(k % STAGES).permute((1, 0))
+
+
+@gluon.jit
+def _tri_loop(acc, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, s1, zs1, off_m, off_n, N, G, n_steps, step0,
+              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr, BLOCK_N: gl.constexpr,
+              BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr):
+    """The register-A loop with three A-operand register sets (``ASETS == 3``, ``n_steps`` a positive
+    multiple of 3): the wgmma of step ``k + 1`` is queued before step ``k + 2`` is dequantized, so the
+    dequantization has two steps' MMA time to finish (the two-set loop has one).  The sets rotate with
+    the steps, three steps per iteration, so every set is a fixed register range (see the two-set loop);
+    the last three steps are peeled so that no wgmma is queued past ``n_steps``.  ``s1`` / ``zs1``: the
+    scales of step 0.  Returns ``acc``."""
+    a0 = _dequant_regs(ws, ready, s1, zs1, 0, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
+    s1, zs1 = _load_qparams(s_ptr, z_ptr, 1, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+                            BLOCK_K, L4)
+    a1 = _dequant_regs(ws, ready, s1, zs1, 1, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
+    s1, zs1 = _load_qparams(s_ptr, z_ptr, 2, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N,
+                            BLOCK_K, L4)
+    a2 = gl.zeros([BLOCK_N, BLOCK_K], a0.dtype, layout=DOT)
+    mbarrier.wait(ready.index(0), 0)
+    acc = warpgroup_mma(a0, _x_operand(xs, 0, STAGES), acc, is_async=True)
+    acc, a2 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a2))  # (returns at once: the loop's acc type)
+    for kk in range(0, n_steps - 3, 3):
+        acc, a2, s1, zs1 = _tri_step(acc, a1, a2, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk,
+                                     off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+        acc, a0, s1, zs1 = _tri_step(acc, a2, a0, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk + 1,
+                                     off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+        acc, a1, s1, zs1 = _tri_step(acc, a0, a1, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk + 2,
+                                     off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+    kk = n_steps - 3
+    acc, a2, s1, zs1 = _tri_step(acc, a1, a2, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk,
+                                 off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
+                                 BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+    acc, a0, s1, zs1 = _tri_step(acc, a2, a0, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk + 1,
+                                 off_m, off_n, N, G, n_steps, step0, False, GROUP, PER_CHANNEL, HAS_ZERO,
+                                 BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+    acc, a0, a1, a2 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a0, a1, a2))
+    return acc
+
+
+@gluon.jit
 def _split_reduce(acc, part_ptr, cnt_ptr, split, tile, n_tiles,
                   SPLIT: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr):
     """Split-K: store this program's partial ``acc`` to plane ``split`` of the workspace, count it in
@@ -329,7 +402,8 @@ def _split_reduce(acc, part_ptr, cnt_ptr, split, tile, n_tiles,
 def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, cnt_ptr, M, N, K, G,
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                       WS: gl.constexpr, REGA: gl.constexpr, SPLIT: gl.constexpr, num_warps: gl.constexpr):
+                       WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, SPLIT: gl.constexpr,
+                       num_warps: gl.constexpr):
     """One program: the outputs ``[BLOCK_M tokens, BLOCK_N rows]`` over one of ``SPLIT`` slices of K;
     grid ``(SPLIT, cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`` (the K slices, then the M tiles of one weight
     tile are neighbours, so the weight is read from HBM about once and a tile's partials meet in L2).
@@ -349,13 +423,13 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
     all_steps = gl.cdiv(K, BLOCK_K)
     steps_per = gl.cdiv(all_steps, SPLIT)
     if REGA:
-        steps_per = steps_per + (steps_per % 2)
+        steps_per = steps_per + (ASETS - steps_per % ASETS) % ASETS
     step0 = split * steps_per
     n_steps = gl.minimum(steps_per, all_steps - step0)  # >= 1: the host keeps SPLIT <= all_steps / steps_per
     if REGA:
-        # an even number of steps: one past K reads zeros (TMA fills out-of-bounds boxes with zeros,
-        # and the masked scales are 0), so it adds nothing
-        n_steps = n_steps + (n_steps % 2)
+        # a multiple of ASETS steps: those past K read zeros (TMA fills out-of-bounds boxes with
+        # zeros, and the masked scales are 0), so they add nothing
+        n_steps = n_steps + (ASETS - n_steps % ASETS) % ASETS
     xs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
     ws = gl.allocate_shared_memory(gl.int32, [STAGES] + w_desc.block_type.shape, w_desc.layout)
     wl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_K], dtype)
@@ -368,12 +442,13 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
     if WS:
         (acc, ) = gl.warp_specialize([
             (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
-                        GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)),
+                        GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, ASETS, num_warps)),
             (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, step0, off_m, off_n // 16, BLOCK_K, STAGES)),
         ], [1], [40])
     else:
         (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
-                           step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, num_warps)
+                           step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, ASETS,
+                           num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
