@@ -110,3 +110,14 @@ def test_env_switch_turns_the_c_replay_off(monkeypatch):
     monkeypatch.setenv("NYBBLE_TRITON_PLAN_RUNNER", "0")
     assert plan_runner.native_plan([(ck, (1,), [(0, 0)])]) is None
     assert plan_runner.status()["enabled"] is False
+
+
+def test_info_line_says_which_launcher_runs_eager_gpu_calls(monkeypatch):
+    from nybble.commands import info
+    assert info.gpu_eager_line() == "GPU eager launches: C plan runner (plan_runner.c)"
+    monkeypatch.setenv("NYBBLE_TRITON_PLAN_RUNNER", "0")
+    assert "NYBBLE_TRITON_PLAN_RUNNER=0" in info.gpu_eager_line()
+    monkeypatch.delenv("NYBBLE_TRITON_PLAN_RUNNER")
+    monkeypatch.setitem(plan_runner._STATE, "module", None)
+    monkeypatch.setitem(plan_runner._STATE, "error", "RuntimeError: no C compiler")
+    assert "unavailable: RuntimeError: no C compiler" in info.gpu_eager_line()

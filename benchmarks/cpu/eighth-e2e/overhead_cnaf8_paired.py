@@ -6,7 +6,9 @@ Changes against seventh-e2e/cnaf7_paired.py (everything else identical):
 * shim=1 (6th argument): nybble.kernels.cpu_shim.enable() before any model is built: the decode ops of EVERY
   variant (nybble::cpu_a16w4 / cpu_a8w4, the shared nybble::cpu_decode_attention, and the baseline's
   nybble::torch_int4_cpu_a16w4) run as C++ kernels of torch's dispatcher, without a Python frame. shim=0 is
-  cnaf7_paired.py.
+  cnaf7_paired.py (it calls cpu_shim.disable(): since the ninth session the shim is on by default).
+  shim=default (ninth session, ninth-e2e/default_cnaf9_paired.py): nothing is called, the shim is whatever the
+  library does by default. The shim's status is printed before the models, after the setup and at the end.
 * aten=1 (7th argument): one more torch int4 candidate, `torch_int4+c+na+f+aten`: the fused torch int4 model
   compiled with aten._weight_int4pack_mm_for_cpu itself in the graph instead of the wrapper op (with
   cpp_wrapper, inductor calls it through its C shim: PyTorch's own int4 path with no Python and no nybble op
@@ -65,7 +67,8 @@ STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 FUSED_FIRST = bool(int(sys.argv[3])) if len(sys.argv) > 3 else False
 MAX_SECONDS = float(sys.argv[4]) if len(sys.argv) > 4 else 240.0
 CPP_WRAPPER = bool(int(sys.argv[5])) if len(sys.argv) > 5 else True
-SHIM = bool(int(sys.argv[6])) if len(sys.argv) > 6 else True
+SHIM = sys.argv[6] if len(sys.argv) > 6 else "1"
+assert SHIM in ("default", "0", "1"), SHIM
 ATEN = bool(int(sys.argv[7])) if len(sys.argv) > 7 else True
 
 
@@ -84,12 +87,15 @@ CFG = {
 lock = open("/tmp/nybble_bench.lock", "a+")
 fcntl.flock(lock, fcntl.LOCK_SH)
 print(f"setup {time.strftime('%H:%M:%S', time.gmtime())} UTC, fused_first={int(FUSED_FIRST)}, "
-      f"cpp_wrapper={int(CPP_WRAPPER)}, shim={int(SHIM)}, aten={int(ATEN)}, uptime: {os.popen('uptime').read().strip()}",
+      f"cpp_wrapper={int(CPP_WRAPPER)}, shim={SHIM}, aten={int(ATEN)}, uptime: {os.popen('uptime').read().strip()}",
       flush=True)
-if SHIM:
-    from nybble.kernels import cpu_shim
+from nybble.kernels import cpu_shim
+print(f"  shim before the models (NYBBLE_CPU_SHIM={os.environ.get('NYBBLE_CPU_SHIM')!r}): {cpu_shim.status()}",
+      flush=True)
+if SHIM == "1":
     assert cpu_shim.enable(), cpu_shim.status()
-    print(f"  shim: {cpu_shim.status()}", flush=True)
+elif SHIM == "0":
+    cpu_shim.disable()
 gen = torch.Generator().manual_seed(1)
 ds = {}
 for name, (cfg, kernel) in CFG.items():
@@ -153,6 +159,7 @@ def probe():
     return 32 * 2**20 / statistics.median(ts) / 1e9
 
 
+print(f"  shim after the setup: {cpu_shim.status()}", flush=True)
 fcntl.flock(lock, fcntl.LOCK_UN)
 fcntl.flock(lock, fcntl.LOCK_EX)
 names = sorted(ds, key=lambda n: (n.split("+")[0], "+f" in n, n))  # same order whatever the build order
@@ -188,6 +195,7 @@ while True:
 print(f"end {time.strftime('%H:%M:%S', time.gmtime())} UTC, graphs compiled during the rounds: {Decoder.graphs() - g0}, "
       f"uptime: {os.popen('uptime').read().strip()}")
 fcntl.flock(lock, fcntl.LOCK_UN)
+print(f"shim at the end: {cpu_shim.status()}")
 ti4 = [n for n in names if n.startswith("torch_int4")]
 for regime in ("fast", "slow", "mixed", "all"):
     sel = [t for g, t in rows if g == regime or regime == "all"]

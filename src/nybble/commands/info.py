@@ -65,6 +65,21 @@ def shim_line() -> str:
         return f"C++ op shim: unavailable ({type(exc).__name__}: {exc})"
 
 
+def gpu_eager_line() -> str:
+    """``GPU eager launches: <state>`` (:mod:`nybble.kernels.triton.plan_runner`): the C replay of the Triton
+    kernels' eager plans -- on (built, or built now as the first eager GPU call would), off
+    (``NYBBLE_TRITON_PLAN_RUNNER=0``) or unavailable (why: Triton's launchers are used)."""
+    try:
+        from ..kernels.triton import plan_runner
+    except Exception as exc:  # no triton
+        return f"GPU eager launches: Triton unavailable ({type(exc).__name__}: {exc})"
+    if not plan_runner.enabled():
+        return "GPU eager launches: Triton's launchers (NYBBLE_TRITON_PLAN_RUNNER=0)"
+    if plan_runner.module() is None:
+        return f"GPU eager launches: Triton's launchers (C plan runner unavailable: {plan_runner.status()['error']})"
+    return "GPU eager launches: C plan runner (plan_runner.c)"
+
+
 def machine_lines() -> list[str]:
     from ..kernels import registry
     from .. import __version__
@@ -79,6 +94,8 @@ def machine_lines() -> list[str]:
         lines.append("GPU: none (CUDA not available)")
     lines.append(cpu_isa_line())
     lines.append(shim_line())
+    if torch.cuda.is_available():
+        lines.append(gpu_eager_line())
     off = registry.disabled_kernels()
     if off:
         lines.append(f"NYBBLE_DISABLED_KERNELS: {', '.join(sorted(off))}")
