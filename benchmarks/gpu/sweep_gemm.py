@@ -80,8 +80,14 @@ def wg_cands(m):
 def a8wg_cands():
     """The A8W4 Gluon int8 wgmma GEMM (``wgmma_a8.py``, config ``block_m == WGMMA_A8``; group 128):
     128 / 64 tokens, 3-5 TMA slots, with and without turns (16), weights through shared memory (32) or
-    the A-operand registers."""
+    the A-operand registers; ``PAIRED=1`` (ninth session): only the table's kind (32, 4 slots) and the
+    paired loop (64 | 32), 128 / 64 tokens, 3-5 slots."""
+    import os
     from nybble.kernels.triton.configs import WGMMA_A8, TileConfig as T
+    if os.environ.get("PAIRED") == "1":
+        out = [T(WGMMA_A8, 128, 128, bm, 4, 4 | 32) for bm in (128, 64)]
+        out += [T(WGMMA_A8, 128, 128, bm, 4, s | 32 | 64) for bm in (128, 64) for s in (3, 4, 5)]
+        return [("a8_wg", c) for c in out]
     out = [T(WGMMA_A8, 128, 128, bm, 4, s | t | 32) for t in (16, 0) for bm in (128, 64) for s in (3, 4, 5)]
     out += [T(WGMMA_A8, 128, 128, 128, 4, 4 | t) for t in (16, 0)]
     return [("a8_wg", c) for c in out]

@@ -35,7 +35,8 @@ def _configs(group: int, k: int):
     bk = min(group, 128)
     extra = [TileConfig(WGMMA_A8, 128, max(32, group // 2), 64, 4, 4), TileConfig(WGMMA_A8, 128, bk, 64, 4, 3),
              # the unpacked weights through shared memory, with and without turns
-             TileConfig(WGMMA_A8, 128, bk, 128, 4, 4 | 32), TileConfig(WGMMA_A8, 128, bk, 64, 4, 3 | 16 | 32)]
+             TileConfig(WGMMA_A8, 128, bk, 128, 4, 4 | 32), TileConfig(WGMMA_A8, 128, bk, 64, 4, 3 | 16 | 32),
+             TileConfig(WGMMA_A8, 128, bk, 64, 4, 4 | 32 | 64)]  # the paired loop (PIPE) with 64 tokens
     return [c for c in dict.fromkeys(wgmma_a8_configs(group) + shipped + extra) if group_tile_ok(c, group, k, "a8w4")]
 
 

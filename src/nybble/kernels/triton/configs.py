@@ -172,6 +172,7 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
     if cfg.block_m == WGMMA_A8:  # grouped A8W4 only; one or two K steps per group; two 64-row warpgroups
         return (op == "a8w4" and group_size != -1 and cfg.block_k >= 32 and group_size % cfg.block_k == 0
                 and group_size // cfg.block_k <= (1 if cfg.num_stages & 32 else 2)
+                and (not cfg.num_stages & 64 or (cfg.num_stages & 32 and not cfg.num_stages & 16))  # PIPE
                 and cfg.block_n == 128 and cfg.num_warps == 4
                 and cfg.split_k in (64, 128) and wgmma_a8_smem(cfg) <= SMEM_LIMIT - 8192)
     if cfg.block_m == TMA_GEMV_A8:  # A8W4 at M = 1, groups of 32..128 (ops.tma_gemv_a8_ok checks the rest)
@@ -429,17 +430,22 @@ def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
     warpgroup holds an fp32 and an int32 accumulator of 64 x tokens in registers: 128 is the most that
     fits).  Groups up to 128: K steps of one group, the unpacked weights through shared memory (bit 5,
     every winner of the H100 sweep ``benchmarks/gpu/sweeps/sweep_a8wg_v4``), with 3 or 4 slots, and the
-    register-operand variant; groups of 256: two K steps of 128 per group (register operand only),
+    register-operand variant, and (bit 6, with bit 5) the pipelined loop (the next group's wgmma issued
+    before this group's rescale); groups of 256: two K steps of 128 per group (register operand only),
     with and without turns (bit 4)."""
     if group_size <= 128:
         return [TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4 | 32), TileConfig(WGMMA_A8, 128, group_size, 128, 4, 3 | 32),
-                TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4)]
+                TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4),
+                TileConfig(WGMMA_A8, 128, group_size, 128, 4, 4 | 32 | 64),
+                TileConfig(WGMMA_A8, 128, group_size, 128, 4, 3 | 32 | 64),
+                TileConfig(WGMMA_A8, 128, group_size, 64, 4, 4 | 32 | 64)]
     return [TileConfig(WGMMA_A8, 128, 128, 128, 4, 4), TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 16)]
 
 
-#: the A8W4 large-M config without a table entry on sm_90 for groups of 128 (the winner of every H100
-#: key of ``sweeps/sweep_a8wg_v4``: 0.66-0.85x cuBLAS bf16 against 0.59-0.72x for the Triton GEMM)
-A8_WGMMA_DEFAULT = TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 32)
+#: the A8W4 large-M config without a table entry on sm_90 for groups of 128: the paired loop (bit 6), the
+#: winner of every H100 key of ``sweeps/ninth/sweep_a8wg_n9p1`` (0.74-1.01x cuBLAS bf16 at M = 512 / 2048,
+#: against 0.64-0.92x for the unpaired loop, ``sweeps/sweep_a8wg_v4``'s winner, in the same run)
+A8_WGMMA_DEFAULT = TileConfig(WGMMA_A8, 128, 128, 128, 4, 4 | 32 | 64)
 
 
 def tma_gemv_a8_configs() -> list[TileConfig]:

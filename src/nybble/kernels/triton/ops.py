@@ -570,7 +570,8 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
     :func:`wgmma_a8.a8w4_wgmma_kernel`; ``qa`` int8 (M, K) in the PERM8 order (fresh, contiguous);
     ``cfg.split_k`` tokens x 128 rows per program, ``cfg.block_k`` K per step, ``cfg.num_stages & 15``
     TMA slots, bit 4: the two warpgroups take turns on the tensor cores, bit 5: the unpacked weights go
-    through shared memory instead of the A-operand registers."""
+    through shared memory instead of the A-operand registers, bit 6 (with bit 5, without bit 4): the next
+    group's wgmma is issued before this group's rescale (two int32 accumulators in flight)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma_a8
@@ -587,7 +588,7 @@ def _wgmma_a8_gemm(qa, sa, za, qweight, scale, zero, wsum, group_size, asymmetri
         x_desc, w_desc, sa, za, scale, zero if zero is not None else scale, wsum,
         bias if bias is not None else scale, out, m, n, k, GROUP=group_size, HAS_ZERO=zero is not None,
         HAS_BIAS=bias is not None, ASYM=bool(asymmetric), STAGES=cfg.num_stages & 15, ORDER=bool(cfg.num_stages & 16),
-        SMEM_A=bool(cfg.num_stages & 32), COMPUTE_REGS=232, num_warps=4)
+        SMEM_A=bool(cfg.num_stages & 32), PIPE=bool(cfg.num_stages & 64), COMPUTE_REGS=232, num_warps=4)
     return out
 
 

@@ -233,10 +233,48 @@ def _group_step_smem(acc, abuf_k, abuf_u, xk, k, u, s, w, zz_u, g_ahead, ws, rea
 
 
 @gluon.jit
+def _pipe_loop(acc, abuf, xs, ws, ready, empty, s_ptr, z_ptr, ws_ptr, n_steps, n_groups, row0, N, za_s,
+               WG: gl.constexpr, HAS_ZERO: gl.constexpr, ASYM: gl.constexpr, STAGES: gl.constexpr,
+               BLOCK_K: gl.constexpr, AL8: gl.constexpr, L4: gl.constexpr, ACC: gl.constexpr):
+    """The paired group loop (``PIPE``; one K step per group, weights through shared memory; ``n_steps``
+    even). Per pair of steps ``kk``, ``kk + 1``: issue the wgmma of ``kk``; unpack ``kk + 1`` meanwhile;
+    issue its wgmma; wait for ``kk``'s and rescale it while ``kk + 1``'s runs; unpack ``kk + 2``; wait for
+    ``kk + 1``'s and rescale it. So the tensor cores idle for one rescale per pair instead of one per
+    step (the other warpgroup's wgmma may fill it). Both int32 accumulators are issued and waited for
+    within the iteration: an accumulator carried in flight across the loop's back edge would be copied
+    there, which makes ptxas serialize every wgmma (C7514). Group parameters are requested one pair
+    ahead."""
+    s0, zz0, w0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+    s1, zz1, w1 = _group_params(s_ptr, z_ptr, ws_ptr, 1, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+    _unpack_smem(ws, ready, zz0, 0, abuf.index(0), WG, STAGES, BLOCK_K)
+    for kk in range(0, n_steps, 2):
+        s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+        s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
+        gl.thread_barrier()  # every warp's stores of abuf[0] are done (and fenced)
+        pa = warpgroup_mma(abuf.index(0)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8),
+                           xs.index(kk % STAGES).permute((1, 0)), _acc_start(w0, za_s, ASYM, ACC), is_async=True)
+        _unpack_smem(ws, ready, zz1, kk + 1, abuf.index(1), WG, STAGES, BLOCK_K)  # read by step kk - 1: done
+        gl.thread_barrier()
+        pb = warpgroup_mma(abuf.index(1)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8),
+                           xs.index((kk + 1) % STAGES).permute((1, 0)), _acc_start(w1, za_s, ASYM, ACC), is_async=True)
+        pa = warpgroup_mma_wait(num_outstanding=1, deps=(pa, ))
+        mbarrier.arrive(empty.index(kk % STAGES))
+        acc = _rescale(acc, pa, s0)
+        # past the last step this re-reads the last slot (still full): computed, never used
+        _unpack_smem(ws, ready, zz2, gl.minimum(kk + 2, n_steps - 1), abuf.index(0), WG, STAGES, BLOCK_K)
+        pb = warpgroup_mma_wait(num_outstanding=0, deps=(pb, ))
+        mbarrier.arrive(empty.index((kk + 1) % STAGES))
+        acc = _rescale(acc, pb, s1)
+        s0, zz0, w0, s1, zz1, w1 = s2, zz2, w2, s3, zz3, w3
+    return acc
+
+
+@gluon.jit
 def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr,
                 off_m, off_n, M, N, n_steps, n_groups, WG: gl.constexpr, SUB: gl.constexpr,
                 HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr, ORDER: gl.constexpr,
-                SMEM_A: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+                SMEM_A: gl.constexpr, PIPE: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr,
+                STAGES: gl.constexpr):
     """One warpgroup (partition): rows ``off_n + 64 WG ..`` of the tile over all of K, then its store.
 
     ``SUB`` K steps per group (1 or 2); the loop takes two steps per iteration so the A operands of
@@ -247,7 +285,8 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
     runs meanwhile.  ``SMEM_A``: the unpacked weights go through two shared-memory buffers (the
     wgmma A operand from shared memory) instead of the A-operand registers: no int8 register
     elements (which the compiler unpacks and repacks byte by byte), at the cost of a store, a proxy
-    fence and a warpgroup barrier per step."""
+    fence and a warpgroup barrier per step.  ``PIPE`` (with ``SMEM_A``, without ``ORDER``): the wgmma of
+    the next group is issued before this group's rescale (:func:`_pipe_loop`)."""
     if SMEM_A:
         gl.static_assert(SUB == 1, "SMEM_A: one K step per group")
         AL32: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BLOCK_K), element_bitwidth=32, rank=2)
@@ -264,6 +303,14 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
     else:
         za_s = gl.zeros([BLOCK_M], gl.int32, layout=gl.SliceLayout(0, ACC))
     acc = gl.zeros([WG_ROWS, BLOCK_M], gl.float32, layout=ACC)
+    if PIPE:
+        gl.static_assert(SMEM_A and SUB == 1 and not ORDER, "PIPE: weights through shared memory, no turns")
+        acc = _pipe_loop(acc, abuf, xs, ws, ready, empty, s_ptr, z_ptr, ws_ptr, n_steps, n_groups, row0, N, za_s,
+                         WG, HAS_ZERO, ASYM, STAGES, BLOCK_K, AL8, L4, ACC)
+        sa = gl.load(sa_ptr + rm, mask=rm < M, other=0.0)
+        acc = acc * gl.expand_dims(sa, 0)
+        _store_out(acc, b_ptr, out_ptr, off_m, row0, M, N, HAS_BIAS, WG_ROWS, BLOCK_M, out_ptr.dtype.element_ty, 4)
+        return
     # parameters of the next two groups (SUB == 1: steps kk, kk + 1; SUB == 2: groups kk / 2, kk / 2 + 1)
     s0, zz0, w0 = _group_params(s_ptr, z_ptr, ws_ptr, 0, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
     s1, zz1, w1 = _group_params(s_ptr, z_ptr, ws_ptr, 1, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
@@ -321,8 +368,8 @@ def _a8_compute(xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr
 @gluon.jit
 def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, M, N, K,
                       GROUP: gl.constexpr, HAS_ZERO: gl.constexpr, HAS_BIAS: gl.constexpr, ASYM: gl.constexpr,
-                      STAGES: gl.constexpr, ORDER: gl.constexpr, SMEM_A: gl.constexpr, COMPUTE_REGS: gl.constexpr,
-                      num_warps: gl.constexpr):
+                      STAGES: gl.constexpr, ORDER: gl.constexpr, SMEM_A: gl.constexpr, PIPE: gl.constexpr,
+                      COMPUTE_REGS: gl.constexpr, num_warps: gl.constexpr):
     """One program: outputs ``[BLOCK_M tokens, 128 rows]``; grid ``(cdiv(M, BLOCK_M), cdiv(N, 128))``
     (the M tiles of one weight tile are neighbours, so the weights come from HBM about once).
     ``num_warps`` must be 4: the default partition is warpgroup 0, a 4-warp worker partition is
@@ -346,9 +393,11 @@ def a8w4_wgmma_kernel(x_desc, w_desc, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_pt
         mbarrier.init(turn.index(i), count=1)
     gl.warp_specialize([
         (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, BLOCK_M, BLOCK_K, STAGES)),
+                       M, N, n_steps, K // GROUP, 0, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, PIPE, BLOCK_M, BLOCK_K,
+                       STAGES)),
         (_a8_compute, (xs, ws, ready, empty, turn, sa_ptr, za_ptr, s_ptr, z_ptr, ws_ptr, b_ptr, out_ptr, off_m, off_n,
-                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, BLOCK_M, BLOCK_K, STAGES)),
+                       M, N, n_steps, K // GROUP, 1, SUB, HAS_ZERO, HAS_BIAS, ASYM, ORDER, SMEM_A, PIPE, BLOCK_M, BLOCK_K,
+                       STAGES)),
         (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, 0, off_m, off_n // 16, BLOCK_K, STAGES)),
     ], [4, 1], [COMPUTE_REGS, 40])
     for i in gl.static_range(STAGES):
