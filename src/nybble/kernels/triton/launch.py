@@ -84,20 +84,27 @@ def note_capture_only_choice() -> None:
         _RECORD[0].append(Launch(CAPTURE_ONLY, (1, 1, 1), (), 0))
 
 
+def needs_no_scratch(compiled) -> bool:
+    """Is ``compiled`` a loaded CUDA kernel (its ``function`` handle and launcher ``run`` exist) that
+    needs neither a global nor a profile scratch buffer (only ``compiled.run`` allocates those), so
+    that its launches can be replayed without Triton's launch path?"""
+    run = getattr(compiled, "run", None)
+    return (getattr(compiled, "function", None) is not None and run is not None
+            and not getattr(run, "global_scratch_size", 1) and not getattr(run, "profile_scratch_size", 1))
+
+
 def direct_launcher(compiled):
     """``(launch, tail)`` for a compiled kernel, or None: ``launch(gx, gy, gz, stream, *tail, *args)``
     launches it on a grid of ``(gx, gy, gz)`` programs with the runtime + constexpr arguments
     ``args`` in signature order (tensors given as integer addresses skip the launcher's per-pointer
-    ``data_ptr()`` call and driver pointer query).  None when the kernel needs a global or profile
-    scratch buffer (only ``compiled.run`` allocates those) or the launcher is not the CUDA one."""
-    function = getattr(compiled, "function", None)
-    run = getattr(compiled, "run", None)
-    launch = getattr(run, "launch", None)
-    if (function is None or launch is None or getattr(run, "global_scratch_size", 1)
-            or getattr(run, "profile_scratch_size", 1)):
+    ``data_ptr()`` call and driver pointer query).  None when the kernel needs scratch
+    (:func:`needs_no_scratch`) or the launcher is not the CUDA one."""
+    launch = getattr(getattr(compiled, "run", None), "launch", None)
+    if launch is None or not needs_no_scratch(compiled):
         return None
-    return launch, (function, run.launch_cooperative_grid, run.launch_pdl, None, None, compiled.packed_metadata,
-                    None, None, None)
+    run = compiled.run
+    return launch, (compiled.function, run.launch_cooperative_grid, run.launch_pdl, None, None,
+                    compiled.packed_metadata, None, None, None)
 
 
 class FastLaunch:

@@ -18,7 +18,7 @@ Parameter layout (Triton 3.x CUDA launcher, ``make_launcher``): every signature 
 ``constexpr`` (constexpr parameters, and integers equal to 1 or None, which Triton specializes into
 constexprs) is one kernel parameter, in signature order -- pointers as 8-byte device addresses,
 integers and floats at their own width -- followed by two 8-byte pointers, the global and the profile
-scratch (null: plans are made only of kernels that need neither, see :func:`launch.direct_launcher`).
+scratch (null: plans are made only of kernels that need neither, :func:`launch.needs_no_scratch`).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ import os
 import struct
 from pathlib import Path
 from typing import Optional
+
+from .launch import needs_no_scratch
 
 _SOURCE = Path(__file__).with_name("plan_runner.c")
 _STATE: dict = {"module": None, "error": None}
@@ -107,18 +109,16 @@ def launch_tuple(compiled, grid: tuple, args: list) -> Optional[tuple]:
     handles are loaded) on ``grid``, with ``args`` as in :func:`pack_params`; None if it cannot be replayed
     in C (clusters, scratch buffers, parameter types not handled)."""
     md = getattr(compiled, "metadata", None)
-    run = getattr(compiled, "run", None)
     src = getattr(compiled, "src", None)
-    function = getattr(compiled, "function", None)
-    if md is None or run is None or src is None or not function or getattr(md, "num_ctas", 1) != 1:
-        return None
-    if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+    if md is None or src is None or not needs_no_scratch(compiled) or not compiled.function \
+            or getattr(md, "num_ctas", 1) != 1:
         return None
     packed = pack_params(list(src.signature.values()), args)
     if packed is None:
         return None
+    run = compiled.run
     gx, gy, gz = (tuple(grid) + (1, 1))[:3]
-    return (int(function), gx, gy, gz, 32 * md.num_warps, md.shared, int(bool(run.launch_pdl)),
+    return (int(compiled.function), gx, gy, gz, 32 * md.num_warps, md.shared, int(bool(run.launch_pdl)),
             int(bool(run.launch_cooperative_grid)), *packed)
 
 
