@@ -12,24 +12,16 @@ Usage (GPU machine): ``PYTHONPATH=src python3 benchmarks/gpu/eager_breakdown.py 
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
+from nybble.bench.gpu import _wall_per_call_rounds
+
 
 def per_call_us(fn, reps: int) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t0) / reps * 1e6)
-    return best
+    """Best of 3 loops of ``reps`` calls after 50 warm-up calls (``nybble.bench.gpu``'s timing of one path)."""
+    return _wall_per_call_rounds({"fn": fn}, reps, 3, torch)["fn"]
 
 
 def main(reps: int = 2000) -> None:
