@@ -177,6 +177,16 @@ def _rescale(acc, part, s):
 
 
 @gluon.jit
+def _smem_wgmma(abuf_k, xk, w, za_s, ASYM: gl.constexpr, BLOCK_K: gl.constexpr, AL8: gl.constexpr,
+                ACC: gl.constexpr):
+    """Issue (asynchronously) the int8 wgmma of one group with the unpacked weights in shared memory
+    (``abuf_k``, int32 words read as int8 ``[64, BLOCK_K]``) and the activation tile ``xk``, into a fresh
+    int32 accumulator started at the group's :func:`_acc_start`."""
+    return warpgroup_mma(abuf_k._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk, _acc_start(w, za_s, ASYM, ACC),
+                         is_async=True)
+
+
+@gluon.jit
 def _wait_turn(turn, j, WG: gl.constexpr, ORDER: gl.constexpr):
     """With ``ORDER``: before this warpgroup's wgmma of turn ``j``, wait until the other warpgroup's
     wgmma of its previous turn is done (warpgroup 0 goes first), so the two alternate on the tensor
@@ -223,8 +233,7 @@ def _group_step_smem(acc, abuf_k, abuf_u, xk, k, u, s, w, zz_u, g_ahead, ws, rea
     s_a, zz_a, w_a = _group_params(s_ptr, z_ptr, ws_ptr, g_ahead, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
     gl.thread_barrier()  # every warp's stores of abuf_k are done (and fenced)
     _wait_turn(turn, k, WG, ORDER)
-    part = warpgroup_mma(abuf_k._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8), xk, _acc_start(w, za_s, ASYM, ACC),
-                         is_async=True)
+    part = _smem_wgmma(abuf_k, xk, w, za_s, ASYM, BLOCK_K, AL8, ACC)
     _unpack_smem(ws, ready, zz_u, u, abuf_u, WG, STAGES, BLOCK_K)
     part = warpgroup_mma_wait(num_outstanding=0, deps=(part, ))
     _pass_turn(turn, WG, ORDER)
@@ -251,12 +260,11 @@ def _pipe_loop(acc, abuf, xs, ws, ready, empty, s_ptr, z_ptr, ws_ptr, n_steps, n
         s2, zz2, w2 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 2, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
         s3, zz3, w3 = _group_params(s_ptr, z_ptr, ws_ptr, kk + 3, n_groups, row0, N, HAS_ZERO, ASYM, L4, ACC)
         gl.thread_barrier()  # every warp's stores of abuf[0] are done (and fenced)
-        pa = warpgroup_mma(abuf.index(0)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8),
-                           xs.index(kk % STAGES).permute((1, 0)), _acc_start(w0, za_s, ASYM, ACC), is_async=True)
+        pa = _smem_wgmma(abuf.index(0), xs.index(kk % STAGES).permute((1, 0)), w0, za_s, ASYM, BLOCK_K, AL8, ACC)
         _unpack_smem(ws, ready, zz1, kk + 1, abuf.index(1), WG, STAGES, BLOCK_K)  # read by step kk - 1: done
         gl.thread_barrier()
-        pb = warpgroup_mma(abuf.index(1)._reinterpret(gl.int8, [WG_ROWS, BLOCK_K], AL8),
-                           xs.index((kk + 1) % STAGES).permute((1, 0)), _acc_start(w1, za_s, ASYM, ACC), is_async=True)
+        pb = _smem_wgmma(abuf.index(1), xs.index((kk + 1) % STAGES).permute((1, 0)), w1, za_s, ASYM, BLOCK_K, AL8,
+                         ACC)
         pa = warpgroup_mma_wait(num_outstanding=1, deps=(pa, ))
         mbarrier.arrive(empty.index(kk % STAGES))
         acc = _rescale(acc, pa, s0)
