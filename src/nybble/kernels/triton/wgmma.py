@@ -260,7 +260,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
                                 BLOCK_K, L4)
         for kk in range(0, n_steps, 2):
             mbarrier.wait(ready.index(kk % STAGES), (kk // STAGES) & 1)
-            acc = warpgroup_mma(a0, xs.index(kk % STAGES).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a0, _x_operand(xs, kk, STAGES), acc, is_async=True)
             acc, a1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a1))  # step kk - 1 done
             gl.thread_barrier()
             _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
@@ -269,7 +269,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
                                     BLOCK_N, BLOCK_K, L4)
             k1 = kk + 1
             mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
-            acc = warpgroup_mma(a1, xs.index(k1 % STAGES).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a1, _x_operand(xs, k1, STAGES), acc, is_async=True)
             acc, a0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a0))  # step kk done
             gl.thread_barrier()
             _refill(x_desc, w_desc, xs, ws, ready, empty, k1, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
@@ -288,7 +288,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
         for k in range(n_steps):
             slot = k % STAGES
             mbarrier.wait(ready.index(slot), (k // STAGES) & 1)
-            acc = warpgroup_mma(wbuf.index(k % WBUFS), xs.index(slot).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(wbuf.index(k % WBUFS), _x_operand(xs, k, STAGES), acc, is_async=True)
             if k + 1 < n_steps:
                 _dequant_step(ws, ready, wbuf.index((k + 1) % WBUFS), s1, zs1, k + 1, BLOCK_N, BLOCK_K, STAGES,
                               L4)
