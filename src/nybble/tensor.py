@@ -56,9 +56,6 @@ class Int4Linear(nn.Module):
                              else input_scale.detach().to(plain.device, plain.dtype))
         self._packed_names: tuple[str, ...] = ()
         self.kernel: LinearKernel
-        #: the kernel's eager shortcut (``LinearKernel.eager_entry``) and what it was made for:
-        #: ``(entry, getter of the packed buffers + input_scale, their ids, id of the bias)``
-        self._eager = None
         self._install(plain)
 
     # -- kernel layout ---------------------------------------------------------------------
@@ -74,7 +71,10 @@ class Int4Linear(nn.Module):
             self.register_buffer(_PACKED_PREFIX + n, t, persistent=False)
         self._packed_names = tuple(packed)
         self.kernel = kernel
-        self.__dict__["_eager"] = None  # the old kernel's shortcut (its buffer names may differ)
+        # the kernel's eager shortcut (``LinearKernel.eager_entry``), set by ``forward``, and what it was made
+        # for: ``(entry, getter of the packed buffers + input_scale, their ids, id of the bias)``; a new
+        # kernel drops the old one's (its buffer names may differ)
+        self.__dict__["_eager"] = None
 
     def packed(self) -> PackedWeight:
         """The kernel-layout tensors, by name."""
