@@ -173,6 +173,35 @@ def test_e2e_tiny_model_in_subprocess(tmp_path):
     assert float(r["model_mib"]) < 0.75 * int(r["params"]) * 2 / 2**20
 
 
+def test_e2e_default_nybble_models_are_the_torch_int4_model():
+    """With the default ``--e2e-zero-point none`` the nybble variants hold exactly the int4 codes and
+    scales of the torch_int4 variant ("the same model on PyTorch's int4 kernel"); ``int`` differs."""
+    import nybble
+    from nybble.bench.e2e_cpu import OPTIONS, build_model, variant_config
+    from nybble.tensor import Int4Linear
+    assert OPTIONS["zero-point"][1] == "none"
+
+    def plains(variant, zp):
+        m = build_model(1, 128, 256, 4, 2, 64)
+        cfg, force = variant_config(variant, zp, "nybble_cpu")
+        nybble.quantize(m, cfg, force_kernel=force, show_progress=False)
+        return {n: mod.plain() for n, mod in m.named_modules() if isinstance(mod, Int4Linear)}
+
+    ref = plains("torch_int4", "none")
+    assert len(ref) == 8  # q, k, v, o, gate, up, down, lm_head
+    for variant in ("nybble_a16w4", "nybble_a8w4"):
+        got = plains(variant, "none")
+        assert got.keys() == ref.keys()
+        for name, p in got.items():
+            assert p.zero_point is None and ref[name].zero_point is None
+            assert torch.equal(p.qdata, ref[name].qdata) and torch.equal(p.scale, ref[name].scale), name
+    asym = plains("nybble_a16w4", "int")
+    assert all(p.zero_point is not None for p in asym.values())
+    assert not all(torch.equal(p.qdata, ref[n].qdata) for n, p in asym.items())
+    with pytest.raises(ValueError, match="no int4 config"):
+        variant_config("bf16", "none", "nybble_cpu")
+
+
 def test_build_model_is_random_llama():
     from nybble.bench.e2e_cpu import build_model
     m = build_model(1, 64, 128, 4, 2, 100)

@@ -1,6 +1,6 @@
 """cnaf7_paired.py (seventh session) with the C++ op shim and a frameless torch int4 candidate (eighth session, "overhead").
 
-    python benchmarks/cpu/eighth-e2e/overhead_cnaf8_paired.py [fast_rounds=20] [steps=12] [fused_first=0] [max_seconds=240] [cpp_wrapper=1] [shim=1] [aten=1]
+    python benchmarks/cpu/eighth-e2e/overhead_cnaf8_paired.py [fast_rounds=20] [steps=12] [fused_first=0] [max_seconds=240] [cpp_wrapper=1] [shim=1] [aten=1] [symw=0]
 
 Changes against seventh-e2e/cnaf7_paired.py (everything else identical):
 * shim=1 (6th argument): nybble.kernels.cpu_shim.enable() before any model is built: the decode ops of EVERY
@@ -13,6 +13,10 @@ Changes against seventh-e2e/cnaf7_paired.py (everything else identical):
   compiled with aten._weight_int4pack_mm_for_cpu itself in the graph instead of the wrapper op (with
   cpp_wrapper, inductor calls it through its C shim: PyTorch's own int4 path with no Python and no nybble op
   in between, seventh-e2e/ti4_direct.py's variant). It counts among the "best torch int4" candidates.
+
+* symw=1 (8th argument, tenth session): two more fused nybble models on the torch int4 models' own recipe
+  (zero_point="none": the same int4 codes and scales as the torch int4 models, no zero points),
+  `nybble_a16w4_zpnone+c+na+f` and `nybble_a8w4_zpnone+c+na+f`.
 
 cnaf7_paired.py's docstring follows.
 
@@ -70,6 +74,7 @@ CPP_WRAPPER = bool(int(sys.argv[5])) if len(sys.argv) > 5 else True
 SHIM = sys.argv[6] if len(sys.argv) > 6 else "1"
 assert SHIM in ("default", "0", "1"), SHIM
 ATEN = bool(int(sys.argv[7])) if len(sys.argv) > 7 else True
+SYMW = bool(int(sys.argv[8])) if len(sys.argv) > 8 else False
 
 
 def anon_huge_mib():
@@ -84,6 +89,10 @@ CFG = {
                                                                            act_mapping="symmetric"), "nybble_cpu"),
     "torch_int4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"),
 }
+if SYMW:  # tenth session: nybble on the torch int4 model's own recipe (no zero point), fused only
+    CFG["nybble_a16w4_zpnone"] = (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "nybble_cpu")
+    CFG["nybble_a8w4_zpnone"] = (lambda: nybble.Int8DynamicActivationInt4WeightConfig(
+        group_size=128, zero_point="none", act_mapping="symmetric"), "nybble_cpu")
 lock = open("/tmp/nybble_bench.lock", "a+")
 fcntl.flock(lock, fcntl.LOCK_SH)
 print(f"setup {time.strftime('%H:%M:%S', time.gmtime())} UTC, fused_first={int(FUSED_FIRST)}, "
@@ -99,7 +108,7 @@ elif SHIM == "0":
 gen = torch.Generator().manual_seed(1)
 ds = {}
 for name, (cfg, kernel) in CFG.items():
-    for fused in ((True, False) if FUSED_FIRST else (False, True)):
+    for fused in ((True,) if name.endswith("_zpnone") else (True, False) if FUSED_FIRST else (False, True)):
         m = build_model(16, 2048, 5632, 32, 8, 32000)
         nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
         f = ""
@@ -207,7 +216,7 @@ for regime in ("fast", "slow", "mixed", "all"):
         best = statistics.median(t[n] / max(t[v] for v in ti4) for t in sel)
         same = statistics.median(t[n] / t["torch_int4+c+na+f"] for t in sel)
         line = f"  {n:22s} {med:7.2f} tok/s   {best:5.2f}x best torch int4   {same:5.2f}x torch_int4+c+na+f"
-        if n.endswith("+f"):
+        if n.endswith("+f") and n[:-2] in ds:
             line += f"   {statistics.median(t[n] / t[n[:-2]] for t in sel):5.3f}x unfused"
         print(line)
     wins = {v: sum(max(ti4, key=lambda u: t[u]) == v for t in sel) for v in ti4}

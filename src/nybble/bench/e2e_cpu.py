@@ -3,8 +3,11 @@
 Variants (each measured in its own fresh subprocess, so memory figures do not leak between them):
 
 * ``bf16``: the model as built (bf16 weights, torch's bf16 linear).
-* ``nybble_a16w4``: ``nybble.quantize`` with RTN int4, group 128 (``--zero-point``), on ``--kernel``
-  (default ``nybble_cpu``).
+* ``nybble_a16w4``: ``nybble.quantize`` with RTN int4, group 128 (``--zero-point``, default ``none``),
+  on ``--kernel`` (default ``nybble_cpu``). With ``none`` (the default since the tenth session) the
+  nybble models hold exactly the codes and scales of the ``torch_int4`` model: the issue's "the same
+  model on PyTorch's int4 CPU kernel". ``int`` (asymmetric, a zero point per group: a more accurate
+  model, ~1.5% more weight bytes) is a different model, which PyTorch's op cannot run exactly.
 * ``nybble_a8w4``: the same with per-token dynamic int8 activations (symmetric).
 * ``torch_int4``: RTN int4 group 128 with ``zero_point="none"`` (the only domain PyTorch's op takes
   exactly) on nybble's ``torch_int4_cpu`` kernel, i.e. ``aten._weight_int4pack_mm_for_cpu``.
@@ -81,7 +84,9 @@ VARIANTS = ("bf16", "nybble_a16w4", "nybble_a8w4", "torch_int4")
 OPTIONS: dict[str, tuple[type, object, str]] = {
     "variants": (str, ",".join(VARIANTS), "comma separated subset of " + ", ".join(VARIANTS)),
     "kernel": (str, "nybble_cpu", "kernel for the nybble_* variants"),
-    "zero-point": (str, "int", "zero-point domain of the nybble_* variants (int|none)"),
+    "zero-point": (str, "none", "zero-point domain of the nybble_* variants (none: the torch_int4 model's own "
+                   "codes and scales, i.e. the same model; int: nybble's asymmetric recipe, which PyTorch's op "
+                   "cannot run exactly)"),
     "layers": (int, 16, "decoder layers"),
     "hidden": (int, 2048, "hidden size"),
     "intermediate": (int, 5632, "MLP intermediate size"),
@@ -177,6 +182,21 @@ def build_model(layers: int, hidden: int, intermediate: int, heads: int, kv_head
         for name, buf in fresh.named_buffers():
             getattr(model.model.rotary_emb, name).copy_(buf)
     return model.eval()
+
+
+def variant_config(variant: str, zero_point: str, kernel: str):
+    """``(config, force_kernel)`` of an int4 variant: RTN group 128; ``torch_int4`` always without
+    zero point (``torch_int4_cpu``), the ``nybble_*`` variants with ``zero_point`` on ``kernel``
+    (``"none"``: the very codes and scales of the ``torch_int4`` model)."""
+    import nybble
+    if variant == "torch_int4":
+        return nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"
+    if variant == "nybble_a16w4":
+        return nybble.Int4WeightOnlyConfig(group_size=128, zero_point=zero_point), kernel
+    if variant == "nybble_a8w4":
+        return nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point=zero_point,
+                                                            act_mapping="symmetric"), kernel
+    raise ValueError(f"e2e_cpu: no int4 config for variant {variant!r}")
 
 
 class Decoder:
@@ -370,15 +390,7 @@ def worker(variant: str, opts: dict, threads: int) -> dict:
     row["params"] = sum(p.numel() for p in model.parameters())
     kernel = "torch bf16 linear"
     if variant != "bf16":
-        if variant == "torch_int4":
-            cfg, force = nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"
-        else:
-            force = opts["kernel"]
-            if variant == "nybble_a16w4":
-                cfg = nybble.Int4WeightOnlyConfig(group_size=128, zero_point=opts["zero_point"])
-            else:
-                cfg = nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point=opts["zero_point"],
-                                                                   act_mapping="symmetric")
+        cfg, force = variant_config(variant, opts["zero_point"], opts["kernel"])
         summary = nybble.quantize(model, cfg, force_kernel=force, show_progress=False)
         kernel = ", ".join(sorted(summary.kernels))
         row["quantize_s"] = summary.seconds
