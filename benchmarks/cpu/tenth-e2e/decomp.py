@@ -8,7 +8,10 @@ nybble decode attention, compiled like the paired benchmark (e2e_cpu.Decoder, cp
 of the model's own 65 Int4Linear layers in decode order called back to back through their kernel's
 `apply` on (1, K) bf16 inputs (the same weights, no other work in between: the linears' share of a step).
 Prints per regime (fast = both probes > 55 GB/s) the median ms/step, ms of the linear chain, their
-difference (everything else of a step) and the chain's weight GB/s.
+difference (everything else of a step) and the chain's weight GB/s. Recipes: ``e2e_cpu.variant_config``
+with nybble's zero point ``int`` (as the run in ``logs/decomp-1.log``); probe: ``e2e_cpu.dram_probe_gbps``
+(that run used the paired harness's inline probe, the same ``torch.sum`` over 4 x 32 MiB buffers, median
+of 12 calls).
 """
 import fcntl
 import statistics
@@ -18,7 +21,7 @@ import time
 import torch
 
 import nybble
-from nybble.bench.e2e_cpu import Decoder, build_model
+from nybble.bench.e2e_cpu import Decoder, build_model, dram_probe_gbps, variant_config
 from nybble.kernels.cpu_attention import use_decode_attention
 from nybble.kernels.cpu_fuse import fuse_siblings
 from nybble.tensor import Int4Linear
@@ -27,10 +30,6 @@ torch.set_num_threads(2)
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 KINDS = (sys.argv[3] if len(sys.argv) > 3 else "nybble_a8w4,torch_int4").split(",")
-CFG = {"nybble_a16w4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="int"), "nybble_cpu"),
-       "nybble_a8w4": (lambda: nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point="int",
-                                                                             act_mapping="symmetric"), "nybble_cpu"),
-       "torch_int4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu")}
 now = lambda: time.strftime("%H:%M:%S", time.gmtime())  # noqa: E731
 lock = open("/tmp/nybble_bench.lock", "a+")
 fcntl.flock(lock, fcntl.LOCK_SH)
@@ -38,9 +37,9 @@ print(f"setup {now()} UTC", flush=True)
 gen = torch.Generator().manual_seed(1)
 runs = {}
 for kind in KINDS:
-    cfg, kernel = CFG[kind]
+    cfg, kernel = variant_config(kind, "int", "nybble_cpu")
     m = build_model(16, 2048, 5632, 32, 8, 32000)
-    nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
+    nybble.quantize(m, cfg, force_kernel=kernel, show_progress=False)
     assert fuse_siblings(m) == 32
     use_decode_attention(m)
     d = Decoder(m, compile=True, max_len=16 + 3 + STEPS + 8, cpp_wrapper=True)
@@ -53,17 +52,7 @@ for kind in KINDS:
     nbytes = sum(t.numel() * t.element_size() for _, p, _, _ in calls for t in p.values() if isinstance(t, torch.Tensor))
     runs[kind] = (d, calls, nbytes)
     print(f"  {kind}: {len(calls)} linears, {nbytes / 1e6:.1f} MB of weights as packed", flush=True)
-bufs = [torch.ones(32 * 2**18) for _ in range(4)]
-
-
-def probe():
-    ts = []
-    for i in range(16):
-        t = time.perf_counter()
-        bufs[i % 4].sum()
-        if i >= 4:
-            ts.append(time.perf_counter() - t)
-    return 32 * 2**20 / statistics.median(ts) / 1e9
+probe = dram_probe_gbps
 
 
 def chain(calls):
