@@ -70,13 +70,7 @@ with torch.inference_mode():
         res = {}
         for kind in KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]:
             d, calls, _ = runs[kind]
-            tok = d.start(torch.randint(0, 32000, (1, 16), generator=gen))
-            for _ in range(3):
-                tok = d.step(tok)
-            t = time.perf_counter()
-            for _ in range(STEPS):
-                tok = d.step(tok)
-            step_ms = (time.perf_counter() - t) / STEPS * 1e3
+            step_ms = d.timed_steps(torch.randint(0, 32000, (1, 16), generator=gen), 3, STEPS)
             chain(calls)
             t = time.perf_counter()
             for _ in range(STEPS):

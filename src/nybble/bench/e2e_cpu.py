@@ -290,6 +290,17 @@ class Decoder:
         self.length += 1
         return self.next_token(out.logits)
 
+    def timed_steps(self, ids, warmup: int, steps: int) -> float:
+        """``start(ids)``, ``warmup`` untimed steps, then ``steps`` timed steps: ms per timed step
+        (wall clock; the caller holds ``torch.inference_mode`` and any lock)."""
+        tok = self.start(ids)
+        for _ in range(warmup):
+            tok = self.step(tok)
+        t = time.perf_counter()
+        for _ in range(steps):
+            tok = self.step(tok)
+        return (time.perf_counter() - t) / steps * 1e3
+
     @staticmethod
     def next_token(logits):
         """Greedy pick: logits (1, T, V) -> (1, 1) int64 index of the last position's maximum (the
