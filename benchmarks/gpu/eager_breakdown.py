@@ -62,7 +62,10 @@ def main(reps: int = 2000) -> None:
         plan.native = native
         if native is not None:
             assert torch.equal(plan.run(x, dt, dev, d), y), f"{act}: C plan result differs"
-        t["torch.empty(out)"] = per_call_us(lambda: torch.empty(plan.out_shape, dtype=dt, device=dev), reps)
+        shape = tuple(plan.out_shape)
+        t.update({f"torch.empty(out{k})": v for k, v in _wall_per_call_rounds(
+            {", shape as varargs (Plan.run since the tenth session)": lambda: torch.empty(*shape, dtype=dt, device=dev),
+             ", shape as a tuple (before)": lambda: torch.empty(shape, dtype=dt, device=dev)}, reps, 5, torch).items()})
         t["_raw_stream"] = per_call_us(lambda: _raw_stream(d), reps)
         t["layer.packed()"] = per_call_us(layer.packed, reps)
         t["layer.bias"] = per_call_us(lambda: layer.bias, reps)

