@@ -62,7 +62,7 @@ struct A16Bf16 {
                    int64_t b0, const I& table) {
     // independent partial sums per accumulator: with one, the 4 vdpbf16ps of a chunk form one
     // dependency chain (4 x ~6 cycles per chunk and block); the M = 1 two-tile path (NB = 8) keeps
-    // 16 chains with two (~30 zmm in all, no spill): +3-5% with the weights in L3 on one core,
+    // 16 chains with two (~30 zmm live): +3-5% with the weights in L3 on one core,
     // tenth session (benchmarks/cpu/tenth-e2e/NOTES.md)
     constexpr int P = MR == 1 || (MR <= 2 && NB <= 4) ? 2 : 1;
     const int64_t K2 = w.k >> 1, G = w.groups(), cpg = CPG ? CPG : w.gl >> 3;
