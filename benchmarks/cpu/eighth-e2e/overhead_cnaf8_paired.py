@@ -58,7 +58,7 @@ import time
 import torch
 
 import nybble
-from nybble.bench.e2e_cpu import Decoder, build_model
+from nybble.bench.e2e_cpu import Decoder, build_model, variant_config
 from nybble.kernels.cpu_attention import use_decode_attention
 from nybble.kernels import torch_int4_cpu as T
 from nybble.kernels.cpu_fuse import fuse_siblings
@@ -83,16 +83,11 @@ def anon_huge_mib():
         if line.startswith("AnonHugePages:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-CFG = {
-    "nybble_a16w4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="int"), "nybble_cpu"),
-    "nybble_a8w4": (lambda: nybble.Int8DynamicActivationInt4WeightConfig(group_size=128, zero_point="int",
-                                                                           act_mapping="symmetric"), "nybble_cpu"),
-    "torch_int4": (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "torch_int4_cpu"),
-}
+# name -> (config, kernel): e2e_cpu.variant_config's recipes (nybble with int zero points, torch int4 without)
+CFG = {name: variant_config(name, "int", "nybble_cpu") for name in ("nybble_a16w4", "nybble_a8w4", "torch_int4")}
 if SYMW:  # tenth session: nybble on the torch int4 model's own recipe (no zero point), fused only
-    CFG["nybble_a16w4_zpnone"] = (lambda: nybble.Int4WeightOnlyConfig(group_size=128, zero_point="none"), "nybble_cpu")
-    CFG["nybble_a8w4_zpnone"] = (lambda: nybble.Int8DynamicActivationInt4WeightConfig(
-        group_size=128, zero_point="none", act_mapping="symmetric"), "nybble_cpu")
+    for name in ("nybble_a16w4", "nybble_a8w4"):
+        CFG[name + "_zpnone"] = variant_config(name, "none", "nybble_cpu")
 lock = open("/tmp/nybble_bench.lock", "a+")
 fcntl.flock(lock, fcntl.LOCK_SH)
 print(f"setup {time.strftime('%H:%M:%S', time.gmtime())} UTC, fused_first={int(FUSED_FIRST)}, "
@@ -110,7 +105,7 @@ ds = {}
 for name, (cfg, kernel) in CFG.items():
     for fused in ((True,) if name.endswith("_zpnone") else (True, False) if FUSED_FIRST else (False, True)):
         m = build_model(16, 2048, 5632, 32, 8, 32000)
-        nybble.quantize(m, cfg(), force_kernel=kernel, show_progress=False)
+        nybble.quantize(m, cfg, force_kernel=kernel, show_progress=False)
         f = ""
         if fused:
             assert fuse_siblings(m) == 32
