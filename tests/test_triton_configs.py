@@ -92,6 +92,29 @@ def test_wgmma_split_k_slices_cover_k_without_an_empty_slice():
     assert C.wgmma_slice_steps(T(W, 128, 64, 256, 8, 100 | 128), 64) is None
 
 
+def test_wgmma_tail_only_split_grid_runs_full_waves_whole():
+    """A tail-only split config (bit 10 with bits 7-8) runs the tiles of every full wave whole and splits
+    the rest: 448 tiles of 128 rows x 256 tokens (8192x28672 at M = 512) on 132 SMs give 396 whole
+    programs and 52 x 2 halves; a tile count that fills whole waves splits nothing, one below a wave
+    splits everything; without a split bit 10 means nothing; the 3-D grid of an ordinary split config
+    is unchanged.  The resident-program estimate: one 128 x 256 program (147 KiB of shared memory),
+    two small ones."""
+    W, T = C.WGMMA, C.TileConfig
+    tail = T(W, 128, 64, 256, 8, 4 | 32 | 64 | 128 | 1024)
+    assert C.wgmma_tail_only(tail) and not C.wgmma_tail_only(T(W, 128, 64, 256, 8, 4 | 32 | 64 | 1024))
+    assert C.wgmma_ctas_per_sm(tail) == 1
+    assert C.wgmma_ctas_per_sm(T(W, 64, 64, 64, 4, 4 | 64)) >= 2
+    assert C.wgmma_grid(tail, 512, 28672, 132) == ((396 + 104, ), 396, 52)
+    assert C.wgmma_grid(tail, 512, 132 * 128, 132) == ((264, ), 264, 0)  # two full waves: nothing split
+    assert C.wgmma_grid(tail, 256, 128 * 100, 132) == ((200, ), 0, 100)  # below one wave: all split
+    three = T(W, 128, 64, 256, 8, 4 | 32 | 64 | 256 | 1024)
+    assert C.wgmma_grid(three, 512, 28672, 132) == ((396 + 156, ), 396, 52)
+    assert C.wgmma_grid(T(W, 128, 64, 256, 8, 4 | 32 | 64 | 128), 512, 28672, 132) == ((2, 2, 224), 0, 448)
+    assert C.wgmma_grid(T(W, 128, 64, 256, 8, 4 | 32 | 64), 512, 28672, 132) == ((1, 2, 224), 0, 0)
+    for c in C.wgmma_configs(512):
+        assert C.wgmma_tail_only(c) == bool(c.num_stages & 1024)
+
+
 def test_shipped_h100_table_parses_and_is_valid():
     store = C.ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     assert len(store.shipped) >= 40

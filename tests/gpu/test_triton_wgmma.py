@@ -45,7 +45,10 @@ def _configs(group: int, k: int):
              # three A-operand register sets (bit 9): with / without loader, 4 / 8 warps, split into 2 / 3
              TileConfig(WGMMA, 128, 64, 128, 8, 6 | 32 | 64 | 512), TileConfig(WGMMA, 64, 64, 64, 4, 5 | 64 | 512),
              TileConfig(WGMMA, 128, 32, 256, 8, 4 | 32 | 64 | 512 | 128),
-             TileConfig(WGMMA, 128, 64, 128, 8, 5 | 32 | 64 | 512 | 256)]
+             TileConfig(WGMMA, 128, 64, 128, 8, 5 | 32 | 64 | 512 | 256),
+             # tail-only split (bit 10; these small layers have fewer tiles than one wave: all split)
+             TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | 128 | 1024),
+             TileConfig(WGMMA, 128, 32, 128, 8, 6 | 32 | 64 | 512 | 256 | 1024)]
     return [c for c in dict.fromkeys(kinds + shipped) if group_tile_ok(c, group, k, "a16w4")]
 
 
@@ -121,3 +124,43 @@ def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
             g.replay()
             torch.cuda.synchronize()
             assert torch.equal(y, first), f"split-K {cfg} in a CUDA graph"
+
+
+@pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
+@pytest.mark.parametrize("wave", [5, 7, 24, 30])
+def test_wgmma_tail_only_split_matches_and_is_deterministic(monkeypatch, wave):
+    """A tail-only split config (``num_stages`` bit 10) on 24 output tiles with a wave of ``wave``
+    programs (the SM count, shrunk): the first ``24 - 24 % wave`` tiles whole, the rest split into 2 or
+    3 K slices (none when the wave divides 24, all when it exceeds 24).  Close to the reference and to
+    the unsplit config, the same bits on every call and in CUDA-graph replays (so the tail's counters
+    are back at zero after each)."""
+    from nybble.kernels.base import LinearSpec
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import WGMMA, TileConfig
+    from nybble.kernels.triton.kernel import TritonKernel
+    n, k, group = 1000, 4096, 128
+    plain = random_plain(n, k, group, "int", torch.bfloat16)
+    p = TritonKernel(LinearSpec.for_weight(plain, "a16")).prepack(plain)
+    x = torch.randn(600, k, device="cuda").to(torch.bfloat16)  # 3 token tiles x 8 row tiles
+    bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+    ref = reference_out(x, plain, "a16", bias)
+    run = lambda cfg: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, cfg, p["locks"])
+    one = run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
+    monkeypatch.setattr(ops, "wgmma_wave", lambda device: wave)
+    for extra in (128 | 1024, 256 | 1024, 512 | 128 | 1024):
+        cfg = TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | extra)
+        first = run(cfg)
+        assert_close_to_reference(first, ref, f"tail split {cfg} wave {wave}")
+        assert_close_to_reference(first, one, f"tail split {cfg} wave {wave} vs unsplit")
+        if not extra & 512:  # the same loop as ``one``: its whole tiles are the same bits
+            cols = (24 - 24 % wave) // 3 * 128  # row tiles whose 3 token tiles all run whole
+            assert torch.equal(first[:, :cols], one[:, :cols]), "whole tiles equal the unsplit config"
+        for _ in range(3):
+            assert torch.equal(run(cfg), first), f"tail split {cfg} wave {wave} changed between calls"
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = run(cfg)
+        for _ in range(3):
+            g.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(y, first), f"tail split {cfg} wave {wave} in a CUDA graph"

@@ -54,7 +54,8 @@ class TileConfig:
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
     warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory,
-    bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`)
+    bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`),
+    bit 10 (with bits 7-8): split only the tiles of the last, partial wave (:func:`wgmma_tail_only`)
     (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
     ``block_m == 4`` (:data:`WGMMA_A8`) marks the A8W4 Gluon int8 GEMM of ``wgmma_a8.py`` (sm_90,
     grouped weights): ``block_n`` = 128 weight rows (two ping-ponging warpgroups of 64) and
@@ -144,6 +145,43 @@ def a8_gemm_smem(cfg: TileConfig, group_size: int) -> int:
 def wgmma_splits(cfg: TileConfig) -> int:
     """K slices per output tile of a wgmma config (``num_stages`` bits 7-8): 1 to 4."""
     return 1 + ((cfg.num_stages >> 7) & 3)
+
+
+def wgmma_tail_only(cfg: TileConfig) -> bool:
+    """Does a split-K wgmma config (``num_stages`` bit 10, with bits 7-8) split only the output tiles of
+    the last, partial wave of programs (:func:`wgmma_ctas_per_sm`), the others running whole?"""
+    return bool(cfg.num_stages & 1024) and wgmma_splits(cfg) > 1
+
+
+def wgmma_ctas_per_sm(cfg: TileConfig) -> int:
+    """Programs of a wgmma config resident on one SM at a time, estimated from its shared memory
+    (slots x (tokens x K step x 2 + rows x K step / 2) bytes, plus three dequantized operand buffers
+    without bit 6) and its registers (the fp32 accumulator, the A-operand sets, ~48 more per thread):
+    how many programs make one wave, which places the tail of :func:`wgmma_tail_only`.  An estimate:
+    a wrong one only moves the split point, never the results."""
+    rega = bool(cfg.num_stages & 64)
+    smem = (cfg.num_stages & 15) * (cfg.split_k * cfg.block_k * 2 + cfg.block_n * cfg.block_k // 2)
+    smem += 0 if rega else 3 * cfg.block_n * cfg.block_k * 2
+    threads = 32 * cfg.num_warps
+    regs = cfg.block_n * cfg.split_k // threads + 48
+    if rega:
+        regs += wgmma_a_sets(cfg) * cfg.block_n * cfg.block_k // (2 * threads)
+    by_regs = 65536 // ((threads + 32 * bool(cfg.num_stages & 32)) * min(255, regs))
+    return max(1, min(SMEM_LIMIT // (smem + 2048), by_regs))
+
+
+def wgmma_grid(cfg: TileConfig, m: int, n: int, wave: int) -> tuple[tuple[int, ...], int, int]:
+    """``(grid, n_full, split_tiles)`` of a wgmma launch on ``m`` tokens and ``n`` weight rows with
+    ``wave`` SMs: ``(slices, token tiles, row tiles)`` with every tile split (or none), or, tail-only
+    (:func:`wgmma_tail_only`), a 1-D grid of ``n_full`` whole tiles (full waves of
+    ``wave * wgmma_ctas_per_sm`` programs) then ``slices`` programs per remaining tile;
+    ``split_tiles``: tiles whose partials need workspace planes and counters."""
+    tiles_m, tiles_n = -(-m // cfg.split_k), -(-n // cfg.block_n)
+    tiles, splits = tiles_m * tiles_n, wgmma_splits(cfg)
+    if wgmma_tail_only(cfg):
+        n_full = tiles - tiles % (wave * wgmma_ctas_per_sm(cfg))
+        return (n_full + splits * (tiles - n_full), ), n_full, tiles - n_full
+    return (splits, tiles_m, tiles_n), 0, tiles if splits > 1 else 0
 
 
 def wgmma_slice_steps(cfg: TileConfig, k: int) -> int | None:
@@ -399,12 +437,14 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
     shapes whose output tiles do not fill the GPU, e.g. N = 4096 at M = 512: 64 tiles of 128 x 256;
     bit 9 (with bit 6): three A-operand register sets, the next step's wgmma queued before the
     dequantization, which then has two steps' MMA time instead of one (for 128-token tiles, whose
-    per-step MMA is short: ``benchmarks/gpu/README.md``, "Ninth session")).
+    per-step MMA is short: ``benchmarks/gpu/README.md``, "Ninth session"); bit 10 (with a split): only
+    the last, partial wave's tiles are split, e.g. 448 tiles of 128 x 256 on 132 SMs: 396 whole + 52 x 2
+    halves instead of four waves, the last 40% full).
     Shared memory: slots x (tokens x K step x 2 bytes + rows x K step / 2) + 3 (bit 6: 1) x rows x
     K step x 2 bytes, at most ~200 KiB.  The sixth session dropped the large-M candidates that never
     won an H100 sweep (shared-memory dequantization, 256-row and 128-wide K tiles:
     ``benchmarks/gpu/sweeps/sweep_wg_v6``)."""
-    ws, rega, split2, split3, sets3 = 32, 64, 128, 256, 512
+    ws, rega, split2, split3, sets3, tail = 32, 64, 128, 256, 512, 1024
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
         return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
@@ -421,7 +461,12 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
             TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3),
             TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3 | split2),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3),
-            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2)]
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2),
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2 | tail),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2 | tail),
+            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3 | tail),
+            TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3 | split2 | tail),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | tail)]
 
 
 def wgmma_a8_configs(group_size: int) -> list[TileConfig]:
@@ -533,4 +578,4 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
            "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "mma_heuristic",
-           "asdict", "WGMMA_A8", "A8_WGMMA_DEFAULT", "wgmma_a8_configs", "wgmma_a8_smem"]
+           "asdict", "WGMMA_A8", "wgmma_tail_only", "wgmma_ctas_per_sm", "wgmma_grid", "A8_WGMMA_DEFAULT", "wgmma_a8_configs", "wgmma_a8_smem"]

@@ -24,7 +24,7 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_splits)
+                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_grid, wgmma_splits, wgmma_tail_only)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -403,13 +403,20 @@ def _words_desc(qweight: torch.Tensor, block_n: int, block_k: int, layout=None):
                             layout or gl.NVMMASharedLayout.get_default_for(box, gl.int32))
 
 
+def wgmma_wave(device: torch.device) -> int:
+    """SMs of ``device``: one wave of single-program-per-SM wgmma programs (the split point of the
+    tail-only split-K configs, :func:`configs.wgmma_tail_only`; tests shrink it)."""
+    store_for(device)
+    return _SM_COUNT[device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
     """A16W4 on wgmma with TMA loads (``cfg.block_m == WGMMA``): :func:`wgmma.a16w4_wgmma_kernel`.
     ``cfg.block_n`` weight rows x ``cfg.split_k`` tokens per program, ``cfg.block_k`` K per step,
     ``cfg.num_stages & 15`` TMA slots, bit 5: warp specialization (a loader warp issues the TMA), bit
     6: dequantize straight into the wgmma A-operand registers, bits 7-8: split-K into
     :func:`configs.wgmma_splits` K slices (partials summed in the kernel, see
-    :func:`wgmma._split_reduce`) (bit 4 is ignored: it chose the 16-bit dequantization, now the only
+    :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split (bit 4 is ignored: it chose the 16-bit dequantization, now the only
     one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -423,21 +430,20 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     w_desc = _words_desc(qweight, bn, bk)
     out = x.new_empty(m, n)
     splits = wgmma_splits(cfg)
-    grid = (splits, triton.cdiv(m, bm), triton.cdiv(n, bn))
-    if splits > 1:  # split-K: fp32 partials per K slice, and a counter per output tile (zeroed here,
-        # reset to zero by the program that sums the tile)
-        tiles = grid[1] * grid[2]
-        part = torch.empty(splits * tiles * bn * bm, dtype=torch.float32, device=x.device)
-        cnt = torch.zeros(tiles, dtype=torch.int32, device=x.device)
+    grid, n_full, split_tiles = wgmma_grid(cfg, m, n, wgmma_wave(x.device))
+    if split_tiles:  # split-K: fp32 partials per K slice, and a counter per split output tile (zeroed
+        # here, reset to zero by the program that sums the tile)
+        part = torch.empty(splits * split_tiles * bn * bm, dtype=torch.float32, device=x.device)
+        cnt = torch.zeros(split_tiles, dtype=torch.int32, device=x.device)
     else:
         part = cnt = scale
     note_unplannable_launch(grid)
     wgmma.a16w4_wgmma_kernel[grid](
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        part, cnt, m, n, k, scale.shape[0], GROUP=group_size, PER_CHANNEL=group_size == -1,
+        part, cnt, m, n, k, scale.shape[0], n_full, GROUP=group_size, PER_CHANNEL=group_size == -1,
         HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
         WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits,
-        num_warps=cfg.num_warps)
+        TAIL=wgmma_tail_only(cfg), num_warps=cfg.num_warps)
     return out
 
 

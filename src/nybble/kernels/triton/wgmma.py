@@ -399,17 +399,22 @@ def _split_reduce(acc, part_ptr, cnt_ptr, split, tile, n_tiles,
 
 
 @gluon.jit
-def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, cnt_ptr, M, N, K, G,
+def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, cnt_ptr, M, N, K, G, n_full,
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                        WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, SPLIT: gl.constexpr,
-                       num_warps: gl.constexpr):
+                       TAIL: gl.constexpr, num_warps: gl.constexpr):
     """One program: the outputs ``[BLOCK_M tokens, BLOCK_N rows]`` over one of ``SPLIT`` slices of K;
     grid ``(SPLIT, cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`` (the K slices, then the M tiles of one weight
     tile are neighbours, so the weight is read from HBM about once and a tile's partials meet in L2).
     ``SPLIT > 1`` (split-K, for shapes with too few tiles to fill the GPU): every K slice but the last
     holds ``steps_per`` K steps (even with ``REGA``), the partials meet in ``part_ptr`` and the last
     program of a tile to finish writes it (:func:`_split_reduce`).
+    ``TAIL`` (with ``SPLIT > 1``): only the tiles past the first ``n_full`` are split -- the tiles of
+    the last, partial wave of programs, which would otherwise leave SMs idle while they run -- on a
+    1-D grid ``(n_full + SPLIT * (tiles - n_full),)``: programs ``< n_full`` compute whole tiles (in
+    the same tile order as the 3-D grid), the rest ``SPLIT`` K slices of each remaining tile (slices
+    of a tile adjacent), their partials in ``part_ptr`` / ``cnt_ptr`` indexed by ``tile - n_full``.
     ``WS``: warp specialization, one extra loader warp issues
     the TMA, so the compute warps do not stop for the copies (nor for the barriers Triton puts
     around them); ``REGA``: dequantize straight into the A-operand registers (no shared memory round
@@ -417,11 +422,24 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
     BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
     dtype: gl.constexpr = x_desc.dtype
-    split = gl.program_id(0)
-    off_m = gl.program_id(1) * BLOCK_M
-    off_n = gl.program_id(2) * BLOCK_N
+    if TAIL:
+        pid = gl.program_id(0)
+        n_mt = gl.cdiv(M, BLOCK_M)
+        in_tail = (pid >= n_full).to(gl.int32)
+        q = pid - n_full  # negative (and unused) for the whole tiles
+        tile = pid - in_tail * (q - q // SPLIT)  # pid, or n_full + q // SPLIT
+        split = in_tail * (q % SPLIT)
+        n_split = 1 + in_tail * (SPLIT - 1)
+        off_m = (tile % n_mt) * BLOCK_M
+        off_n = (tile // n_mt) * BLOCK_N
+    else:
+        tile = gl.program_id(2) * gl.num_programs(1) + gl.program_id(1)
+        split = gl.program_id(0)
+        n_split = SPLIT
+        off_m = gl.program_id(1) * BLOCK_M
+        off_n = gl.program_id(2) * BLOCK_N
     all_steps = gl.cdiv(K, BLOCK_K)
-    steps_per = gl.cdiv(all_steps, SPLIT)
+    steps_per = gl.cdiv(all_steps, n_split)
     if REGA:
         steps_per = steps_per + (ASETS - steps_per % ASETS) % ASETS
     step0 = split * steps_per
@@ -454,8 +472,16 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
         mbarrier.invalidate(empty.index(i))
     if SPLIT == 1:
         _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
+    elif TAIL:
+        if n_split == 1:
+            _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
+        else:
+            n_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
+            last, acc = _split_reduce(acc, part_ptr, cnt_ptr, split, tile - n_full, n_tiles - n_full, SPLIT, BLOCK_N,
+                                      BLOCK_M)
+            if last:
+                _store_out(acc, b_ptr, out_ptr, off_m, off_n, M, N, HAS_BIAS, BLOCK_N, BLOCK_M, dtype, num_warps)
     else:
-        tile = gl.program_id(2) * gl.num_programs(1) + gl.program_id(1)
         last, acc = _split_reduce(acc, part_ptr, cnt_ptr, split, tile, gl.num_programs(1) * gl.num_programs(2),
                                   SPLIT, BLOCK_N, BLOCK_M)
         if last:
