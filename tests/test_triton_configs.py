@@ -105,7 +105,7 @@ def test_wgmma_tail_only_split_grid_runs_full_waves_whole():
     assert C.wgmma_ctas_per_sm(tail) == 1
     assert C.wgmma_ctas_per_sm(T(W, 64, 64, 64, 4, 4 | 64)) >= 2
     assert C.wgmma_grid(tail, 512, 28672, 132) == ((396 + 104, ), 396, 52)
-    assert C.wgmma_grid(tail, 512, 132 * 128, 132) == ((264, ), 264, 0)  # two full waves: nothing split
+    assert C.wgmma_grid(tail, 512, 132 * 128, 132) == ((1, 2, 132), 0, 0)  # two full waves: runs unsplit
     assert C.wgmma_grid(tail, 256, 128 * 100, 132) == ((200, ), 0, 100)  # below one wave: all split
     three = T(W, 128, 64, 256, 8, 4 | 32 | 64 | 256 | 1024)
     assert C.wgmma_grid(three, 512, 28672, 132) == ((396 + 156, ), 396, 52)

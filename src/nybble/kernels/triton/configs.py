@@ -180,7 +180,9 @@ def wgmma_grid(cfg: TileConfig, m: int, n: int, wave: int) -> tuple[tuple[int, .
     tiles, splits = tiles_m * tiles_n, wgmma_splits(cfg)
     if wgmma_tail_only(cfg):
         n_full = tiles - tiles % (wave * wgmma_ctas_per_sm(cfg))
-        return (n_full + splits * (tiles - n_full), ), n_full, tiles - n_full
+        if n_full < tiles:
+            return (n_full + splits * (tiles - n_full), ), n_full, tiles - n_full
+        splits = 1  # whole waves only: nothing to split (the kernel runs unsplit)
     return (splits, tiles_m, tiles_n), 0, tiles if splits > 1 else 0
 
 
@@ -464,8 +466,6 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2),
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2 | tail),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2 | tail),
-            TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split3 | tail),
-            TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3 | split2 | tail),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | tail)]
 
 

@@ -24,7 +24,7 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_grid, wgmma_splits, wgmma_tail_only)
+                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_grid, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -429,8 +429,8 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
                               gl.NVMMASharedLayout.get_default_for([bm, bk], gdt))
     w_desc = _words_desc(qweight, bn, bk)
     out = x.new_empty(m, n)
-    splits = wgmma_splits(cfg)
     grid, n_full, split_tiles = wgmma_grid(cfg, m, n, wgmma_wave(x.device))
+    splits = wgmma_splits(cfg) if split_tiles else 1
     if split_tiles:  # split-K: fp32 partials per K slice, and a counter per split output tile (zeroed
         # here, reset to zero by the program that sums the tile)
         part = torch.empty(splits * split_tiles * bn * bm, dtype=torch.float32, device=x.device)
@@ -443,7 +443,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         part, cnt, m, n, k, scale.shape[0], n_full, GROUP=group_size, PER_CHANNEL=group_size == -1,
         HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
         WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits,
-        TAIL=wgmma_tail_only(cfg), num_warps=cfg.num_warps)
+        TAIL=len(grid) == 1, num_warps=cfg.num_warps)
     return out
 
 
