@@ -93,11 +93,10 @@ def test_wgmma_config_falls_back_when_it_cannot_run():
     assert_close_to_reference(y, reference_out(x, plain, "a16", None), "wgmma fallback")
 
 
-@pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
-def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
-    """A split-K config sums its slices' partials in slice order whichever program arrives last: the
-    same bits on every call (its tile counters are back at zero after each), close to the unsplit
-    config, also inside a CUDA graph replayed several times."""
+def _split_case():
+    """A 1000 x 4096 layer (group 128, int zero points, bias) and 600 tokens: 3 token tiles x 8 row tiles of
+    the 128 x 256 configs.  Returns ``(run, ref, one)``: ``run(cfg)`` launches the layer with ``cfg``,
+    ``ref`` the reference output, ``one`` the unsplit config's output."""
     from nybble.kernels.base import LinearSpec
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import WGMMA, TileConfig
@@ -109,21 +108,36 @@ def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
     bias = torch.randn(n, device="cuda").to(torch.bfloat16)
     ref = reference_out(x, plain, "a16", bias)
     run = lambda cfg: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, cfg, p["locks"])
-    one = run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
+    return run, ref, run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
+
+
+def _assert_same_bits_every_time(run, cfg, first, label):
+    """Three more calls and three replays of a CUDA graph of ``run(cfg)`` give ``first``'s bits (so the
+    split tiles' counters are back at zero after every launch)."""
+    for _ in range(3):
+        assert torch.equal(run(cfg), first), f"{label} changed between calls"
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = run(cfg)
+    for _ in range(3):
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, first), f"{label} in a CUDA graph"
+
+
+@pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
+def test_wgmma_split_k_is_deterministic_and_resets_its_counters():
+    """A split-K config sums its slices' partials in slice order whichever program arrives last: the
+    same bits on every call (its tile counters are back at zero after each), close to the unsplit
+    config, also inside a CUDA graph replayed several times."""
+    from nybble.kernels.triton.configs import WGMMA, TileConfig
+    run, ref, one = _split_case()
     for extra in (128, 256, 384, 512 | 128, 512 | 256):
         cfg = TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | extra)
         first = run(cfg)
         assert_close_to_reference(first, ref, f"split-K {cfg}")
         assert_close_to_reference(first, one, f"split-K {cfg} vs unsplit")
-        for _ in range(3):
-            assert torch.equal(run(cfg), first), f"split-K {cfg} changed between calls"
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            y = run(cfg)
-        for _ in range(3):
-            g.replay()
-            torch.cuda.synchronize()
-            assert torch.equal(y, first), f"split-K {cfg} in a CUDA graph"
+        _assert_same_bits_every_time(run, cfg, first, f"split-K {cfg}")
 
 
 @pytest.mark.skipif(not _hopper(), reason="wgmma needs sm_90")
@@ -134,18 +148,9 @@ def test_wgmma_tail_only_split_matches_and_is_deterministic(monkeypatch, wave):
     3 K slices (none when the wave divides 24, all when it exceeds 24).  Close to the reference and to
     the unsplit config, the same bits on every call and in CUDA-graph replays (so the tail's counters
     are back at zero after each)."""
-    from nybble.kernels.base import LinearSpec
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import WGMMA, TileConfig
-    from nybble.kernels.triton.kernel import TritonKernel
-    n, k, group = 1000, 4096, 128
-    plain = random_plain(n, k, group, "int", torch.bfloat16)
-    p = TritonKernel(LinearSpec.for_weight(plain, "a16")).prepack(plain)
-    x = torch.randn(600, k, device="cuda").to(torch.bfloat16)  # 3 token tiles x 8 row tiles
-    bias = torch.randn(n, device="cuda").to(torch.bfloat16)
-    ref = reference_out(x, plain, "a16", bias)
-    run = lambda cfg: ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], group, bias, cfg, p["locks"])
-    one = run(TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64))
+    run, ref, one = _split_case()
     monkeypatch.setattr(ops, "wgmma_wave", lambda device: wave)
     for extra in (128 | 1024, 256 | 1024, 512 | 128 | 1024):
         cfg = TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | extra)
@@ -155,12 +160,4 @@ def test_wgmma_tail_only_split_matches_and_is_deterministic(monkeypatch, wave):
         if not extra & 512:  # the same loop as ``one``: its whole tiles are the same bits
             cols = (24 - 24 % wave) // 3 * 128  # row tiles whose 3 token tiles all run whole
             assert torch.equal(first[:, :cols], one[:, :cols]), "whole tiles equal the unsplit config"
-        for _ in range(3):
-            assert torch.equal(run(cfg), first), f"tail split {cfg} wave {wave} changed between calls"
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            y = run(cfg)
-        for _ in range(3):
-            g.replay()
-            torch.cuda.synchronize()
-            assert torch.equal(y, first), f"tail split {cfg} wave {wave} in a CUDA graph"
+        _assert_same_bits_every_time(run, cfg, first, f"tail split {cfg} wave {wave}")
