@@ -64,7 +64,8 @@ def compile_one(cfg, m: int, k: int, n: int, group: int = 128, zero: bool = True
         x_desc, w_desc, scale, z if zero else scale, scale, out, part, cnt, m, n, k, g, 0, GROUP=group,
         PER_CHANNEL=False, HAS_ZERO=zero, HAS_BIAS=False, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
         WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg),
-        SPLIT=wgmma_splits(cfg), TAIL=wgmma_tail_only(cfg), num_warps=cfg.num_warps, grid=(1, ))
+        SPLIT=wgmma_splits(cfg), TAIL=wgmma_tail_only(cfg), num_warps=cfg.num_warps,
+        SPARSE=bool(cfg.num_stages & 2048), grid=(1, ))
 
 
 def ptxas_log(ptx: str) -> str:

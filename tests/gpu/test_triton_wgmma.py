@@ -27,7 +27,8 @@ def _configs(group: int, k: int):
     """The shipped wgmma configs plus one of each kind of candidate: one warpgroup, two warpgroups
     with 256 tokens, 256 weight rows (two row blocks per warp), K steps of 32 and 128, with and without
     a loader warp (warp specialization), dequantized into shared memory or straight into the A-operand
-    registers (two or three register sets), split-K into 2-4 slices (where K has enough steps)."""
+    registers (two or three register sets), split-K into 2-4 slices (where K has enough steps), one
+    CTA barrier per loop iteration."""
     from nybble.kernels.triton.configs import WGMMA, ConfigStore, TileConfig, group_tile_ok
     store = ConfigStore("NVIDIA H100 80GB HBM3", cache=None)
     shipped = [c for c in store.shipped.values() if c.block_m == WGMMA]
@@ -48,7 +49,10 @@ def _configs(group: int, k: int):
              TileConfig(WGMMA, 128, 64, 128, 8, 5 | 32 | 64 | 512 | 256),
              # tail-only split (bit 10; these small layers have fewer tiles than one wave: all split)
              TileConfig(WGMMA, 128, 64, 256, 8, 4 | 32 | 64 | 128 | 1024),
-             TileConfig(WGMMA, 128, 32, 128, 8, 6 | 32 | 64 | 512 | 256 | 1024)]
+             TileConfig(WGMMA, 128, 32, 128, 8, 6 | 32 | 64 | 512 | 256 | 1024),
+             # one CTA barrier per loop iteration (bit 11): three / two A sets, loader warp or not, split
+             TileConfig(WGMMA, 128, 64, 128, 8, 6 | 32 | 64 | 512 | 2048), TileConfig(WGMMA, 128, 32, 256, 8, 5 | 64 | 2048),
+             TileConfig(WGMMA, 64, 64, 64, 4, 7 | 64 | 512 | 128 | 2048)]
     return [c for c in dict.fromkeys(kinds + shipped) if group_tile_ok(c, group, k, "a16w4")]
 
 

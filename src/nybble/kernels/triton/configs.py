@@ -55,7 +55,8 @@ class TileConfig:
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
     warp issues the TMA), bit 6: dequantize into the A-operand registers instead of shared memory,
     bits 7-8: split-K, ``1 + (num_stages >> 7 & 3)`` K slices per output tile (:func:`wgmma_splits`),
-    bit 10 (with bits 7-8): split only the tiles of the last, partial wave (:func:`wgmma_tail_only`)
+    bit 10 (with bits 7-8): split only the tiles of the last, partial wave (:func:`wgmma_tail_only`),
+    bit 11 (with bit 6): one CTA barrier per loop iteration (2 or 3 K steps) instead of one per step
     (bit 4, the fifth session's switch to 16-bit dequantization, is ignored: it is the only one now);
     ``block_m == 4`` (:data:`WGMMA_A8`) marks the A8W4 Gluon int8 GEMM of ``wgmma_a8.py`` (sm_90,
     grouped weights): ``block_n`` = 128 weight rows (two ping-ponging warpgroups of 64) and
@@ -224,7 +225,8 @@ def group_tile_ok(cfg: TileConfig, group_size: int, k: int, op: str) -> bool:
         # whole 16-row blocks per warp; every K slice of a split-K config gets at least one step
         return ((group_size == -1 or group_size % cfg.block_k == 0) and 256 % cfg.block_k == 0
                 and cfg.block_n % (16 * cfg.num_warps) == 0 and wgmma_slice_steps(cfg, k) is not None
-                and (not cfg.num_stages & 512 or cfg.num_stages & 64))  # three A sets need register A
+                and (not cfg.num_stages & 512 or cfg.num_stages & 64)  # three A sets need register A
+                and (not cfg.num_stages & 2048 or cfg.num_stages & 64))  # so does one barrier per iteration
     if group_size == -1 or cfg.block_m <= 2:  # the GEMVs (block_m 2: each lane's 32 K values lie in one group)
         return True
     if op == "a8w4":
@@ -446,7 +448,7 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
     K step x 2 bytes, at most ~200 KiB.  The sixth session dropped the large-M candidates that never
     won an H100 sweep (shared-memory dequantization, 256-row and 128-wide K tiles:
     ``benchmarks/gpu/sweeps/sweep_wg_v6``)."""
-    ws, rega, split2, split3, sets3, tail = 32, 64, 128, 256, 512, 1024
+    ws, rega, split2, split3, sets3, tail, sparse = 32, 64, 128, 256, 512, 1024, 2048
     if mb <= 128:
         bm = 64 if mb <= 64 else 128
         return [TileConfig(WGMMA, 64, 128, bm, 4, 3), TileConfig(WGMMA, 64, 64, bm, 4, 4 | rega),
@@ -466,7 +468,14 @@ def wgmma_configs(mb: int) -> list[TileConfig]:
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2),
             TileConfig(WGMMA, 128, 64, 256, 8, 4 | ws | rega | split2 | tail),
             TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | split2 | tail),
-            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | tail)]
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | tail),
+            TileConfig(WGMMA, 128, 64, 128, 8, 9 | ws | rega | sets3),
+            TileConfig(WGMMA, 128, 64, 128, 8, 6 | ws | rega | sets3 | sparse),
+            TileConfig(WGMMA, 128, 64, 128, 8, 9 | ws | rega | sets3 | sparse),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sparse),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | sparse),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | sparse),
+            TileConfig(WGMMA, 128, 64, 256, 8, 5 | ws | rega | sets3 | split2 | tail | sparse)]
 
 
 def wgmma_a8_configs(group_size: int) -> list[TileConfig]:

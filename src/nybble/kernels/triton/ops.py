@@ -416,7 +416,8 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     ``cfg.num_stages & 15`` TMA slots, bit 5: warp specialization (a loader warp issues the TMA), bit
     6: dequantize straight into the wgmma A-operand registers, bits 7-8: split-K into
     :func:`configs.wgmma_splits` K slices (partials summed in the kernel, see
-    :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split (bit 4 is ignored: it chose the 16-bit dequantization, now the only
+    :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split, bit 11 (with
+    bit 6): one CTA barrier per loop iteration instead of per K step (bit 4 is ignored: it chose the 16-bit dequantization, now the only
     one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -443,7 +444,7 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
         part, cnt, m, n, k, scale.shape[0], n_full, GROUP=group_size, PER_CHANNEL=group_size == -1,
         HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
         WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits,
-        TAIL=len(grid) == 1, num_warps=cfg.num_warps)
+        TAIL=len(grid) == 1, num_warps=cfg.num_warps, SPARSE=bool(cfg.num_stages & 2048))
     return out
 
 

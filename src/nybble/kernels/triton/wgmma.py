@@ -225,7 +225,8 @@ def _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_
 def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
              GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-             WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, num_warps: gl.constexpr):
+             WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, num_warps: gl.constexpr,
+             SPARSE: gl.constexpr = False):
     """The dequantization + wgmma loop; returns ``(acc,)``, the fp32 ``[BLOCK_N, BLOCK_M]`` accumulator.
 
     Per K step ``k``: issue the wgmma of ``k`` (asynchronous); dequantize step ``k + 1`` while the
@@ -233,7 +234,9 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
     (last read by step ``k - 2``, done in both warpgroups: see the barrier), or with ``REGA`` into the
     A-operand registers; wait until only ``k`` is in flight; one CTA barrier (so step ``k - 1`` is done
     in every warpgroup); then refill step ``k - 1``'s slot (:func:`_refill`).  Scales are requested one
-    iteration ahead, after the iteration's proxy fence (which waits for every outstanding load)."""
+    iteration ahead, after the iteration's proxy fence (which waits for every outstanding load).
+    ``SPARSE`` (register A): one CTA barrier per loop iteration (two or three K steps) instead of one per
+    step, releasing the iteration's slots together -- fewer stalls at the barrier, slots back later."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, BLOCK_M, 16])
     acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=mma_layout)
@@ -249,7 +252,7 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
                             L4)
     if REGA and ASETS == 3:
         acc = _tri_loop(acc, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, s1, zs1, off_m, off_n, N, G,
-                        n_steps, step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+                        n_steps, step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4, SPARSE)
     elif REGA:
         # two steps per iteration (n_steps is even here, see the kernel), so the A registers of the
         # two steps in flight alternate between two fixed sets: a register written while a wgmma
@@ -262,8 +265,9 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
             mbarrier.wait(ready.index(kk % STAGES), (kk // STAGES) & 1)
             acc = warpgroup_mma(a0, _x_operand(xs, kk, STAGES), acc, is_async=True)
             acc, a1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a1))  # step kk - 1 done
-            gl.thread_barrier()
-            _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
+            if not SPARSE:
+                gl.thread_barrier()
+                _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
             a1 = _dequant_regs(ws, ready, s1, zs1, kk + 1, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
             s1, zs1 = _load_qparams(s_ptr, z_ptr, kk + 2, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
                                     BLOCK_N, BLOCK_K, L4)
@@ -272,6 +276,8 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
             acc = warpgroup_mma(a1, _x_operand(xs, k1, STAGES), acc, is_async=True)
             acc, a0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a0))  # step kk done
             gl.thread_barrier()
+            if SPARSE:  # steps kk - 1 and kk are done everywhere: release both slots
+                _refill(x_desc, w_desc, xs, ws, ready, empty, kk, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
             _refill(x_desc, w_desc, xs, ws, ready, empty, k1, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
             # past the last step this re-reads the last slot (still full): computed, never used
             a0 = _dequant_regs(ws, ready, s1, zs1, gl.minimum(kk + 2, n_steps - 1), BLOCK_N, BLOCK_K, STAGES,
@@ -306,18 +312,22 @@ def _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, of
 def _tri_step(acc, a_issue, a_free, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, k, off_m, off_n,
               N, G, n_steps, step0, DEQ: gl.constexpr, GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr,
               HAS_ZERO: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-              WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr):
+              WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr, RELEASE: gl.constexpr = 1):
     """Step ``k`` of the three-set loop: queue the wgmma of step ``k + 1`` (A registers ``a_issue``), wait
     until at most two are in flight (step ``k - 1``'s is done, so its set ``a_free`` is free), one CTA
     barrier, release / refill step ``k - 1``'s slot, then (``DEQ``) dequantize step ``k + 2`` into the
     freed set -- while the tensor cores still have steps ``k`` and ``k + 1`` -- and request the
-    scales of step ``k + 3``.  Returns ``(acc, a_free, s1, zs1)``."""
+    scales of step ``k + 3``.  ``RELEASE``: the steps whose slots are released here, ``k - RELEASE .. k - 1``
+    (0: no barrier, no release; ``SPARSE`` loops release three at a time).  Returns ``(acc, a_free, s1, zs1)``."""
     k1 = k + 1
     mbarrier.wait(ready.index(k1 % STAGES), (k1 // STAGES) & 1)
     acc = warpgroup_mma(a_issue, _x_operand(xs, k1, STAGES), acc, is_async=True)
     acc, a_free = warpgroup_mma_wait(num_outstanding=2, deps=(acc, a_free))  # step k - 1 done
-    gl.thread_barrier()
-    _refill(x_desc, w_desc, xs, ws, ready, empty, k, n_steps, step0, off_m, off_n, BLOCK_K, STAGES, WS)
+    if RELEASE > 0:
+        gl.thread_barrier()
+        for j in gl.static_range(RELEASE):
+            _refill(x_desc, w_desc, xs, ws, ready, empty, k - RELEASE + 1 + j, n_steps, step0, off_m, off_n, BLOCK_K,
+                    STAGES, WS)
     if DEQ:
         a_free = _dequant_regs(ws, ready, s1, zs1, k + 2, BLOCK_N, BLOCK_K, STAGES, DOT, L4)
         s1, zs1 = _load_qparams(s_ptr, z_ptr, k + 3, step0, off_n, N, G, n_steps, GROUP, PER_CHANNEL, HAS_ZERO,
@@ -334,7 +344,8 @@ def _x_operand(xs, k, STAGES: gl.constexpr):
 @gluon.jit
 def _tri_loop(acc, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, s1, zs1, off_m, off_n, N, G, n_steps, step0,
               GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr, BLOCK_N: gl.constexpr,
-              BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr):
+              BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, DOT: gl.constexpr, L4: gl.constexpr,
+              SPARSE: gl.constexpr = False):
     """The register-A loop with three A-operand register sets (``ASETS == 3``, ``n_steps`` a positive
     multiple of 3): the wgmma of step ``k + 1`` is queued before step ``k + 2`` is dequantized, so the
     dequantization has two steps' MMA time to finish (the two-set loop has one).  The sets rotate with
@@ -351,16 +362,18 @@ def _tri_loop(acc, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, s1, zs1, 
     mbarrier.wait(ready.index(0), 0)
     acc = warpgroup_mma(a0, _x_operand(xs, 0, STAGES), acc, is_async=True)
     acc, a2 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a2))  # (returns at once: the loop's acc type)
+    R0: gl.constexpr = 0 if SPARSE else 1  # SPARSE: the iteration's three slots are released at its last step
+    R2: gl.constexpr = 3 if SPARSE else 1
     for kk in range(0, n_steps - 3, 3):
         acc, a2, s1, zs1 = _tri_step(acc, a1, a2, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk,
                                      off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
-                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4, R0)
         acc, a0, s1, zs1 = _tri_step(acc, a2, a0, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk + 1,
                                      off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
-                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4, R0)
         acc, a1, s1, zs1 = _tri_step(acc, a0, a1, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk + 2,
                                      off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
-                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4)
+                                     BLOCK_N, BLOCK_K, STAGES, WS, DOT, L4, R2)
     kk = n_steps - 3
     acc, a2, s1, zs1 = _tri_step(acc, a1, a2, s1, zs1, x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, kk,
                                  off_m, off_n, N, G, n_steps, step0, True, GROUP, PER_CHANNEL, HAS_ZERO,
@@ -403,7 +416,7 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
                        GROUP: gl.constexpr, PER_CHANNEL: gl.constexpr, HAS_ZERO: gl.constexpr,
                        HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                        WS: gl.constexpr, REGA: gl.constexpr, ASETS: gl.constexpr, SPLIT: gl.constexpr,
-                       TAIL: gl.constexpr, num_warps: gl.constexpr):
+                       TAIL: gl.constexpr, num_warps: gl.constexpr, SPARSE: gl.constexpr = False):
     """One program: the outputs ``[BLOCK_M tokens, BLOCK_N rows]`` over one of ``SPLIT`` slices of K;
     grid ``(SPLIT, cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`` (the K slices, then the M tiles of one weight
     tile are neighbours, so the weight is read from HBM about once and a tile's partials meet in L2).
@@ -460,13 +473,14 @@ def a16w4_wgmma_kernel(x_desc, w_desc, s_ptr, z_ptr, b_ptr, out_ptr, part_ptr, c
     if WS:
         (acc, ) = gl.warp_specialize([
             (_compute, (x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps, step0,
-                        GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, ASETS, num_warps)),
+                        GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, ASETS, num_warps,
+                        SPARSE)),
             (_ws_loader, (x_desc, w_desc, xs, ws, ready, empty, n_steps, step0, off_m, off_n // 16, BLOCK_K, STAGES)),
         ], [1], [40])
     else:
         (acc, ) = _compute(x_desc, w_desc, xs, ws, wbuf, ready, empty, s_ptr, z_ptr, off_m, off_n, N, G, n_steps,
                            step0, GROUP, PER_CHANNEL, HAS_ZERO, BLOCK_N, BLOCK_M, BLOCK_K, STAGES, WS, REGA, ASETS,
-                           num_warps)
+                           num_warps, SPARSE)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
