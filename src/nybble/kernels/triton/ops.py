@@ -416,9 +416,9 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     ``cfg.num_stages & 15`` TMA slots, bit 5: warp specialization (a loader warp issues the TMA), bit
     6: dequantize straight into the wgmma A-operand registers, bits 7-8: split-K into
     :func:`configs.wgmma_splits` K slices (partials summed in the kernel, see
-    :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split, bit 11 (with
-    bit 6): one CTA barrier per loop iteration instead of per K step (bit 4 is ignored: it chose the 16-bit dequantization, now the only
-    one)."""
+    :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split
+    (:func:`configs.wgmma_grid`), bit 11 (with bit 6): one CTA barrier per loop iteration instead of
+    per K step (bit 4 is ignored: it chose the 16-bit dequantization, now the only one)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma
