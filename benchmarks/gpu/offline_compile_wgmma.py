@@ -41,19 +41,11 @@ def compile_one(cfg, m: int, k: int, n: int, group: int = 128, zero: bool = True
     """Warm up (compile, never launch) :func:`wgmma.a16w4_wgmma_kernel` for ``cfg`` on CPU tensors of
     the layer's shapes; returns the compiled kernel (``.asm['ptx']``, ``.n_regs``, ``.n_spills``,
     ``.metadata.shared``)."""
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    from nybble.kernels.triton import wgmma
-    from nybble.kernels.triton.configs import wgmma_a_sets, wgmma_splits, wgmma_tail_only
-    bn, bk, bm = cfg.block_n, cfg.block_k, cfg.split_k
-    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    from nybble.kernels.triton import ops, wgmma
+    from nybble.kernels.triton.configs import wgmma_splits, wgmma_tail_only
     x = torch.empty(m, k, dtype=dtype)
-    x_desc = TensorDescriptor(x, [m, k], [k, 1], [bm, bk], gl.NVMMASharedLayout.get_default_for([bm, bk], gdt))
-    nb, kb = n // 16, -(-k // 256)
-    qw = torch.empty(nb, kb, 16, 32, dtype=torch.int32)
-    box = [bn // 16, 16, bk // 8]
-    w_desc = TensorDescriptor(qw, [nb, kb * 16, 32], [kb * 512, 32, 1], box,
-                              gl.NVMMASharedLayout.get_default_for(box, gl.int32))
+    qw = torch.empty(n // 16, -(-k // 256), 16, 32, dtype=torch.int32)  # the blocked words
+    x_desc, w_desc = ops.wgmma_descs(x, qw, cfg)
     g = k // group
     scale = torch.empty(g, n, dtype=dtype)
     z = torch.empty(g, n, dtype=torch.int8)
@@ -61,11 +53,8 @@ def compile_one(cfg, m: int, k: int, n: int, group: int = 128, zero: bool = True
     part = torch.empty(16, dtype=torch.float32)
     cnt = torch.empty(16, dtype=torch.int32)
     return wgmma.a16w4_wgmma_kernel.warmup(
-        x_desc, w_desc, scale, z if zero else scale, scale, out, part, cnt, m, n, k, g, 0, GROUP=group,
-        PER_CHANNEL=False, HAS_ZERO=zero, HAS_BIAS=False, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
-        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg),
-        SPLIT=wgmma_splits(cfg), TAIL=wgmma_tail_only(cfg), num_warps=cfg.num_warps,
-        SPARSE=bool(cfg.num_stages & 2048), grid=(1, ))
+        x_desc, w_desc, scale, z if zero else scale, scale, out, part, cnt, m, n, k, g, 0,
+        **ops.wgmma_meta(cfg, group, zero, False, wgmma_splits(cfg), wgmma_tail_only(cfg)), grid=(1, ))
 
 
 def ptxas_log(ptx: str) -> str:

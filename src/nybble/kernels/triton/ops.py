@@ -51,6 +51,12 @@ def store_for(device: torch.device) -> ConfigStore:
     return st
 
 
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (read once, with its config store)."""
+    store_for(device)
+    return _SM_COUNT[device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def layout_of(qweight: torch.Tensor) -> tuple[int, int, int]:
     """``(LN, LW, row-block stride)`` of a weight in the GPU layout: blocked 4-D ``(N/LN, K8/LW, LN,
     LW)`` int32 (see ``kernel.py``), or plain 2-D ``(N, K/8)`` (``LN = LW = 1``)."""
@@ -108,8 +114,7 @@ def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.d
         st.put(key, cfg, persist=True)
         eager_plan.bump_epoch()  # a launch plan made meanwhile (by the tuning runs) may hold another config
     else:
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        cfg = heuristic(op, n, k, group_size, m, _SM_COUNT.get(idx, 132), hopper=_gluon_sm90(device))
+        cfg = heuristic(op, n, k, group_size, m, sm_count(device), hopper=_gluon_sm90(device))
         st.put(key, cfg, persist=False)
     return cfg
 
@@ -406,8 +411,28 @@ def _words_desc(qweight: torch.Tensor, block_n: int, block_k: int, layout=None):
 def wgmma_wave(device: torch.device) -> int:
     """SMs of ``device``: one wave of single-program-per-SM wgmma programs (the split point of the
     tail-only split-K configs, :func:`configs.wgmma_tail_only`; tests shrink it)."""
-    store_for(device)
-    return _SM_COUNT[device.index if device.index is not None else torch.cuda.current_device()]
+    return sm_count(device)
+
+
+def wgmma_descs(x: torch.Tensor, qweight: torch.Tensor, cfg: TileConfig):
+    """``(x_desc, w_desc)``, the TMA descriptors of :func:`wgmma.a16w4_wgmma_kernel` for ``cfg``: x
+    ``(M, K)`` bf16/fp16 in ``[split_k, block_k]`` boxes, and the blocked words (:func:`_words_desc`)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    m, k = x.shape
+    gdt = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
+    box = [cfg.split_k, cfg.block_k]
+    x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], box, gl.NVMMASharedLayout.get_default_for(box, gdt))
+    return x_desc, _words_desc(qweight, cfg.block_n, cfg.block_k)
+
+
+def wgmma_meta(cfg: TileConfig, group_size: int, has_zero: bool, has_bias: bool, splits: int, tail: bool) -> dict:
+    """The constexpr arguments of :func:`wgmma.a16w4_wgmma_kernel` for ``cfg`` (its ``num_stages`` bits:
+    see :func:`_wgmma_gemm`), ``splits`` K slices per split tile, ``tail``: the 1-D tail-only grid."""
+    return dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=has_zero, HAS_BIAS=has_bias,
+                BLOCK_N=cfg.block_n, STAGES=cfg.num_stages & 15, WS=bool(cfg.num_stages & 32),
+                REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits, TAIL=tail,
+                num_warps=cfg.num_warps, SPARSE=bool(cfg.num_stages & 2048))
 
 
 def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> torch.Tensor:
@@ -419,32 +444,24 @@ def _wgmma_gemm(x, qweight, scale, zero, group_size, bias, cfg: TileConfig) -> t
     :func:`wgmma._split_reduce`), bit 10 with them: only the last partial wave's tiles are split
     (:func:`configs.wgmma_grid`), bit 11 (with bit 6): one CTA barrier per loop iteration instead of
     per K step (bit 4 is ignored: it chose the 16-bit dequantization, now the only one)."""
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from . import wgmma
     m, k = x.shape
     n = scale.shape[1]
-    bn, bk, bm = cfg.block_n, cfg.block_k, cfg.split_k
-    gdt = gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16
-    x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], [bm, bk],
-                              gl.NVMMASharedLayout.get_default_for([bm, bk], gdt))
-    w_desc = _words_desc(qweight, bn, bk)
+    x_desc, w_desc = wgmma_descs(x, qweight, cfg)
     out = x.new_empty(m, n)
     grid, n_full, split_tiles = wgmma_grid(cfg, m, n, wgmma_wave(x.device))
     splits = wgmma_splits(cfg) if split_tiles else 1
     if split_tiles:  # split-K: fp32 partials per K slice, and a counter per split output tile (zeroed
         # here, reset to zero by the program that sums the tile)
-        part = torch.empty(splits * split_tiles * bn * bm, dtype=torch.float32, device=x.device)
+        part = torch.empty(splits * split_tiles * cfg.block_n * cfg.split_k, dtype=torch.float32, device=x.device)
         cnt = torch.zeros(split_tiles, dtype=torch.int32, device=x.device)
     else:
         part = cnt = scale
     note_unplannable_launch(grid)
     wgmma.a16w4_wgmma_kernel[grid](
         x_desc, w_desc, scale, zero if zero is not None else scale, bias if bias is not None else scale, out,
-        part, cnt, m, n, k, scale.shape[0], n_full, GROUP=group_size, PER_CHANNEL=group_size == -1,
-        HAS_ZERO=zero is not None, HAS_BIAS=bias is not None, BLOCK_N=bn, STAGES=cfg.num_stages & 15,
-        WS=bool(cfg.num_stages & 32), REGA=bool(cfg.num_stages & 64), ASETS=wgmma_a_sets(cfg), SPLIT=splits,
-        TAIL=len(grid) == 1, num_warps=cfg.num_warps, SPARSE=bool(cfg.num_stages & 2048))
+        part, cnt, m, n, k, scale.shape[0], n_full,
+        **wgmma_meta(cfg, group_size, zero is not None, bias is not None, splits, len(grid) == 1))
     return out
 
 
@@ -646,9 +663,8 @@ def _tma_gemv_a8(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cf
     s_desc = pdesc(scale)
     z_desc = pdesc(zero) if zero is not None else s_desc
     ws_desc = pdesc(wsum) if asymmetric else s_desc
-    idx = x.device.index if x.device.index is not None else torch.cuda.current_device()
     units = triton.cdiv(nb, rb) * kb
-    progs = min(units, _SM_COUNT.get(idx, 132) * cfg.split_k)
+    progs = min(units, sm_count(x.device) * cfg.split_k)
     x_desc = TensorDescriptor(x.view(k), [k], [1], [256], plain([256], 16))
     out = torch.empty(1, n, dtype=x.dtype, device=x.device)
     part = torch.empty(progs, 2, cfg.block_n, dtype=torch.float32, device=x.device)
@@ -734,8 +750,7 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
 
 def a8_m1_default(n: int, k: int, device: torch.device) -> TileConfig:
     """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry."""
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    sms = _SM_COUNT.get(idx, 132)
+    sms = sm_count(device)
     tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
     while tiles * split < (3 * sms) // 2 and split < 16 and k_tiles >= 4 * split:
         split *= 2
