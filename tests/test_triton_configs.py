@@ -187,3 +187,25 @@ def test_tma_gemv_a8_candidates_are_valid_only_where_the_kernel_runs():
         assert not C.group_tile_ok(c, 256, 4096, "a8w4")
         assert not C.group_tile_ok(c, -1, 4096, "a8w4")
         assert not C.group_tile_ok(c, 128, 4096, "a16w4")
+
+
+def test_a8_m1_scratch_and_sweep_sizes(monkeypatch):
+    """The A8 mode's code scratch (shared K row, or one row per program and K slice) and the whole-block
+    sweep's values per step (at most 64 per thread, 32 asymmetric: more made 165 registers on the H100),
+    and the untabled M = 1 default: private rows, the whole-block sweep only for K > 8192."""
+    pytest.importorskip("triton")
+    from nybble.kernels.triton import ops
+    assert ops._a8_code_values(4096, 2, 8, 32, False) == 4096 + 2
+    assert ops._a8_code_values(4000, 2, 8, 32, False) == 4096 + 2
+    # 14336 = 56 tiles of 256; 8 slices of 7 tiles; 32 programs x 8 slices x 7 x 256 values
+    assert ops._a8_code_values(14336, 2, 8, 32, True) == 32 * 8 * 7 * 256
+    assert ops._a8_code_values(14336, 4, 3, 10, True) == 10 * 3 * 10 * 512  # 28 tiles of 512 -> 10 per slice
+    assert ops._a8_sweep_block(14336, 8, False) == 16384
+    assert ops._a8_sweep_block(14336, 8, True) == 8192
+    assert ops._a8_sweep_block(14336, 4, False) == 8192
+    assert ops._a8_sweep_block(4096, 8, True) == 4096
+    assert ops._a8_sweep_block(640, 4, False) == 1024
+    monkeypatch.setattr(ops, "sm_count", lambda device: 132)
+    assert ops.a8_m1_default(4096, 4096, None).to_json() == [2, 128, 256, 8, 8, 1 | 256]
+    assert ops.a8_m1_default(4096, 14336, None).to_json() == [2, 128, 256, 8, 8, 1 | 256 | 128]
+    assert ops.a8_m1_default(28672, 8192, None).to_json() == [2, 128, 256, 1, 8, 1 | 256]

@@ -275,7 +275,8 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     a8w4 configs; bf16, groups >= 128 / per-channel), or (flag 64) done by its own one-program
     kernel before the PDL-launched GEMV (K = 16904: two quantization steps of 16384), with and
     without the register double buffer (flag 32), with the in-kernel quantization swept in whole
-    blocks (flag 128): against the reference, the same bits on every
+    blocks (flag 128), with private code rows per program (flag 256; the same bits as the shared
+    row, and ignored with flag 64): against the reference, the same bits on every
     call, split-K in-kernel and via the finish kernel; other calls fall back to the dp4a path."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
@@ -292,11 +293,17 @@ def test_mma_gemv_a8w4_fused_quantization(act, domain, group, k):
     for cfg in (TileConfig(2, 64, 256, 1, 4, 1), TileConfig(2, 64, 128, 3, 4, 1), TileConfig(2, 128, 512, 2, 4, 3),
                 TileConfig(2, 128, 256, 2, 8, 1), TileConfig(2, 64, 128, 2, 4, 97), TileConfig(2, 128, 256, 1, 8, 64),
                 TileConfig(2, 64, 256, 3, 4, 96 | 2), TileConfig(2, 128, 128, 2, 4, 33),
-                TileConfig(2, 128, 256, 3, 8, 129), TileConfig(2, 64, 128, 2, 4, 160 | 2)):
+                TileConfig(2, 128, 256, 3, 8, 129), TileConfig(2, 64, 128, 2, 4, 160 | 2),
+                TileConfig(2, 128, 256, 3, 8, 1 | 256), TileConfig(2, 64, 128, 2, 4, 128 | 256 | 2),
+                TileConfig(2, 128, 512, 2, 4, 32 | 256), TileConfig(2, 128, 256, 1, 8, 64 | 256)):
         y = ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma a8 {act} {domain} g{group} {cfg}")
         assert torch.equal(y, ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, cfg,
                                               p["locks"]))
+        if cfg.num_stages & 256:  # private code rows: the same arithmetic as the shared row
+            shared = TileConfig(*cfg.to_json()[:5], cfg.num_stages & ~256)
+            assert torch.equal(y, ops.launch_a8w4(x, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias,
+                                                  shared, p["locks"])), f"private vs shared code rows {cfg}"
     assert not p["locks"].any()
     x2 = torch.randn(3, k, device="cuda").to(torch.bfloat16)  # M > 1: the same config falls back
     y2 = ops.launch_a8w4(x2, p["qweight"], p["scale"], zp, p["wsum"], group, asym, bias, TileConfig(2, 64, 256, 2, 4, 1),

@@ -49,7 +49,9 @@ class TileConfig:
     bit 5: register double buffer (the next K tile's words are requested before this tile's MMAs),
     bit 6 (A8W4 at M = 1 only): the activation quantization in its own one-program kernel, the GEMV
     launched after it with programmatic dependent launch instead of quantizing in every program),
-    bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks);
+    bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks,
+    bit 8 (A8W4 at M = 1, without bit 6): every program writes its activation codes to scratch rows
+    of its own instead of one row shared by the programs of its K slice; A8W4 ignores bit 4);
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader

@@ -82,6 +82,25 @@ def _raw_asm() -> tl.constexpr:
     return tl.constexpr(" ".join(lines))
 
 
+def _zsub_asm() -> tl.constexpr:
+    """Two words (rows g, g + 8) -> the A fragments of their two MMAs as the exact bf16 integers
+    ``q - z`` (no scale: A8W4 applies it per group in fp32).  Operands: $8 / $9 the words, $10 / $11
+    packed ``128 + z`` of rows g / g + 8, $12 the magic."""
+    lines = ["{"]
+    for i, (src, shift, zz) in enumerate((("$8", 0, "$10"), ("$9", 0, "$11"), ("$8", 4, "$10"), ("$9", 4, "$11"),
+                                          ("$8", 8, "$10"), ("$9", 8, "$11"), ("$8", 12, "$10"),
+                                          ("$9", 12, "$11"))):
+        if shift:
+            lines.append(f"shr.u32 ${i}, {src}, {shift};")
+            lines.append(f"lop3.b32 ${i}, ${i}, 0x000F000F, $12, 0xEA;")
+        else:
+            lines.append(f"lop3.b32 ${i}, {src}, 0x000F000F, $12, 0xEA;")
+        lines.append(f"sub.rn.bf16x2 ${i}, ${i}, {zz};")   # exact: (128 + q) - (128 + z)
+    lines.append("}")
+    return tl.constexpr(" ".join(lines))
+
+
+_ZSUB = _zsub_asm()
 _RAW = _raw_asm()
 _DEQ_BF16 = _deq_asm(True)
 _DEQ_F16 = _deq_asm(False)
@@ -158,6 +177,14 @@ def _deq(wg, wg8, zzg, zzg8, ssg, ssg8, magic, IS_BF16: tl.constexpr):
 def _raw(wg, wg8, magic):
     """The 8 A-fragment registers of one word of rows g and g + 8 as packed ``OFF + q``."""
     r = tl.inline_asm_elementwise(_RAW, "=&r,=&r,=&r,=&r,=&r,=&r,=&r,=&r,r,r,r", [wg, wg8, magic],
+                                  dtype=(tl.int32,) * 8, is_pure=True, pack=1)
+    return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+
+
+@triton.jit
+def _zsub(wg, wg8, zzg, zzg8, magic):
+    """The 8 A-fragment registers of one word of rows g and g + 8 as packed bf16 ``q - z`` (exact)."""
+    r = tl.inline_asm_elementwise(_ZSUB, "=&r,=&r,=&r,=&r,=&r,=&r,=&r,=&r,r,r,r,r,r", [wg, wg8, zzg, zzg8, magic],
                                   dtype=(tl.int32,) * 8, is_pure=True, pack=1)
     return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
 
@@ -288,7 +315,7 @@ def _tile(W, S, acc, XP, kt, c, K, magic, IS_BF16: tl.constexpr, NB: tl.constexp
 
 @triton.jit
 def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr, NB: tl.constexpr,
-               RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr):
+               RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr):
     """``FOLD`` variant of :func:`_tile` (a v-block of 128 K values lies in one group: GROUP >= 128
     or per-channel): the MMAs multiply ``OFF + q`` (exact 16-bit values) by x into fresh fp32
     accumulators ``t``; MMAs of the all-ones matrix by x give the v-block's sums of x, ``xs``; then
@@ -305,9 +332,7 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
             kk = kt + v * 128 + c * 32 + 8 * j
             X = ()
             for nb in tl.static_range(NB):
-                if A8:
-                    X = X + _ld4c(XP[nb] + kk)  # codes this program wrote (K tail: zeros written too)
-                elif EVEN_K:
+                if EVEN_K:
                     X = X + _ld4(XP[nb] + kk, False)
                 else:
                     X = X + _ld4_pred(XP[nb] + kk, kk < K)
@@ -335,6 +360,40 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
                 for i in tl.static_range(4):
                     new = new + (acc[(nb * RB + r) * 4 + i] + S[(v * RB + r) * 4 + 2 + i // 2] *
                                  (t[(nb * RB + r) * 4 + i] - S[(v * RB + r) * 4 + i // 2] * xs[nb * 4 + i]),)
+        acc = new
+    return acc
+
+
+@triton.jit
+def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constexpr):
+    """All MMAs of one K tile in ``A8`` mode (one row of x, bf16; a v-block of 128 K values lies in one
+    group): per word, the activation codes ``q_a - z_a`` (exact bf16 integers this program wrote at
+    ``QX``, zeros past K) meet the exact bf16 integers ``q - z`` of the weights in fresh fp32
+    accumulators ``t`` -- every product and partial sum is an integer below 2**24, so ``t`` is the
+    reference's int32 sum of the v-block --, then ``acc += s * t`` per v-block in fp32 (one rounding,
+    as the reference's ``float(group sum) * s``).  ``S``: :func:`_load_s` entries (packed 16-bit
+    pairs); ``acc``: tuple, entry ``r * 4 + i``."""
+    for v in tl.static_range(NV):
+        t = ()
+        for i in tl.static_range(RB * 4):
+            t = t + (zero,)
+        for j in tl.static_range(4):
+            X = _ld4c(QX + kt + v * 128 + c * 32 + 8 * j)
+            new = ()
+            for r in tl.static_range(RB):
+                D = _zsub(W[(v * RB + r) * 8 + j], W[(v * RB + r) * 8 + 4 + j], S[(v * RB + r) * 4],
+                          S[(v * RB + r) * 4 + 1], magic)
+                d0, d1, d2, d3 = _mma(D[0], D[1], D[2], D[3], X[0], X[1], t[r * 4], t[r * 4 + 1], t[r * 4 + 2],
+                                      t[r * 4 + 3], True)
+                new = new + _mma(D[4], D[5], D[6], D[7], X[2], X[3], d0, d1, d2, d3, True)
+            t = new
+        new = ()
+        for r in tl.static_range(RB):
+            # the packed bf16 pair (s, s) -> s in fp32 (the high half's bits, exact)
+            sg = (S[(v * RB + r) * 4 + 2] & -65536).to(tl.float32, bitcast=True)
+            sg8 = (S[(v * RB + r) * 4 + 3] & -65536).to(tl.float32, bitcast=True)
+            new = new + (acc[r * 4] + sg * t[r * 4], acc[r * 4 + 1] + sg * t[r * 4 + 1],
+                         acc[r * 4 + 2] + sg8 * t[r * 4 + 2], acc[r * 4 + 3] + sg8 * t[r * 4 + 3])
         acc = new
     return acc
 
@@ -458,7 +517,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
                     PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False,
-                    QB: tl.constexpr = 0):
+                    QB: tl.constexpr = 0, PRIV: tl.constexpr = False):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -560,12 +619,13 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     zz, ss = _sz(s_ptr, z_ptr, 0, ROWS[r], N, g >= 0, HAS_ZERO, IS_BF16)
                     zz8, ss8 = _sz(s_ptr, z_ptr, 0, ROWS[r] + 8, N, g >= 0, HAS_ZERO, IS_BF16)
                 S = S + (zz, zz8, ss, ss8)
+    if PRIV:  # this program's own code rows: (program, K slice) -> per_split * CK values
+        qx_ptr = qx_ptr + (pid0 * SPLIT_K + pid_k).to(tl.int64) * (per_split * CK) - t0 * CK
     if A8:
         if A8PRE:  # codes and scale written by quantize_codes_kernel
             sa = tl.load((qx_ptr + tl.cdiv(K, 512) * 512).to(tl.pointer_type(tl.float32)))
         else:
             sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB)
-        XP = (qx_ptr,)
     for it in range(t0, t1):
         if PF:
             # register double buffer: the next K tile's words (and scales) are requested before this
@@ -580,8 +640,10 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
             if not PER_CHANNEL:
                 S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
-        if FOLD:
-            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K, A8)
+        if A8:
+            acc = _tile_a8(W, S, acc, qx_ptr, it * CK, c, magic, zero, RB, NV)
+        elif FOLD:
+            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
         else:
             acc = _tile(W, S, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
     if PDL:

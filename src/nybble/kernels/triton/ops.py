@@ -223,7 +223,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     bit 5: register double buffer of the next K tile (``PF``), bit 6 (A8W4 only): quantize x with
     :func:`mma.quantize_codes_kernel` first and launch the GEMV with programmatic dependent launch
     (``A8PRE``: its programs load their first weights while the quantization runs), bit 7 (A8W4
-    only, without bit 6): the in-kernel quantization sweeps x in whole blocks (``QB``)."""
+    only, without bit 6): the in-kernel quantization sweeps x in whole blocks (``QB``), bit 8 (A8W4
+    only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
@@ -244,23 +245,43 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     pdl = _PDL[0] or a8pre
     out = x.new_empty(m, n)
     ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
-    qx = torch.empty(triton.cdiv(k, 512) * 512 + 2, dtype=torch.bfloat16, device=x.device) if a8 else out
-    qblock = min(16384, triton.next_power_of_2(k))  # x values per step of the A8 quantization sweeps
-    if a8pre:
+    priv = a8 and not a8pre and bool(cfg.num_stages & 256)
+    qx = torch.empty(_a8_code_values(k, nv, split, tiles, priv), dtype=torch.bfloat16, device=x.device) if a8 else out
+    if a8pre:  # its own one-program kernel: up to 16384 x values per step, 4-16 warps
+        qblock = min(16384, triton.next_power_of_2(k))
         _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=qblock, PDL=True), max(4, min(16, qblock // 256)), 1)
     _MMA((tiles, split),
          (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
           locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
          dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
-              FOLD=a8 or (bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128)),
+              FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
               EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
               PF=bool(cfg.num_stages & 32), A8PRE=a8pre,
-              QB=qblock if a8 and cfg.num_stages & 128 else 0), nw, 1,
+              QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0, PRIV=priv), nw, 1,
          pdl)
     if split > 1 and not serial:
         _finish(ws, bias, out)
     return out
+
+
+def _a8_sweep_block(k: int, num_warps: int, asymmetric: bool) -> int:
+    """x values per step of the A8 mode's whole-block sweep (flag 128): the row at once up to 64 values
+    per thread (32 asymmetric: it keeps a minimum and a maximum each), at most 16384.  More spills
+    into fewer programs per SM: 14336x4096 asymmetric with 16384 values per step on 256 threads
+    compiles to 165 registers (one program per SM) and took 24.7 us against 17.6 symmetric."""
+    per_thread = 32 if asymmetric else 64
+    return min(16384, triton.next_power_of_2(k), num_warps * 32 * per_thread)
+
+
+def _a8_code_values(k: int, nv: int, split: int, tiles: int, private: bool) -> int:
+    """bf16 values of the A8 mode's code scratch (:func:`mma.mma_gemv_kernel`): K padded to 512 plus
+    the activation scale (two values; ``A8PRE``), or (``private``) one row of ``per_split`` K tiles of
+    ``128 nv`` values per (program, K slice)."""
+    if not private:
+        return triton.cdiv(k, 512) * 512 + 2
+    ck = 128 * nv
+    return tiles * split * triton.cdiv(triton.cdiv(k, ck), split) * ck
 
 
 def mma_a8_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
@@ -749,12 +770,18 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
 
 
 def a8_m1_default(n: int, k: int, device: torch.device) -> TileConfig:
-    """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry."""
+    """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry: 128 rows per
+    program, K tiles of 256, split-K up to ~1.5 programs per SM, private code rows (flag 256), and
+    for K > 8192 the whole-block sweep of x (flag 128).  On the H100 (twelfth session,
+    ``benchmarks/gpu/sweeps/twelfth/``), the private rows against the shared one: 9.1 vs 9.4 us
+    (4096x4096), 61.4 vs 78.2 us (8192x28672 with flag 128: 224 programs wrote the shared row at once);
+    the sweep: 17.7 vs 21.4 us on 14336x4096, slower on 4096x4096 (9.7 vs 9.1)."""
     sms = sm_count(device)
     tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
     while tiles * split < (3 * sms) // 2 and split < 16 and k_tiles >= 4 * split:
         split *= 2
-    return TileConfig(2, 128, 256, split, 8, 1)
+    # private code rows (256); the whole-block sweep of x (128) for long rows
+    return TileConfig(2, 128, 256, split, 8, 1 | 256 | (128 if k > 8192 else 0))
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
