@@ -21,7 +21,7 @@ from nybble.bench.gpu import _wall_per_call_rounds
 
 def per_call_us(fn, reps: int) -> float:
     """Best of 3 loops of ``reps`` calls after 50 warm-up calls (``nybble.bench.gpu``'s timing of one path)."""
-    return _wall_per_call_rounds({"fn": fn}, reps, 3, torch)["fn"]
+    return _wall_per_call_rounds({"fn": fn}, reps, 3, torch)[0]["fn"]
 
 
 def main(reps: int = 2000) -> None:
@@ -65,7 +65,7 @@ def main(reps: int = 2000) -> None:
         shape = tuple(plan.out_shape)
         t.update({f"torch.empty(out{k})": v for k, v in _wall_per_call_rounds(
             {", shape as varargs (Plan.run since the tenth session)": lambda: torch.empty(*shape, dtype=dt, device=dev),
-             ", shape as a tuple (before)": lambda: torch.empty(shape, dtype=dt, device=dev)}, reps, 5, torch).items()})
+             ", shape as a tuple (before)": lambda: torch.empty(shape, dtype=dt, device=dev)}, reps, 5, torch)[0].items()})
         t["_raw_stream"] = per_call_us(lambda: _raw_stream(d), reps)
         t["layer.packed()"] = per_call_us(layer.packed, reps)
         t["layer.bias"] = per_call_us(lambda: layer.bias, reps)

@@ -213,7 +213,7 @@ def bench_shape(torch, F, k, n, ms, args, bw_gbps, l2, rows, configs_used):
     torch.cuda.empty_cache()
 
 
-def eager_overhead(torch, F, reps=2000, size=1024, rounds=5) -> dict:
+def eager_overhead(torch, F, reps=1000, size=1024, rounds=15) -> dict:
     """Wall-clock microseconds per eager call at M = 1 on a small ``size x size`` layer (group 128), so
     that the GPU time (a few us) stays below the CPU time and the loop measures Python + launch.
     ``triton_<act>_apply``: ``TritonKernel.apply`` (the layer's cached launch plan, ``eager_plan.py``);
@@ -222,7 +222,10 @@ def eager_overhead(torch, F, reps=2000, size=1024, rounds=5) -> dict:
     1-program launch (Triton's JIT path, FastLaunch, and Triton's compiled launcher with integer
     addresses), ``F.linear`` and ``torch.empty``.  Every path is timed once per round (``reps`` calls),
     in ``rounds`` rounds, and keeps its fastest round: all paths see the same moments of the host's
-    load, so their ratios hold even when the host's CPU is busy."""
+    load, so their ratios hold even when the host's CPU is busy (15 short rounds rather than 5 long
+    ones: in the eleventh session's final run the A16 path read 15.2 us next to 9.5 us for the A8
+    paths, which run the same plan machinery; more, shorter rounds make it less likely that a slow
+    stretch of the host decides one path's figure).  ``<path> median`` keys: the median round."""
     from ..kernels.base import LinearSpec
     from ..kernels.triton.kernel import TritonKernel
     from ..plain import PlainInt4Weight
@@ -265,32 +268,33 @@ def eager_overhead(torch, F, reps=2000, size=1024, rounds=5) -> dict:
     paths["cublas_bf16_F.linear"] = lambda: F.linear(x, wd)
     paths["torch.empty_1x1024 (machine reference)"] = lambda: torch.empty(1, size, dtype=torch.float32, device="cuda")
     paths["empty_python_loop"] = lambda: None
-    best = _wall_per_call_rounds(paths, reps, rounds, torch)
+    best, median = _wall_per_call_rounds(paths, reps, rounds, torch)
     out = {}
     for name, us in best.items():
         out[name] = us
+        out[f"{name} median"] = median[name]
         if name.endswith("_apply"):
             key = name.replace("_apply", "_graph_gpu_us")
             out[key] = gpu_us[key]
     return out
 
 
-def _wall_per_call_rounds(paths: dict, reps: int, rounds: int, torch) -> dict:
-    """``{name: fastest round's us per call}``: each round times every path once (``reps`` calls, then
-    a synchronize), after 50 warm-up calls of each."""
+def _wall_per_call_rounds(paths: dict, reps: int, rounds: int, torch) -> tuple[dict, dict]:
+    """``({name: fastest round's us per call}, {name: median round's us per call})``: each round times
+    every path once (``reps`` calls, then a synchronize), after 50 warm-up calls of each."""
     for fn in paths.values():
         for _ in range(50):
             fn()
     torch.cuda.synchronize()
-    best = dict.fromkeys(paths, float("inf"))
+    per_round: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
             torch.cuda.synchronize()
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps * 1e6)
-    return best
+            per_round[name].append((time.perf_counter() - t0) / reps * 1e6)
+    return ({n: min(v) for n, v in per_round.items()}, {n: statistics.median(v) for n, v in per_round.items()})
 
 
 def write_outputs(rows, meta, out_dir: Path, plot: bool) -> None:
