@@ -1,11 +1,13 @@
 """A8W4 at M = 1 against A16W4 at M = 1 on the benchmark shapes (issue 6: A8W4 within 10% of A16W4).
 
     PYTHONPATH=src python3 benchmarks/gpu/sweep_a8_m1.py --out $OUT/sweep_a8_m1.csv     # GPU machine
+        [--flags 0,256,384] [--shapes 4096x4096,14336x4096]
 
 Per shape (group 128, int zero points, bf16), timed like ``nybble bench gpu`` (one CUDA graph over
 rotated weight copies so the weights come from HBM, median of replays): A16W4 with its table
 config, A8W4 (symmetric) with the config the ordinary path picks now, and every mma.sync GEMV
-config of ``configs.mma_configs`` in its fused-quantization ``A8`` mode (one launch); the best is
+config of ``configs.mma_configs`` in its fused-quantization ``A8`` mode (one launch; ``--flags``: each
+also with those flag bits, e.g. 256 = private code rows, 128 = the whole-block sweep); the best is
 also timed with asymmetric activations.  Each A8 result is checked against the reference op.
 Prints one line per shape with the A8 / A16 time ratio; the CSV holds every point.
 """
@@ -18,9 +20,10 @@ from sweep_common import precompile, write_rows
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
 
-def _cands(n, k, sms):
-    from nybble.kernels.triton.configs import mma_configs
-    return [c for c in mma_configs(n, k, sms, 128, 1)]
+def _cands(n, k, sms, flags=(0,)):
+    """``configs.mma_configs`` at M = 1, each with every entry of ``flags`` or-ed into its flag bits."""
+    from nybble.kernels.triton.configs import TileConfig, mma_configs
+    return [TileConfig(*c.to_json()[:5], c.num_stages | f) for c in mma_configs(n, k, sms, 128, 1) for f in flags]
 
 
 def _prepack(n, k, act):
@@ -76,6 +79,9 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=14)
+    ap.add_argument("--flags", default="0", help="comma-separated flag sets or-ed into every candidate "
+                    "(e.g. 0,256,384: as is, private code rows, and those with the whole-block sweep)")
+    ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="K x N, comma-separated")
     args = ap.parse_args()
     import torch
     from nybble.bench.gpu import graph_time_us
@@ -85,17 +91,19 @@ def main() -> int:
     props = torch.cuda.get_device_properties(0)
     sms, l2 = props.multi_processor_count, props.L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
-    jobs = sorted({(c, False) for k, n in SHAPES for c in _cands(n, k, sms)}, key=str)
+    flags = tuple(int(f) for f in args.flags.split(","))
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
+    jobs = sorted({(c, False) for k, n in shapes for c in _cands(n, k, sms, flags)}, key=str)
     precompile(_compile_one, jobs, args.jobs, "A8 mma configs", 5)
     rows = []
     torch.manual_seed(0)
     with torch.no_grad():
-        for k, n in SHAPES:
+        for k, n in shapes:
             x, a16, p8, cp, refs = shape_setup(k, n, args.reps, l2)
             now = store.get(make_key("a8w4", n, k, 128, 1))
             rows.append({"K": k, "N": n, "kind": "a16-table", "config": "", "us": round(a16, 2), "rel_err": ""})
             best = None
-            for c in [None] + _cands(n, k, sms):
+            for c in [None] + _cands(n, k, sms, flags):
                 try:
                     y = _a8(x, p8, c)
                     err = ((y.float() - refs[False].float()).norm() / refs[False].float().norm()).item()
