@@ -13,7 +13,7 @@ graph over rotated weight copies, median of replays), all in one process:
 
 * A16W4 with its table config, and the same config with ``FOLD`` (fp32 per-group zero point / scale,
   the inner loop the A8 mode uses);
-* A8W4 (symmetric) with its table config, fused quantization (``ablation 0``), and with parts of the
+* A8W4 (symmetric, or with ``--asym`` asymmetric) with its table config, fused quantization (``ablation 0``), and with parts of the
   fused prologue removed through ``ops._ABL`` (results wrong on purpose, timing only): 1 no prologue
   (x read as if it held the codes), 2 the row's scale only (no codes written, no second barrier),
   3 the codes written with a fixed scale (no sweep of the row for its maximum);
@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--shapes", default="4096x4096,14336x4096")
+    ap.add_argument("--asym", action="store_true", help="asymmetric activations (default symmetric)")
     ap.add_argument("--cases", default="t8@0,t8@1,t8@2,t8@3",
                     help="A8 cases 'CFG@ABL,...': CFG t8 / t16 (the shape's A8 / A16 table config) or "
                          "'b_m:b_n:b_k:split:warps:stages', optionally '|flags' (or-ed into num_stages); ABL the "
@@ -75,7 +76,8 @@ def main() -> int:
             del cp, p16
             p8, plain = _prepack(n, k, "a8_sym")
             cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
-            ref8 = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, False, None)
+            ref8 = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, args.asym,
+                                                   None)
             cands = []
             for item in args.cases.split(","):
                 spec, abl = item.split("@")
@@ -92,8 +94,8 @@ def main() -> int:
                 if hasattr(ops, "_ABL"):
                     ops._ABL[0] = abl
                 try:
-                    err = ((a8(x, p8, c).float() - ref8.float()).norm() / ref8.float().norm()).item()
-                    us = graph_time_us([lambda q=q, c=c: a8(x, q, c) for q in cp], args.reps, torch)
+                    err = ((a8(x, p8, c, args.asym).float() - ref8.float()).norm() / ref8.float().norm()).item()
+                    us = graph_time_us([lambda q=q, c=c: a8(x, q, c, args.asym) for q in cp], args.reps, torch)
                 except Exception as exc:  # noqa: BLE001
                     print(f"  skip {tag} {c}: {type(exc).__name__}: {exc}", flush=True)
                     continue
