@@ -83,15 +83,26 @@ def test_a8_gemm_per_channel_falls_back():
     assert_close_to_reference(y, reference_out(x, plain, "a8_asym", None), "a8 per-channel fallback")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("k", [1000, 4096, 14336, 20000])
 @pytest.mark.parametrize("asym", [False, True])
-def test_quantize_perm8_layout(asym):
+def test_quantize_perm8_layout(asym, k, dtype):
+    """The large-M GEMMs' activation codes (``jit.quantize_act_perm8_kernel``: whole words, the row read
+    once up to K = 16384, two sweeps above): the K-order codes permuted by :func:`ops.perm8_layout`,
+    bit for bit, and the reference's codes, scales and zero points; rows of zeros and of one value."""
     from nybble.kernels.triton import ops
-    x = torch.randn(37, 1000, device="cuda").to(torch.bfloat16)
+    x = (torch.randn(37, k, device="cuda") * 3).to(dtype)
+    x[3] = 0
+    x[5] = 0.75
+    x[7, : k // 3] = -2.5
     q, s, z = ops.launch_quantize_act(x, asym)
     qp, sp, zp = ops.launch_quantize_act(x, asym, perm8=True)
     assert torch.equal(qp, ops.perm8_layout(q)) and torch.equal(s, sp) and torch.equal(z, zp)
     qr, sr, zr = P.quantize_activations(x, asym)
     assert torch.equal(q.to(torch.int32), qr - 128 if asym else qr)
+    assert torch.equal(sp, sr.float().reshape(sp.shape))
+    if asym:
+        assert torch.equal(zp, zr.to(torch.int32).reshape(zp.shape))
 
 
 def _a16_configs():

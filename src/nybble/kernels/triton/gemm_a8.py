@@ -16,7 +16,7 @@ group's MMA before its fp32 rescale.  This kernel
   from the next byte; the xor turns the biased byte into two's complement), ``hi`` the same of
   ``q >> 4`` (odd offsets 1, 3, 5, 7).  The eight bytes of a word therefore hold the K offsets
   ``PERM8 = (0, 2, 4, 6, 1, 3, 5, 7)``; the activation codes are written by the quantization kernel
-  in the same order (``jit.quantize_act_kernel(PERM8=True)``), which leaves every group sum
+  in the same order (``jit.quantize_act_perm8_kernel``), which leaves every group sum
   unchanged (integer sums do not depend on the order);
 * loads each group's scales / zero points / weight sums one group ahead, and reads clamped rows
   (tile rows past M or N repeat the last row) so no load needs a mask; only the store is masked;

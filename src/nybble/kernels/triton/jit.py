@@ -285,27 +285,60 @@ def row_qparams(row, offs, K, ASYM: tl.constexpr, BLOCK: tl.constexpr):
             v = tl.load(row + k0 + offs, mask=k0 + offs < K, other=0.0).to(tl.float32)
             lo = tl.minimum(lo, v)
             hi = tl.maximum(hi, v)
-        lo_r = tl.min(lo, axis=0)
-        hi_r = tl.max(hi, axis=0)
-        s = tl.math.div_rn(hi_r - lo_r, 255.0)
-        s = tl.where(s == 0.0, 1.0, s)
-        z = _rint(tl.math.div_rn(-lo_r, s))
-        z = tl.minimum(tl.maximum(z, 0.0), 255.0)
-    else:
-        amax = tl.zeros([BLOCK], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK):
-            v = tl.load(row + k0 + offs, mask=k0 + offs < K, other=0.0).to(tl.float32)
-            amax = tl.maximum(amax, tl.abs(v))
-        s = tl.math.div_rn(tl.max(amax, axis=0), 127.0)
-        s = tl.where(s == 0.0, 1.0, s)
-        z = s * 0.0
-    return s, z
+        return _qparams_asym(tl.min(lo, axis=0), tl.max(hi, axis=0))
+    amax = tl.zeros([BLOCK], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK):
+        v = tl.load(row + k0 + offs, mask=k0 + offs < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(v))
+    return _qparams_sym(tl.max(amax, axis=0))
+
+
+@triton.jit
+def _qparams_sym(amax):
+    """(s, z) of a row whose largest |x| is ``amax`` (fp32 scalar): s = amax / 127 (1 where 0), z = 0."""
+    s = tl.math.div_rn(amax, 127.0)
+    s = tl.where(s == 0.0, 1.0, s)
+    return s, s * 0.0
+
+
+@triton.jit
+def _qparams_asym(lo, hi):
+    """(s, z) of a row with minimum ``lo`` <= 0 and maximum ``hi`` >= 0 (fp32 scalars, 0 counted in):
+    s = (hi - lo) / 255 (1 where 0), z = clamp(rint(-lo / s), 0, 255)."""
+    s = tl.math.div_rn(hi - lo, 255.0)
+    s = tl.where(s == 0.0, 1.0, s)
+    z = _rint(tl.math.div_rn(-lo, s))
+    return s, tl.minimum(tl.maximum(z, 0.0), 255.0)
+
+
+@triton.jit
+def _act_codes(v, s, z, ASYM: tl.constexpr):
+    """fp32 activations -> their int8 codes as fp32 integers: clamp(rint(v / s), -127, 127), or
+    (``ASYM``) the uint8 code minus 128, clamp(rint(v / s) + z, 0, 255) - 128 (IEEE division, rint)."""
+    r = _rint(tl.math.div_rn(v, s))
+    if ASYM:
+        return tl.minimum(tl.maximum(r + z, 0.0), 255.0) - 128.0
+    return tl.minimum(tl.maximum(r, -127.0), 127.0)
+
+
+@triton.jit
+def _store_perm8_words(q32_row, v, r8, s, z, K, ASYM: tl.constexpr):
+    """Codes of ``v`` (fp32 (R, 8): K runs ``r8`` (R, 1) of 8 values) stored as two int32 words per run
+    in the PERM8 byte order (word 0: K offsets 0, 2, 4, 6; word 1: 1, 3, 5, 7) at ``q32_row`` (int32);
+    runs at or past K are not stored (K % 8 == 0)."""
+    j = tl.arange(0, 8)[None, :]
+    c = (_act_codes(v, s, z, ASYM).to(tl.int32) & 0xFF) << ((j // 2) * 8)
+    even = (j % 2) == 0
+    w0 = tl.sum(tl.where(even, c, 0), axis=1)  # disjoint byte fields: the sum is their OR
+    w1 = tl.sum(tl.where(even, 0, c), axis=1)
+    words = tl.join(w0, w1)  # (R, 2)
+    offs = r8 * 2 + tl.arange(0, 2)[None, :]
+    tl.store(q32_row + offs, words, mask=r8 * 8 < K)
 
 
 @triton.jit
 def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
-                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False,
-                        PERM8: tl.constexpr = False):
+                        ASYM: tl.constexpr, BLOCK: tl.constexpr, DEINT: tl.constexpr = False):
     """Per-row dynamic int8 quantization, bit-exact with ``primitives.quantize_activations``.
 
     x: (M, K) float, row stride ``stride_xm``.  Writes q int8 (M, K) contiguous -- for ``ASYM`` the
@@ -313,9 +346,7 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
     uint8 zero point 0..255, or 0).  Divisions are IEEE (div_rn), rounding is rint (half to even).
     ``DEINT``: q is written in the dp4a layout of :func:`gemv_dp4a_kernel` instead: (M, 2, K/8, 4) bytes,
     ``q[m, p, j, b]`` the code of ``x[m, 8 j + 2 b + p]`` (K % 8 == 0).
-    ``PERM8``: q (M, K) with each run of 8 codes in the order ``gemm_a8.PERM8`` (K offsets 0, 2, 4, 6,
-    1, 3, 5, 7), the byte order in which :func:`gemm_a8.a8w4_gemm_kernel` unpacks a weight word
-    (K % 8 == 0).
+    The large-M GEMMs' order (``PERM8``) is written by :func:`quantize_act_perm8_kernel`.
     """
     m = tl.program_id(0)
     row = x_ptr + m.to(tl.int64) * stride_xm
@@ -325,19 +356,44 @@ def quantize_act_kernel(x_ptr, q_ptr, s_ptr, z_ptr, K, stride_xm,
     for k0 in range(0, K, BLOCK):
         msk = k0 + offs < K
         v = tl.load(row + k0 + offs, mask=msk, other=0.0).to(tl.float32)
-        r = _rint(tl.math.div_rn(v, s))
-        if ASYM:
-            r = tl.minimum(tl.maximum(r + z, 0.0), 255.0) - 128.0
-        else:
-            r = tl.minimum(tl.maximum(r, -127.0), 127.0)
+        r = _act_codes(v, s, z, ASYM)
         if DEINT:
             kk = k0 + offs
             tl.store(qrow + (kk % 2) * (K // 2) + (kk // 8) * 4 + (kk % 8) // 2, r.to(tl.int8), mask=msk)
-        elif PERM8:
-            kk = k0 + offs
-            tl.store(qrow + (kk // 8) * 8 + (kk % 2) * 4 + (kk % 8) // 2, r.to(tl.int8), mask=msk)
         else:
             tl.store(qrow + k0 + offs, r.to(tl.int8), mask=msk)
+    tl.store(s_ptr + m, s)
+    tl.store(z_ptr + m, z.to(tl.int32))
+
+
+@triton.jit
+def quantize_act_perm8_kernel(x_ptr, q32_ptr, s_ptr, z_ptr, K, stride_xm, ASYM: tl.constexpr,
+                              BLOCK: tl.constexpr, ONE_PASS: tl.constexpr):
+    """:func:`quantize_act_kernel`'s codes, bit for bit, in the order the large-M int8 GEMMs read
+    (``gemm_a8.PERM8``: each run of 8 codes as K offsets 0, 2, 4, 6, 1, 3, 5, 7, the byte order in which
+    :func:`gemm_a8.a8w4_gemm_kernel` unpacks a weight word), written as whole words: per run two int32 (``q32_ptr``: int32 (M, K / 4), the int8 codes
+    in the PERM8 order), K % 8 == 0.  ``ONE_PASS`` (K <= BLOCK): the row is read once and its codes
+    are computed from the same registers; else the scale takes one sweep and the codes a second,
+    ``BLOCK`` values per step.  One program per row."""
+    m = tl.program_id(0)
+    row = x_ptr + m.to(tl.int64) * stride_xm
+    q32_row = q32_ptr + m.to(tl.int64) * (K // 4)
+    R: tl.constexpr = BLOCK // 8
+    r8 = tl.arange(0, R)[:, None]
+    kk = r8 * 8 + tl.arange(0, 8)[None, :]
+    if ONE_PASS:
+        v = tl.load(row + kk, mask=kk < K, other=0.0).to(tl.float32)
+        if ASYM:  # 0 counted in, as row_qparams does
+            s, z = _qparams_asym(tl.minimum(tl.min(tl.min(v, axis=1), axis=0), 0.0),
+                                 tl.maximum(tl.max(tl.max(v, axis=1), axis=0), 0.0))
+        else:
+            s, z = _qparams_sym(tl.max(tl.max(tl.abs(v), axis=1), axis=0))
+        _store_perm8_words(q32_row, v, r8, s, z, K, ASYM)
+    else:
+        s, z = row_qparams(row, tl.arange(0, BLOCK), K, ASYM=ASYM, BLOCK=BLOCK)
+        for k0 in range(0, K, BLOCK):
+            v = tl.load(row + k0 + kk, mask=k0 + kk < K, other=0.0).to(tl.float32)
+            _store_perm8_words(q32_row + k0 // 4, v, r8, s, z, K - k0, ASYM)
     tl.store(s_ptr + m, s)
     tl.store(z_ptr + m, z.to(tl.int32))
 

@@ -29,6 +29,7 @@ from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
 _QUANT = FastLaunch(jit.quantize_act_kernel)
+_QUANT_PERM8 = FastLaunch(jit.quantize_act_perm8_kernel)
 _DEQ = FastLaunch(jit.dequant_kernel)
 _FINISH = FastLaunch(jit.finish_kernel)
 _GEMV = FastLaunch(jit.gemv_kernel)
@@ -558,9 +559,16 @@ def launch_quantize_act(x: torch.Tensor, asymmetric: bool, deint: bool = False,
     q = torch.empty(m, k, dtype=torch.int8, device=x.device)
     s = torch.empty(m, dtype=torch.float32, device=x.device)
     z = torch.empty(m, dtype=torch.int32, device=x.device)
-    if m:
+    if m and perm8 and not deint:
+        # whole int32 words; the row read once up to 16384 values, else two sweeps; 8-16 warps (the H100's
+        # best of 4-32 at K = 4096 / 8192 / 14336, benchmarks/gpu/sweep_quant_perm8.py)
+        one_pass = k <= 16384
+        block = max(128, triton.next_power_of_2(k)) if one_pass else 8192
+        _QUANT_PERM8((m,), (x, q.view(torch.int32), s, z, k, x.stride(0)),
+                     dict(ASYM=asymmetric, BLOCK=block, ONE_PASS=one_pass), max(8, min(16, block // 512)), 1)
+    elif m:
         block = min(4096, max(128, triton.next_power_of_2(k)))
-        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block, DEINT=deint, PERM8=perm8),
+        _QUANT((m,), (x, q, s, z, k, x.stride(0)), dict(ASYM=asymmetric, BLOCK=block, DEINT=deint),
                8 if block >= 2048 else 4, 1)
     if deint:
         q = q.view(torch.int32).view(m, 2, k // 8)
@@ -569,7 +577,7 @@ def launch_quantize_act(x: torch.Tensor, asymmetric: bool, deint: bool = False,
 
 def perm8_layout(qa: torch.Tensor) -> torch.Tensor:
     """int8 codes (M, K) in K order -> (M, K) with every 8 codes in the order of ``gemm_a8.PERM8``
-    (K offsets 0, 2, 4, 6, 1, 3, 5, 7), what :func:`jit.quantize_act_kernel` writes with ``PERM8``."""
+    (K offsets 0, 2, 4, 6, 1, 3, 5, 7), what :func:`jit.quantize_act_perm8_kernel` writes."""
     m, k = qa.shape
     return qa.view(m, k // 8, 4, 2).transpose(2, 3).reshape(m, k)
 
