@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweep_common import write_rows
+from sweep_common import rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -38,7 +38,7 @@ def main() -> int:
         for k, n in SHAPES:
             p8, plain = _prepack(n, k, "a8_sym")
             r = _copies(sum(v.numel() * v.element_size() for v in p8.values()), l2)
-            cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
+            cp = rotated_copies(p8, r)
             wd = plain.dequantize(torch.bfloat16)
             wds = [wd] + [wd.clone() for _ in range(_copies(wd.numel() * 2, l2) - 1)]
             for m in map(int, args.ms.split(",")):

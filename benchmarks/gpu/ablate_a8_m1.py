@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweep_common import write_rows
+from sweep_common import rotated_copies, write_rows
 
 
 def main() -> int:
@@ -44,7 +44,7 @@ def main() -> int:
     from nybble.kernels import reference  # noqa: F401
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig, make_key
-    from sweep_a8_m1 import _prepack
+    from sweep_a8_m1 import _a8 as a8, _prepack
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
     rows = []
@@ -52,10 +52,6 @@ def main() -> int:
 
     def a16(x, q, c):
         return ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None, c, q["locks"])
-
-    def a8(x, q, c, asym=False):
-        return ops.launch_a8w4(x, q["qweight"], q["scale"], q["zero_point"], q["wsum"], 128, asym, None, c,
-                               q["locks"])
 
     with torch.no_grad():
         for shape in args.shapes.split(","):
@@ -65,7 +61,7 @@ def main() -> int:
             r = _copies(sum(v.numel() * v.element_size() for v in p16.values()), l2)
             c16 = store.get(make_key("a16w4", n, k, 128, 1))
             c8 = store.get(make_key("a8w4", n, k, 128, 1))
-            cp = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r - 1)]
+            cp = rotated_copies(p16, r)
             ref16 = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
             for tag, c in (("a16-table", c16), ("a16-fold", TileConfig(*c16.to_json()[:5], c16.num_stages | 16))):
                 err = ((a16(x, p16, c).float() - ref16.float()).norm() / ref16.float().norm()).item()
@@ -75,7 +71,7 @@ def main() -> int:
                 print(f"K={k} N={n} {tag:12s} {rows[-1]['config']:22s} {us:7.2f} us err {err:.1e}", flush=True)
             del cp, p16
             p8, plain = _prepack(n, k, "a8_sym")
-            cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
+            cp = rotated_copies(p8, r)
             ref8 = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, args.asym,
                                                    None)
             cands = []

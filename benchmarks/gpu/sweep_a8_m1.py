@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from sweep_common import precompile, write_rows
+from sweep_common import precompile, rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -51,12 +51,12 @@ def shape_setup(k, n, reps, l2):
     x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
     p16, _ = _prepack(n, k, "a16")
     r = _copies(sum(v.numel() * v.element_size() for v in p16.values()), l2)
-    cp = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r - 1)]
+    cp = rotated_copies(p16, r)
     a16 = graph_time_us([lambda q=q: ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None,
                                                       None, q["locks"]) for q in cp], reps, torch)
     del cp, p16
     p8, plain = _prepack(n, k, "a8_sym")
-    cp = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r - 1)]
+    cp = rotated_copies(p8, r)
     refs = {a: torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, a, None)
             for a in (False, True)}
     return x, a16, p8, cp, refs

@@ -26,3 +26,9 @@ def write_rows(path, rows: list[dict]) -> None:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
+
+
+def rotated_copies(packed: dict, copies: int) -> list[dict]:
+    """``packed`` (a layer's packed tensors by name) and ``copies - 1`` clones of it, for timing over
+    rotated weight copies (so that the weights come from HBM, not L2)."""
+    return [packed] + [{name: t.clone() for name, t in packed.items()} for _ in range(copies - 1)]

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 import time
-from sweep_common import write_rows
+from sweep_common import rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -127,8 +127,8 @@ def main() -> int:
         k8 = TritonKernel(LinearSpec.for_weight(plain, "a8_sym"))
         p16, p8 = k16.prepack(plain), k8.prepack(plain)
         r4 = _copies(plain.nbytes(), l2)
-        c16 = [p16] + [{kk: v.clone() for kk, v in p16.items()} for _ in range(r4 - 1)]
-        c8 = [p8] + [{kk: v.clone() for kk, v in p8.items()} for _ in range(r4 - 1)]
+        c16 = rotated_copies(p16, r4)
+        c8 = rotated_copies(p8, r4)
         wd = plain.dequantize(dt)
         cw = [wd] + [wd.clone() for _ in range(_copies(wd.numel() * 2, l2) - 1)]
         for m in ms:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from sweep_common import precompile, write_rows
+from sweep_common import precompile, rotated_copies, write_rows
 
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
@@ -129,7 +129,7 @@ def main() -> int:
                                  "rel_err": "", "bytes": wbytes})
                     line += f" floor {fl:6.1f} us ({fsum:6.1f} torch.sum)"
                 r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
-                cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+                cp = rotated_copies(p, r)
                 if a8:
                     ref = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, False,
                                                           None)

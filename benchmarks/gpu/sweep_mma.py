@@ -14,7 +14,7 @@ import argparse
 import csv
 import sys
 import time
-from sweep_common import precompile, write_rows
+from sweep_common import precompile, rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 MS = (1, 2, 4, 8, 16, 32, 64)
@@ -136,7 +136,7 @@ def sweep_a8(torch, store, sms, l2, reps, rows, winners):
         plain = PlainInt4Weight.from_float(w, 128, "int", torch.bfloat16)
         p = TritonKernel(LinearSpec.for_weight(plain, "a8_sym")).prepack(plain)
         r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
-        cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+        cp = rotated_copies(p, r)
         x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
         ref = torch.ops.nybble.reference_a8w4(x, plain.qdata, plain.scale, plain.zero_point, 128, False, None)
         key = make_key("a8w4", n, k, 128, 1)
@@ -206,7 +206,7 @@ def main() -> int:
         for k, n in SHAPES:
             p, plain = _weights(n, k)
             r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
-            cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+            cp = rotated_copies(p, r)
             for m in ms:
                 x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
                 ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from sweep_common import write_rows
+from sweep_common import rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 
@@ -41,7 +41,7 @@ def main() -> int:
             plain = PlainInt4Weight.from_float(w, 128, "int", torch.bfloat16)
             packs = {act: TritonKernel(LinearSpec.for_weight(plain, act)).prepack(plain) for act in ("a16", "a8_sym")}
             r = _copies(plain.nbytes(), l2)
-            copies = {a: [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)] for a, p in packs.items()}
+            copies = {a: rotated_copies(p, r) for a, p in packs.items()}
             line = []
             for act, m in (("a16", 1), ("a16", 16), ("a8_sym", 1)):
                 x = torch.randn(m, k, device="cuda").to(torch.bfloat16)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from sweep_common import precompile, write_rows
+from sweep_common import precompile, rotated_copies, write_rows
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (K, N)
 MS = (1, 2, 4, 8)
@@ -83,7 +83,7 @@ def main() -> int:
             for op in OPS:
                 p = _weights(n, k, "a16" if op == "a16w4" else "a8_sym")
                 r = _copies(sum(v.numel() * v.element_size() for v in p.values()), l2)
-                cp = [p] + [{kk: v.clone() for kk, v in p.items()} for _ in range(r - 1)]
+                cp = rotated_copies(p, r)
                 for m in MS:
                     x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
                     key = make_key(op, n, k, 128, m)

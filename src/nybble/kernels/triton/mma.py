@@ -37,7 +37,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .jit import _rint, row_qparams
+from .jit import _act_codes, row_qparams
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
@@ -400,12 +400,12 @@ def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constex
 
 @triton.jit
 def _act_code(v, sa, za, ASYM: tl.constexpr):
-    """fp32 activations -> their int8 codes minus the zero point (``q - za``, exact fp32 integers),
-    as ``primitives.quantize_activations`` (IEEE division, rint, clamp)."""
-    r = _rint(tl.math.div_rn(v, sa))
+    """fp32 activations -> their int8 codes minus the zero point (``q - za``, exact fp32 integers):
+    :func:`jit._act_codes`, whose asymmetric codes are ``q - 128``, moved to ``q - za`` (exact)."""
+    q = _act_codes(v, sa, za, ASYM)
     if ASYM:
-        return tl.minimum(tl.maximum(r + za, 0.0), 255.0) - za
-    return tl.minimum(tl.maximum(r, -127.0), 127.0)
+        return q + (128.0 - za)
+    return q
 
 
 @triton.jit
