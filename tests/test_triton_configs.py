@@ -124,7 +124,10 @@ def test_shipped_h100_table_parses_and_is_valid():
         assert C.group_tile_ok(cfg, int(g), int(k), op), (key, cfg)
         if cfg.block_m == C.WGMMA:
             assert op == "a16w4" and int(mb) >= 64, (key, cfg)
+        if cfg.block_m == 2:  # an mma GEMV's shared-memory code row (flag 2048) fits in the static limit
+            assert C.mma_code_row_bytes(cfg, int(k)) <= C.MMA_STATIC_SMEM_MAX, (key, cfg)
     assert store.source("a16w4|28672|8192|128|1") == "table"
+    assert store.get("a8w4|4096|4096|128|1").num_stages & 2048
 
 
 def test_disk_cache_round_trip_and_corrupt_cache(tmp_path):
@@ -192,9 +195,14 @@ def test_tma_gemv_a8_candidates_are_valid_only_where_the_kernel_runs():
 def test_a8_m1_scratch_and_sweep_sizes(monkeypatch):
     """The A8 mode's code scratch (shared K row, or one row per program and K slice) and the whole-block
     sweep's values per step (at most 64 per thread, 32 asymmetric: more made 165 registers on the H100),
-    and the untabled M = 1 default: private rows, the whole-block sweep only for K > 8192."""
+    and the untabled M = 1 default: the shared-memory code row (private global rows where a program's K
+    slice does not fit in it), the whole-block sweep only for K > 8192; the code row's size."""
     pytest.importorskip("triton")
     from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import MMA_STATIC_SMEM_MAX, TileConfig, mma_code_row_bytes
+    assert mma_code_row_bytes(TileConfig(2, 128, 256, 8, 8, 1), 4096) == 0  # no flag 2048
+    assert mma_code_row_bytes(TileConfig(2, 128, 256, 8, 8, 2049), 4096) == 512 * 2  # 2 tiles of 256
+    assert mma_code_row_bytes(TileConfig(2, 64, 512, 3, 4, 2049), 14336) == 10 * 512 * 2  # 28 tiles -> 10
     assert ops._a8_code_values(4096, 2, 8, 32, False) == 4096 + 2
     assert ops._a8_code_values(4000, 2, 8, 32, False) == 4096 + 2
     # 14336 = 56 tiles of 256; 8 slices of 7 tiles; 32 programs x 8 slices x 7 x 256 values
@@ -206,6 +214,10 @@ def test_a8_m1_scratch_and_sweep_sizes(monkeypatch):
     assert ops._a8_sweep_block(4096, 8, True) == 4096
     assert ops._a8_sweep_block(640, 4, False) == 1024
     monkeypatch.setattr(ops, "sm_count", lambda device: 132)
-    assert ops.a8_m1_default(4096, 4096, None).to_json() == [2, 128, 256, 8, 8, 1 | 256]
-    assert ops.a8_m1_default(4096, 14336, None).to_json() == [2, 128, 256, 8, 8, 1 | 256 | 128]
-    assert ops.a8_m1_default(28672, 8192, None).to_json() == [2, 128, 256, 1, 8, 1 | 256]
+    assert ops.a8_m1_default(4096, 4096, None).to_json() == [2, 128, 256, 8, 8, 1 | 2048]
+    assert ops.a8_m1_default(4096, 14336, None).to_json() == [2, 128, 256, 8, 8, 1 | 2048 | 128]
+    assert ops.a8_m1_default(28672, 8192, None).to_json() == [2, 128, 256, 1, 8, 1 | 2048]
+    # a K slice whose codes do not fit in the static shared memory: private global rows instead
+    big = ops.a8_m1_default(28672, 32768, None)
+    assert big.to_json() == [2, 128, 256, 1, 8, 1 | 256 | 128]
+    assert mma_code_row_bytes(TileConfig(*big.to_json()[:5], big.num_stages | 2048), 32768) > MMA_STATIC_SMEM_MAX

@@ -1,7 +1,10 @@
 """M = 1 on the GPU machine: the per-shape one-pass read floor, and the mma GEMV with and without the
 register double buffer (config flag bit 5, ``mma.mma_gemv_kernel``'s ``PF``), for A16W4 and for
 the fused A8W4 mode, and the A8W4 mode with the quantization in its own one-program kernel before a
-PDL-launched GEMV (flag bit 6, ``A8PRE``).
+PDL-launched GEMV (flag bit 6, ``A8PRE``).  Options: ``--shared-codes`` (A8W4: private global code
+rows vs the shared-memory code row, flags 256 / 2048, each with and without the whole-block sweep),
+``--a16-table-only`` (A16W4: time the table's choice only, as the reference for the A8W4 ratio),
+``--no-pdl`` (skip the PDL reruns).
 
     PYTHONPATH=src python3 benchmarks/gpu/sweep_m1_floor.py --out $OUT/m1_floor.csv   # GPU machine
 
@@ -25,18 +28,38 @@ from sweep_common import precompile, rotated_copies, write_rows
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
 
-def _cands(n, k, sms, a8, odd_splits=False):
+def _cands(n, k, sms, a8, odd_splits=False, shared_codes=False):
     from nybble.kernels.triton.configs import TileConfig, mma_configs
     out = []
     for c in mma_configs(n, k, sms, 128, 1):
         for fl in ((0, 32, 96, 128, 160) if a8 else (0,)):
             out.append(TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl))
+    if shared_codes and a8:  # the A8W4 candidates: private global code rows vs the shared-memory row
+        out = _a8_code_row_variants(n, k, sms)
     if odd_splits and not a8:  # split-K counts outside mma_configs' powers of two (one wave of programs)
         for bn, bk, warps in ((64, 128, 4), (64, 256, 4), (64, 512, 4), (128, 128, 8), (128, 256, 8)):
             for split in (3, 5, 6, 7, 10, 12, 14, 20, 24, 28):
                 if -(-k // bk) >= 2 * split and -(-n // bn) * split <= 12 * sms:
                     out.append(TileConfig(2, bn, bk, split, warps, 1))
     return out
+
+
+def _a8_code_row_variants(n, k, sms):
+    """A8W4 mma candidates for the code-row sweep: 64 / 128-row programs of 4 / 8 warps and K tiles of
+    128-512 at every split of ``mma_configs``, each with private global code rows (flag 256) and with
+    the shared-memory code row (flag 2048), both with and without the whole-block sweep of x (flag 128);
+    only those whose code row fits in the static shared memory."""
+    from nybble.kernels.triton.configs import MMA_STATIC_SMEM_MAX, TileConfig, mma_code_row_bytes, mma_configs
+    out = []
+    for c in mma_configs(n, k, sms, 128, 1):
+        if (c.block_n, c.block_k, c.num_warps) not in ((64, 256, 4), (128, 256, 8), (64, 512, 4), (128, 128, 8),
+                                                       (64, 128, 4)):
+            continue
+        for fl in (256, 384, 2048, 2176):
+            v = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl)
+            if mma_code_row_bytes(v, k) <= MMA_STATIC_SMEM_MAX:
+                out.append(v)
+    return list(dict.fromkeys(out))
 
 
 def _cfg(text):
@@ -96,6 +119,10 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=14)
     ap.add_argument("--no-a8", action="store_true")
     ap.add_argument("--odd-splits", action="store_true", help="A16W4 also with split-K counts 3..28")
+    ap.add_argument("--shared-codes", action="store_true",
+                    help="A8W4: private global code rows vs the shared-memory code row (flags 256 / 2048)")
+    ap.add_argument("--no-pdl", action="store_true", help="skip the PDL reruns of the best A16W4 configs")
+    ap.add_argument("--a16-table-only", action="store_true", help="A16W4: time the table's choice only")
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
     args = ap.parse_args()
     import torch
@@ -108,7 +135,8 @@ def main() -> int:
     store = ops.store_for(torch.device("cuda", 0))
     modes = (False,) if args.no_a8 else (False, True)
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
-    jobs = sorted({(c, a8) for k, n in shapes for a8 in modes for c in _cands(n, k, sms, a8, args.odd_splits)},
+    jobs = sorted({(c, a8) for k, n in shapes for a8 in modes if a8 or not args.a16_table_only
+                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes)},
                   key=str)
     precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
@@ -137,7 +165,8 @@ def main() -> int:
                     ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
-                for c in [None] + _cands(n, k, sms, a8, args.odd_splits):
+                cands = [] if args.a16_table_only and not a8 else _cands(n, k, sms, a8, args.odd_splits, args.shared_codes)
+                for c in [None] + cands:
                     try:
                         y = _run(x, p, c, a8)
                         err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -146,7 +175,8 @@ def main() -> int:
                         print(f"  skip {c}: {type(exc).__name__}: {exc}", flush=True)
                         continue
                     kind = ("a8" if a8 else "a16") + ("-table" if c is None else
-                                                      f"-mma-f{c.num_stages & 224}")
+                                                      f"-mma-f{c.num_stages & 224}"
+                                                      + ("-smc" if c.num_stages & 2048 else ""))
                     rows.append({"K": k, "N": n, "kind": kind,
                                  "config": "x".join(map(str, (c or table).to_json())) if (c or table) else "",
                                  "us": round(us, 2), "rel_err": f"{err:.2e}", "bytes": wbytes})
@@ -155,7 +185,7 @@ def main() -> int:
                         continue
                     if kind not in best or us < best[kind][0]:
                         best[kind] = (us, c)
-                if not a8:  # the best mma configs again, launched with PDL (late trigger), PF off / on
+                if not a8 and not args.no_pdl:  # the best mma configs again, launched with PDL (late trigger), PF off / on
                     tops = sorted({c for r in rows if r["kind"].startswith("a16-mma") and (r["K"], r["N"]) == (k, n)
                                    for c in [_cfg(r["config"])]}, key=lambda c: _us(rows, k, n, c))[:3]
                     old = ops.set_pdl(True)

@@ -232,6 +232,53 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
     assert not p["locks"].any(), "split-K counters not back at zero"
 
 
+@pytest.mark.parametrize("group,k", [(128, 4096), (-1, 16904), (-1, 30000)])
+@pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
+def test_mma_gemv_a8w4_shared_code_row_same_bits(act, group, k):
+    """The shared-memory code row (flag 2048) in the A8W4 modes of the mma GEMV -- with the one-value
+    and the whole-block sweep of x (flag 128), in-kernel and finish-kernel split-K, 4 / 8 warps, K
+    tiles of 128-512 --: the same bits as the global code rows (shared, and private with flag 256,
+    which 2048 replaces), close to the reference, the same bits on a second call; with flag 64 (the
+    quantization kernel + PDL GEMV) the flag does nothing; a code row too large for the static shared
+    memory (K = 30000 in one K slice) is refused by name."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import MMA_STATIC_SMEM_MAX, TileConfig, mma_code_row_bytes
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(N, k, group, "int", torch.bfloat16)
+    p = _kernel(plain, act).prepack(plain)
+    asym = act == "a8_asym"
+    x = torch.randn(1, k, device="cuda").to(torch.bfloat16) * 3
+    bias = torch.randn(N, device="cuda").to(torch.bfloat16)
+    ref = reference_out(x, plain, act, bias)
+
+    def run(cfg):
+        return ops.launch_a8w4(x, p["qweight"], p["scale"], p["zero_point"], p["wsum"], group, asym, bias, cfg,
+                               p["locks"])
+
+    ran = refused = 0
+    for base in ((2, 128, 256, 8, 8, 1), (2, 64, 256, 2, 4, 1), (2, 128, 256, 1, 8, 64), (2, 64, 128, 3, 4, 129),
+                 (2, 64, 256, 1, 4, 1), (2, 128, 512, 2, 4, 2), (2, 128, 128, 5, 8, 128 | 2)):
+        want = run(TileConfig(*base))
+        assert torch.equal(want, run(TileConfig(*base[:5], base[5] | 256))), f"private rows {base}"
+        cfg = TileConfig(*base[:5], base[5] | 2048)
+        if not base[5] & 64 and mma_code_row_bytes(cfg, k) > MMA_STATIC_SMEM_MAX:
+            with pytest.raises(ValueError, match="static shared memory allowed"):
+                run(cfg)
+            refused += 1
+            continue
+        y = run(cfg)
+        assert torch.equal(y, want), f"shared code row {cfg}"
+        assert torch.equal(y, run(cfg)), f"second call {cfg}"
+        assert_close_to_reference(y, ref, f"mma a8 shared codes {act} g{group} {cfg}")
+        ran += 1
+    assert ran >= 6 and refused == (1 if k > 24064 else 0)
+    assert not p["locks"].any()
+    default = ops.a8_m1_default(N, k, x.device)
+    assert default.num_stages & 2048 or mma_code_row_bytes(TileConfig(*default.to_json()[:5], 2049), k) > MMA_STATIC_SMEM_MAX
+    assert_close_to_reference(run(default), ref, f"mma a8 default {default}")
+
+
 def test_mma_gemv_split_k_repeated_calls_agree():
     """The in-kernel split-K reduction gives the same bits on every call (no stale counters)."""
     from nybble.kernels.triton import ops

@@ -345,6 +345,30 @@ def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132, mb: int =
     return TileConfig(2, bn, 256, split, 4, 1)
 
 
+#: the static shared memory (the A8 code row) an mma GEMV config may declare: 48 KiB is the most a kernel
+#: may have without opting in, static and dynamic together; 1 KiB is left for Triton's own
+MMA_STATIC_SMEM_MAX = 47 * 1024
+
+
+def mma_row_blocks(cfg: TileConfig) -> int:
+    """16-row blocks per warp of an mma GEMV config (``RB``: 1, 2 or 4)."""
+    return max(1, min(4, cfg.block_n // (16 * cfg.num_warps)))
+
+
+def mma_v_blocks(cfg: TileConfig) -> int:
+    """128-value K blocks per K tile of an mma GEMV config (``NV``: 1, 2 or 4)."""
+    return max(1, min(4, cfg.block_k // 128))
+
+
+def mma_code_row_bytes(cfg: TileConfig, k: int) -> int:
+    """Shared memory of an mma GEMV config's A8 code row (``num_stages`` bit 11, ``SMC``): the bf16 codes
+    of one program's K slice (whole K tiles); 0 without the flag."""
+    if not cfg.num_stages & 2048:
+        return 0
+    ck = 128 * mma_v_blocks(cfg)
+    return -(-(-(-k // ck)) // cfg.split_k) * ck * 2
+
+
 def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: int = 1) -> list[TileConfig]:
     """A16W4 mma.sync GEMV candidates (``block_m == 2``, M <= 64): rows per program 64 / 128 / 256
     (warps x row-blocks of 16 x 1, 2 or 4), K tiles of 128 / 256 / 512, split-K around 1-12 programs

@@ -39,6 +39,7 @@ import triton.language as tl
 
 from .jit import _act_codes, row_qparams
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+from triton.runtime.jit import constexpr_function
 
 
 def _deq_asm(bf16: bool) -> tl.constexpr:
@@ -142,6 +143,26 @@ def _ld4c(ptr):
     r0, r1, r2, r3 = tl.inline_asm_elementwise(_LD4C, "=r,=r,=r,=r,l", [ptr],
                                                dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False,
                                                pack=1)
+    return r0, r1, r2, r3
+
+
+#: one 16-bit value (the low half of $3) to shared address $1 if $2 != 0
+_STS16 = tl.constexpr("{ .reg .pred p; .reg .b16 h; setp.ne.b32 p, $2, 0; cvt.u16.u32 h, $3; "
+                      "@p st.shared.b16 [$1], h; mov.u32 $0, 0; }")
+_LDS4 = tl.constexpr("ld.shared.v4.b32 {$0, $1, $2, $3}, [$4];")
+
+
+@constexpr_function
+def _codes_base_asm(nbytes):
+    """PTX declaring the A8 mode's shared code row (``SMC``) and returning its shared-window address."""
+    return f"{{ .shared .align 16 .b8 nybble_codes[{nbytes}]; mov.u32 $0, nybble_codes; }}"
+
+
+@triton.jit
+def _lds4(addr):
+    """16 bytes at shared address ``addr`` as 4 int32 per thread."""
+    r0, r1, r2, r3 = tl.inline_asm_elementwise(_LDS4, "=r,=r,=r,=r,r", [addr],
+                                               dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False, pack=1)
     return r0, r1, r2, r3
 
 
@@ -365,7 +386,7 @@ def _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr
 
 
 @triton.jit
-def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constexpr):
+def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constexpr, SMC: tl.constexpr = 0):
     """All MMAs of one K tile in ``A8`` mode (one row of x, bf16; a v-block of 128 K values lies in one
     group): per word, the activation codes ``q_a - z_a`` (exact bf16 integers this program wrote at
     ``QX``, zeros past K) meet the exact bf16 integers ``q - z`` of the weights in fresh fp32
@@ -378,7 +399,10 @@ def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constex
         for i in tl.static_range(RB * 4):
             t = t + (zero,)
         for j in tl.static_range(4):
-            X = _ld4c(QX + kt + v * 128 + c * 32 + 8 * j)
+            if SMC:  # QX: shared address of this program's code row (its first K at kt = 0)
+                X = _lds4(QX + (kt + v * 128 + c * 32 + 8 * j) * 2)
+            else:
+                X = _ld4c(QX + kt + v * 128 + c * 32 + 8 * j)
             new = ()
             for r in tl.static_range(RB):
                 D = _zsub(W[(v * RB + r) * 8 + j], W[(v * RB + r) * 8 + 4 + j], S[(v * RB + r) * 4],
@@ -417,35 +441,44 @@ def _frag_pos(kk):
 
 
 @triton.jit
-def _store_codes(x_ptr, qx_ptr, idx, kbeg, kend, kpad, sa, za, ASYM: tl.constexpr, STEP: tl.constexpr):
+def _store_codes(x_ptr, qx_ptr, idx, kbeg, kend, kpad, sa, za, ASYM: tl.constexpr, STEP: tl.constexpr,
+                 SMC: tl.constexpr = 0):
     """The codes ``q - za`` of x row 0 over K range [kbeg, kend) (zeros from ``kend`` up to ``kpad``)
     as bf16 at their MMA fragment positions (:func:`_frag_pos`) in ``qx_ptr``; ``idx``: the K
-    offsets one step covers (``STEP`` of them), swept from ``kbeg`` in steps of ``STEP``."""
+    offsets one step covers (``STEP`` of them), swept from ``kbeg`` in steps of ``STEP``.  ``SMC``:
+    ``qx_ptr`` is the shared address (int32) of the program's code row, whose first entry is K ``kbeg``."""
     for k0 in range(kbeg, kpad, STEP):
         kk = k0 + idx
         live = kk < kend
         v = tl.load(x_ptr + kk, mask=live, other=0.0).to(tl.float32)
-        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0)
-        tl.store(qx_ptr + _frag_pos(kk), q.to(tl.bfloat16), mask=kk < kpad)
+        q = tl.where(live, _act_code(v, sa, za, ASYM), 0.0).to(tl.bfloat16)
+        if SMC:
+            bits = q.to(tl.int16, bitcast=True).to(tl.int32)
+            tl.inline_asm_elementwise(_STS16, "=r,r,r,r", [qx_ptr + (_frag_pos(kk) - kbeg) * 2,
+                                                          (kk < kpad).to(tl.int32), bits],
+                                      dtype=tl.int32, is_pure=False, pack=1)
+        else:
+            tl.store(qx_ptr + _frag_pos(kk), q, mask=kk < kpad)
 
 
 @triton.jit
 def _quantize_row(x_ptr, qx_ptr, tid, K, kbeg, kend, kpad, ASYM: tl.constexpr, NW: tl.constexpr,
-                  QB: tl.constexpr = 0):
+                  QB: tl.constexpr = 0, SMC: tl.constexpr = 0):
     """Per-token int8 quantization of x row 0 (K,) bit for bit as ``primitives.quantize_activations``
     (IEEE divisions, rint); writes the codes ``q - za`` of K range [kbeg, kend) (and zeros up to
     ``kpad``, the end of this program's last K tile) as bf16 into ``qx_ptr`` at the position the MMA fragments
     read them (8 j + 2 i <- K 8 j + i, 8 j + 2 i + 1 <- K 8 j + i + 4), then a barrier.  Programs with
     the same K range write the same values.  Returns the activation scale (fp32 scalar).
     ``QB`` > 0: the row is swept in whole blocks of ``QB`` values (several 16-byte loads per thread
-    in flight at once) and the codes written 8 per thread per step; else one value per thread per step."""
+    in flight at once) and the codes written 8 per thread per step; else one value per thread per step.
+    ``SMC``: ``qx_ptr`` is the shared address of the program's code row (entry 0 = K ``kbeg``)."""
     NT: tl.constexpr = NW * 32
     if QB > 0:
         sa, za = row_qparams(x_ptr, tl.arange(0, QB), K, ASYM=ASYM, BLOCK=QB)
-        _store_codes(x_ptr, qx_ptr, tl.arange(0, NT * 8), kbeg, kend, kpad, sa, za, ASYM, NT * 8)
+        _store_codes(x_ptr, qx_ptr, tl.arange(0, NT * 8), kbeg, kend, kpad, sa, za, ASYM, NT * 8, SMC)
     else:
         sa, za = row_qparams(x_ptr, tid, K, ASYM=ASYM, BLOCK=NT)
-        _store_codes(x_ptr, qx_ptr, tid, kbeg, kend, kpad, sa, za, ASYM, NT)
+        _store_codes(x_ptr, qx_ptr, tid, kbeg, kend, kpad, sa, za, ASYM, NT, SMC)
     tl.debug_barrier()
     return sa
 
@@ -517,7 +550,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
                     PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False,
-                    QB: tl.constexpr = 0, PRIV: tl.constexpr = False):
+                    QB: tl.constexpr = 0, PRIV: tl.constexpr = False, SMC: tl.constexpr = 0):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -553,6 +586,10 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     ``A8PRE`` (with ``A8``): the codes and the activation scale were written to ``qx`` by
     :func:`quantize_codes_kernel`, launched just before this kernel (which runs with ``PDL``).
     ``QB`` (with ``A8``, not ``A8PRE``): :func:`_quantize_row` sweeps x in blocks of ``QB`` values.
+    ``SMC`` (``A8`` without ``A8PRE``; bytes, > 0): the program's codes go to a static shared-memory row
+    of ``SMC`` bytes (its K slice, bf16, declared in inline PTX: Triton gives inline PTX no shared
+    memory of its own) instead of the global scratch: written by ``st.shared``, one barrier, read back
+    by ``ld.shared`` in the fragment order (no L2 round trip); ``qx_ptr`` is then unused.
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -625,7 +662,11 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
         if A8PRE:  # codes and scale written by quantize_codes_kernel
             sa = tl.load((qx_ptr + tl.cdiv(K, 512) * 512).to(tl.pointer_type(tl.float32)))
         else:
-            sa = _quantize_row(x_ptr, qx_ptr, tid, K, t0 * CK, tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB)
+            if SMC:  # the code row in shared memory, entry 0 = K t0 * CK
+                qx_ptr = tl.inline_asm_elementwise(_codes_base_asm(SMC), "=r,r", [pid0], dtype=tl.int32,
+                                                   is_pure=True, pack=1) - t0 * CK * 2  # a scalar
+            sa = _quantize_row(x_ptr, qx_ptr + (t0 * CK * 2 if SMC else 0), tid, K, t0 * CK,
+                               tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB, SMC)
     for it in range(t0, t1):
         if PF:
             # register double buffer: the next K tile's words (and scales) are requested before this
@@ -641,7 +682,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             if not PER_CHANNEL:
                 S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
         if A8:
-            acc = _tile_a8(W, S, acc, qx_ptr, it * CK, c, magic, zero, RB, NV)
+            acc = _tile_a8(W, S, acc, qx_ptr, it * CK, c, magic, zero, RB, NV, SMC)
         elif FOLD:
             acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
         else:

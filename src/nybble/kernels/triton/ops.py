@@ -24,7 +24,7 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      is_a8_gemm, make_key, wgmma_a_sets, wgmma_grid, wgmma_splits)
+                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_v_blocks, wgmma_a_sets, wgmma_grid, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
@@ -225,29 +225,38 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     :func:`mma.quantize_codes_kernel` first and launch the GEMV with programmatic dependent launch
     (``A8PRE``: its programs load their first weights while the quantization runs), bit 7 (A8W4
     only, without bit 6): the in-kernel quantization sweeps x in whole blocks (``QB``), bit 8 (A8W4
-    only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``)."""
+    only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``),
+    bit 11 (A8W4 only, without bit 6): the activation codes go through a shared-memory row instead of a
+    global scratch (``SMC``, :func:`configs.mma_code_row_bytes`, at most ``configs.MMA_STATIC_SMEM_MAX``
+    bytes, else ValueError; replaces bit 8)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
         x = x.clone(memory_format=torch.contiguous_format)
     nw = cfg.num_warps
-    rb = max(1, min(4, cfg.block_n // (16 * nw)))
-    nv = max(1, min(4, cfg.block_k // 128))
+    rb = mma_row_blocks(cfg)
+    nv = mma_v_blocks(cfg)
     nb_max = 2 << ((cfg.num_stages >> 2) & 3)       # flags bits 2-3: up to 2 / 4 / 8 / 16 -> 8
     nb = 1
     while nb < min(nb_max, 8) and 8 * nb < m:
         nb *= 2
     split = cfg.split_k
+    a8 = a8_asym is not None
+    a8pre = a8 and bool(cfg.num_stages & 64)
+    smc = mma_code_row_bytes(cfg, k) if a8 and not a8pre else 0
+    if smc > MMA_STATIC_SMEM_MAX:
+        raise ValueError(f"mma GEMV config {cfg.to_json()} at K = {k}: its shared-memory code row needs {smc} bytes, "
+                         f"more than the {MMA_STATIC_SMEM_MAX} bytes of static shared memory allowed (use more K "
+                         "slices, or flag 256 instead of 2048)")
     mb = triton.cdiv(m, 8 * nb)
     tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
     serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
-    a8 = a8_asym is not None
-    a8pre = a8 and bool(cfg.num_stages & 64)
     pdl = _PDL[0] or a8pre
     out = x.new_empty(m, n)
     ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
-    priv = a8 and not a8pre and bool(cfg.num_stages & 256)
-    qx = torch.empty(_a8_code_values(k, nv, split, tiles, priv), dtype=torch.bfloat16, device=x.device) if a8 else out
+    priv = a8 and not a8pre and not smc and bool(cfg.num_stages & 256)
+    qx = (torch.empty(_a8_code_values(k, nv, split, tiles, priv), dtype=torch.bfloat16, device=x.device)
+          if a8 and not smc else out)
     if a8pre:  # its own one-program kernel: up to 16384 x values per step, 4-16 warps
         qblock = min(16384, triton.next_power_of_2(k))
         _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=qblock, PDL=True), max(4, min(16, qblock // 256)), 1)
@@ -258,7 +267,7 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
               IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
               FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
               EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
-              PF=bool(cfg.num_stages & 32), A8PRE=a8pre,
+              PF=bool(cfg.num_stages & 32), A8PRE=a8pre, SMC=smc,
               QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0, PRIV=priv), nw, 1,
          pdl)
     if split > 1 and not serial:
@@ -779,17 +788,22 @@ def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileC
 
 def a8_m1_default(n: int, k: int, device: torch.device) -> TileConfig:
     """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry: 128 rows per
-    program, K tiles of 256, split-K up to ~1.5 programs per SM, private code rows (flag 256), and
-    for K > 8192 the whole-block sweep of x (flag 128).  On the H100 (twelfth session,
-    ``benchmarks/gpu/sweeps/twelfth/``), the private rows against the shared one: 9.1 vs 9.4 us
-    (4096x4096), 61.4 vs 78.2 us (8192x28672 with flag 128: 224 programs wrote the shared row at once);
-    the sweep: 17.7 vs 21.4 us on 14336x4096, slower on 4096x4096 (9.7 vs 9.1)."""
+    program, K tiles of 256, split-K up to ~1.5 programs per SM, the codes in a shared-memory row
+    (flag 2048) or, where the program's K slice does not fit there, private global code rows (flag
+    256), and for K > 8192 the whole-block sweep of x (flag 128).  On the H100: private rows against
+    the one shared global row (twelfth session): 9.1 vs 9.4 us (4096x4096), 61.4 vs 78.2 us
+    (8192x28672); the sweep: 17.7 vs 21.4 us on 14336x4096, slower on 4096x4096 (9.7 vs 9.1); the
+    shared-memory row against private rows (thirteenth session, ``benchmarks/gpu/sweeps/thirteenth/``)
+    on this function's configs: 8.8 vs 9.1 (4096x4096), 19.0 vs 20.3 (4096x14336), 17.7 vs 20.4
+    (14336x4096), 54.8 vs 66.7 (8192x28672)."""
     sms = sm_count(device)
     tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
     while tiles * split < (3 * sms) // 2 and split < 16 and k_tiles >= 4 * split:
         split *= 2
-    # private code rows (256); the whole-block sweep of x (128) for long rows
-    return TileConfig(2, 128, 256, split, 8, 1 | 256 | (128 if k > 8192 else 0))
+    cfg = TileConfig(2, 128, 256, split, 8, 1 | 2048 | (128 if k > 8192 else 0))
+    if mma_code_row_bytes(cfg, k) > MMA_STATIC_SMEM_MAX:
+        cfg = TileConfig(2, 128, 256, split, 8, cfg.num_stages ^ 2048 | 256)
+    return cfg
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
