@@ -22,7 +22,7 @@ import sys
 import triton
 import triton.language as tl
 
-from nybble.kernels.triton.mma import _load_s, _load_w, _tile
+from nybble.kernels.triton.mma import _gemv_lanes, _load_s, _load_w, _tile
 
 #: (K, N, config) — the shipped table's A16W4 M = 1 entries of the benchmark's shapes
 DEFAULT = ("4096x14336:2x64x512x4x4x1,14336x4096:2x64x512x14x4x1,8192x28672:2x64x512x2x4x1,"
@@ -38,25 +38,9 @@ def pattern_read_kernel(qw_ptr, s_ptr, z_ptr, x_ptr, out_ptr, N, K, stride_qn, S
     GEMV at M = 1 (bf16 x), its fp32 accumulators summed and stored instead of the epilogue."""
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
-    t = tl.arange(0, NW * 32)
-    tid = tl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [t], dtype=tl.int32, is_pure=True, pack=1)
-    lane = tid % 32
-    warp = tid // 32
-    g = lane // 4
-    c = lane % 4
     CK: tl.constexpr = 128 * NV
-    NRB = tl.cdiv(N, 16)
-    K8P = stride_qn // 16
-    rb0 = (pid0 * NW + warp) * RB
-    k_tiles = tl.cdiv(K, CK)
-    per_split = tl.cdiv(k_tiles, SPLIT_K)
-    t0 = pid_k * per_split
-    t1 = tl.minimum(t0 + per_split, k_tiles)
-    QP = ()
-    ROWS = ()
-    for r in tl.static_range(RB):
-        QP = QP + (qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + g * 32,)
-        ROWS = ROWS + (rb0 * 16 + r * 16 + g,)
+    t, tid, lane, warp, g, c, K8P, per_split, t0, t1, ROWS, QP = _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid0,
+                                                                             pid_k, NW, RB, NV)
     acc = tl.zeros([NW * 32], dtype=tl.int32)
     zero = tl.zeros([NW * 32], dtype=tl.float32)
     facc = ()

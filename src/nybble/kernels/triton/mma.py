@@ -543,6 +543,37 @@ def _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row, M, N, stride_om, SPLIT_K, HAS_B
 
 
 @triton.jit
+def _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n, pid_k, NW: tl.constexpr, RB: tl.constexpr,
+                NV: tl.constexpr):
+    """Where this thread works in the mma GEMV's program (``pid_n``: its row tile, ``pid_k``: its K
+    slice): ``t`` = ``tl.arange(0, NW * 32)``, the thread's ``tid`` / ``lane`` / ``warp`` and its
+    fragment coordinates ``g = lane // 4``, ``c = lane % 4`` (int32 ``[NW * 32]``), the padded words
+    per weight row ``K8P``, K tiles per slice and this slice's tiles ``[t0, t1)`` (of ``128 NV`` values),
+    and per row-block r of the warp its row g (``ROWS[r]``; output rows ``ROWS[r]``, ``ROWS[r] + 8``)
+    and the pointer to that row's words (``QP[r]``; row-blocks past the padded weight read the last one:
+    always in bounds, their outputs are masked)."""
+    t = tl.arange(0, NW * 32)
+    tid = tl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [t], dtype=tl.int32, is_pure=True, pack=1)
+    lane = tid % 32
+    warp = tid // 32
+    g = lane // 4
+    c = lane % 4
+    NRB = tl.cdiv(N, 16)
+    K8P = stride_qn // 16
+    rb0 = (pid_n * NW + warp) * RB
+    k_tiles = tl.cdiv(K, 128 * NV)
+    per_split = tl.cdiv(k_tiles, SPLIT_K)
+    t0 = pid_k * per_split
+    t1 = tl.minimum(t0 + per_split, k_tiles)
+    ROWS = ()
+    QP = ()
+    for r in tl.static_range(RB):
+        ROWS = ROWS + (rb0 * 16 + r * 16 + g,)
+        QP = QP + (qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + g * 32,)
+    return t, tid, lane, warp, g, c, K8P, per_split, t0, t1, ROWS, QP
+
+
+@triton.jit
 def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr, qx_ptr, M, N, K, stride_xm,
                     stride_om, stride_qn, SPLIT_K, MB,
                     GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_ZERO: tl.constexpr,
@@ -595,27 +626,9 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     pid_k = tl.program_id(1)
     pid_m = pid0 % MB
     pid_n = pid0 // MB
-    t = tl.arange(0, NW * 32)
-    tid = tl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [t], dtype=tl.int32, is_pure=True, pack=1)
-    lane = tid % 32
-    warp = tid // 32
-    g = lane // 4
-    c = lane % 4
     CK: tl.constexpr = 128 * NV
-    NRB = tl.cdiv(N, 16)
-    K8P = stride_qn // 16               # padded words per row
-    rb0 = (pid_n * NW + warp) * RB
-    k_tiles = tl.cdiv(K, CK)
-    per_split = tl.cdiv(k_tiles, SPLIT_K)
-    t0 = pid_k * per_split
-    t1 = tl.minimum(t0 + per_split, k_tiles)
-    # per row-block r: its row g (output rows ROWS[r], ROWS[r] + 8) and the pointer to its words;
-    # row-blocks past the (padded) weight read the last one: always in bounds, their outputs are masked
-    ROWS = ()
-    QP = ()
-    for r in tl.static_range(RB):
-        ROWS = ROWS + (rb0 * 16 + r * 16 + g,)
-        QP = QP + (qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + g * 32,)
+    t, tid, lane, warp, g, c, K8P, per_split, t0, t1, ROWS, QP = _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n,
+                                                                             pid_k, NW, RB, NV)
     # per 8-row block nb of x: row 8 nb + g of this program's rows (its B fragment column)
     XP = ()
     for nb in tl.static_range(NB):
@@ -632,8 +645,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             kb1 = tl.minimum(tl.cdiv(t1 * CK, 256), stride_qn // 512)
             nbytes = tl.where((lane == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
             for r in tl.static_range(RB):
-                _prefetch_l2(qw_ptr + tl.minimum(rb0 + r, NRB - 1).to(tl.int64) * stride_qn + kb0 * 512 + lane * 0,
-                             nbytes)
+                _prefetch_l2(QP[r] - g * 32 + kb0 * 512, nbytes)  # the row-block's first word of the slice
         gdc_wait()
     if IS_BF16:
         magic = tl.full([NW * 32], 0x43004300, tl.int32)
