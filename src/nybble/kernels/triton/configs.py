@@ -366,7 +366,9 @@ def mma_code_row_bytes(cfg: TileConfig, k: int) -> int:
     if not cfg.num_stages & 2048:
         return 0
     ck = 128 * mma_v_blocks(cfg)
-    return -(-(-(-k // ck)) // cfg.split_k) * ck * 2
+    k_tiles = -(-k // ck)
+    tiles_per_slice = -(-k_tiles // cfg.split_k)
+    return tiles_per_slice * ck * 2
 
 
 def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: int = 1) -> list[TileConfig]:

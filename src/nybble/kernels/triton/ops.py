@@ -24,7 +24,8 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_v_blocks, wgmma_a_sets, wgmma_grid, wgmma_splits)
+                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_v_blocks,
+                      wgmma_a_sets, wgmma_grid, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
 _A8 = FastLaunch(jit.a8w4_kernel)
