@@ -18,11 +18,10 @@ from offline_compile_wgmma import _Sm90Driver, ptxas_log
 
 
 def compile_one(cfg, m: int, k: int, n: int, a8: bool, group: int = 128):
-    """Warm up (compile, never launch) :func:`mma.mma_gemv_kernel` as ``ops._mma_gemv`` would launch it
-    for ``cfg`` (bf16 x, int zero points); returns the compiled kernel."""
+    """Warm up (compile, never launch) :func:`mma.mma_gemv_kernel` with the constexprs ``ops._mma_gemv``
+    gives ``cfg`` (``ops.mma_meta``; bf16 x, int zero points, no bias, symmetric A8, split-K summed
+    in-kernel); returns the compiled kernel."""
     from nybble.kernels.triton import mma, ops
-    from nybble.kernels.triton.configs import mma_code_row_bytes, mma_row_blocks, mma_v_blocks
-    nw, rb, nv = cfg.num_warps, mma_row_blocks(cfg), mma_v_blocks(cfg)
     x = torch.empty(m, k, dtype=torch.bfloat16)
     qw = torch.empty(n // 16, -(-k // 256) * 512, dtype=torch.int32)
     s = torch.empty(k // group, n, dtype=torch.bfloat16)
@@ -31,13 +30,10 @@ def compile_one(cfg, m: int, k: int, n: int, a8: bool, group: int = 128):
     ws = torch.empty(cfg.split_k, m, n, dtype=torch.float32)
     locks = torch.empty(n, dtype=torch.int32)
     qx = torch.empty(k + 1024, dtype=torch.bfloat16)
-    smc = mma_code_row_bytes(cfg, k) if a8 else 0
-    return mma.mma_gemv_kernel.warmup(
-        x, qw, s, z, s, out, ws, locks, qx, m, n, k, k, n, qw.stride(0), cfg.split_k, 1,
-        GROUP=group, PER_CHANNEL=False, HAS_ZERO=True, HAS_BIAS=False, IS_BF16=True, SPLIT=cfg.split_k > 1,
-        SERIAL=cfg.split_k > 1, EVICT=bool(cfg.num_stages & 1), FOLD=not a8 and bool(cfg.num_stages & 16), EVEN_K=k % (128 * nv) == 0, A8=a8,
-        ASYM=False, NB=1, RB=rb, NV=nv, NW=nw, PDL=False, PF=bool(cfg.num_stages & 32), A8PRE=False,
-        QB=ops._a8_sweep_block(k, nw, False) if a8 and cfg.num_stages & 128 else 0, PRIV=a8 and not smc and bool(cfg.num_stages & 256), SMC=smc, grid=(1,), num_warps=nw, num_stages=1)
+    meta = ops.mma_meta(cfg, m, k, group, True, True, False, False if a8 else None)
+    meta["SERIAL"] = cfg.split_k > 1
+    return mma.mma_gemv_kernel.warmup(x, qw, s, z, s, out, ws, locks, qx, m, n, k, k, n, qw.stride(0), cfg.split_k,
+                                      1, **meta, grid=(1,), num_warps=cfg.num_warps, num_stages=1)
 
 
 def main(argv=None) -> int:

@@ -51,7 +51,9 @@ class TileConfig:
     launched after it with programmatic dependent launch instead of quantizing in every program),
     bit 7 (A8W4 at M = 1, without bit 6): the in-kernel quantization sweeps x in whole blocks,
     bit 8 (A8W4 at M = 1, without bit 6): every program writes its activation codes to scratch rows
-    of its own instead of one row shared by the programs of its K slice; A8W4 ignores bit 4);
+    of its own instead of one row shared by the programs of its K slice, bit 11 (A8W4 at M = 1,
+    without bit 6): those codes go through a static shared-memory row instead (replaces bit 8;
+    :func:`mma_code_row_bytes`); A8W4 ignores bit 4);
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
@@ -360,15 +362,19 @@ def mma_v_blocks(cfg: TileConfig) -> int:
     return max(1, min(4, cfg.block_k // 128))
 
 
+def mma_slice_values(k: int, nv: int, split: int) -> int:
+    """K values of one K slice of the mma GEMV: whole K tiles of ``128 nv`` values, ``split`` slices."""
+    ck = 128 * nv
+    k_tiles = -(-k // ck)
+    return -(-k_tiles // split) * ck
+
+
 def mma_code_row_bytes(cfg: TileConfig, k: int) -> int:
     """Shared memory of an mma GEMV config's A8 code row (``num_stages`` bit 11, ``SMC``): the bf16 codes
-    of one program's K slice (whole K tiles); 0 without the flag."""
+    of one program's K slice; 0 without the flag."""
     if not cfg.num_stages & 2048:
         return 0
-    ck = 128 * mma_v_blocks(cfg)
-    k_tiles = -(-k // ck)
-    tiles_per_slice = -(-k_tiles // cfg.split_k)
-    return tiles_per_slice * ck * 2
+    return 2 * mma_slice_values(k, mma_v_blocks(cfg), cfg.split_k)
 
 
 def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: int = 1) -> list[TileConfig]:

@@ -24,7 +24,8 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_v_blocks,
+                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_slice_values,
+                      mma_v_blocks,
                       wgmma_a_sets, wgmma_grid, wgmma_splits)
 
 _A16 = FastLaunch(jit.a16w4_kernel)
@@ -234,14 +235,40 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
         x = x.clone(memory_format=torch.contiguous_format)
+    meta = mma_meta(cfg, m, k, group_size, x.dtype == torch.bfloat16, zero is not None, bias is not None, a8_asym)
+    nw, split = cfg.num_warps, cfg.split_k
+    mb = triton.cdiv(m, 8 * meta["NB"])
+    tiles = triton.cdiv(triton.cdiv(n, 16), nw * meta["RB"]) * mb
+    serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
+    meta["SERIAL"] = serial
+    out = x.new_empty(m, n)
+    ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
+    qx = (torch.empty(_a8_code_values(k, meta["NV"], split, tiles, meta["PRIV"]), dtype=torch.bfloat16,
+                      device=x.device) if meta["A8"] and not meta["SMC"] else out)
+    if meta["A8PRE"]:  # its own one-program kernel: up to 16384 x values per step, 4-16 warps
+        qblock = min(16384, triton.next_power_of_2(k))
+        _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=qblock, PDL=True), max(4, min(16, qblock // 256)), 1)
+    _MMA((tiles, split),
+         (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
+          locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
+         meta, nw, 1, meta["PDL"])
+    if split > 1 and not serial:
+        _finish(ws, bias, out)
+    return out
+
+
+def mma_meta(cfg: TileConfig, m: int, k: int, group_size: int, is_bf16: bool, has_zero: bool, has_bias: bool,
+             a8_asym: bool | None = None) -> dict:
+    """The constexpr arguments of :func:`mma.mma_gemv_kernel` for ``cfg`` (its flag bits: see
+    :func:`_mma_gemv`) on x of ``(m, k)``; ``a8_asym`` None for A16W4, else the activations' symmetry.
+    ``SERIAL`` (the in-kernel split-K sum, which needs the layer's counters) is False here: the caller
+    sets it.  Raises ValueError when the shared-memory code row (bit 11) does not fit."""
     nw = cfg.num_warps
-    rb = mma_row_blocks(cfg)
     nv = mma_v_blocks(cfg)
     nb_max = 2 << ((cfg.num_stages >> 2) & 3)       # flags bits 2-3: up to 2 / 4 / 8 / 16 -> 8
     nb = 1
     while nb < min(nb_max, 8) and 8 * nb < m:
         nb *= 2
-    split = cfg.split_k
     a8 = a8_asym is not None
     a8pre = a8 and bool(cfg.num_stages & 64)
     smc = mma_code_row_bytes(cfg, k) if a8 and not a8pre else 0
@@ -249,31 +276,13 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
         raise ValueError(f"mma GEMV config {cfg.to_json()} at K = {k}: its shared-memory code row needs {smc} bytes, "
                          f"more than the {MMA_STATIC_SMEM_MAX} bytes of static shared memory allowed (use more K "
                          "slices, or flag 256 instead of 2048)")
-    mb = triton.cdiv(m, 8 * nb)
-    tiles = triton.cdiv(triton.cdiv(n, 16), nw * rb) * mb
-    serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
-    pdl = _PDL[0] or a8pre
-    out = x.new_empty(m, n)
-    ws = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else out
-    priv = a8 and not a8pre and not smc and bool(cfg.num_stages & 256)
-    qx = (torch.empty(_a8_code_values(k, nv, split, tiles, priv), dtype=torch.bfloat16, device=x.device)
-          if a8 and not smc else out)
-    if a8pre:  # its own one-program kernel: up to 16384 x values per step, 4-16 warps
-        qblock = min(16384, triton.next_power_of_2(k))
-        _QCODES((1,), (x, qx, k), dict(ASYM=bool(a8_asym), BLOCK=qblock, PDL=True), max(4, min(16, qblock // 256)), 1)
-    _MMA((tiles, split),
-         (x, qweight, scale, zero if zero is not None else scale, bias if bias is not None else scale, out, ws,
-          locks if serial else ws, qx, m, n, k, x.stride(0), n, qweight.stride(0), split, mb),
-         dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None,
-              IS_BF16=x.dtype == torch.bfloat16, SPLIT=split > 1, SERIAL=serial, EVICT=bool(cfg.num_stages & 1),
-              FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
-              EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=rb, NV=nv, NW=nw, PDL=pdl,
-              PF=bool(cfg.num_stages & 32), A8PRE=a8pre, SMC=smc,
-              QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0, PRIV=priv), nw, 1,
-         pdl)
-    if split > 1 and not serial:
-        _finish(ws, bias, out)
-    return out
+    return dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=has_zero, HAS_BIAS=has_bias,
+                IS_BF16=is_bf16, SPLIT=cfg.split_k > 1, SERIAL=False, EVICT=bool(cfg.num_stages & 1),
+                FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
+                EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=mma_row_blocks(cfg), NV=nv,
+                NW=nw, PDL=_PDL[0] or a8pre, PF=bool(cfg.num_stages & 32), A8PRE=a8pre, SMC=smc,
+                QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0,
+                PRIV=a8 and not a8pre and not smc and bool(cfg.num_stages & 256))
 
 
 def _a8_sweep_block(k: int, num_warps: int, asymmetric: bool) -> int:
@@ -291,8 +300,7 @@ def _a8_code_values(k: int, nv: int, split: int, tiles: int, private: bool) -> i
     ``128 nv`` values per (program, K slice)."""
     if not private:
         return triton.cdiv(k, 512) * 512 + 2
-    ck = 128 * nv
-    return tiles * split * triton.cdiv(triton.cdiv(k, ck), split) * ck
+    return tiles * split * mma_slice_values(k, nv, split)
 
 
 def mma_a8_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
