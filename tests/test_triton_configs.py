@@ -221,3 +221,36 @@ def test_a8_m1_scratch_and_sweep_sizes(monkeypatch):
     big = ops.a8_m1_default(28672, 32768, None)
     assert big.to_json() == [2, 128, 256, 1, 8, 1 | 256 | 128]
     assert mma_code_row_bytes(TileConfig(*big.to_json()[:5], big.num_stages | 2048), 32768) > MMA_STATIC_SMEM_MAX
+
+
+def test_mma_k_warp_configs_and_meta():
+    """Flag bits 12-13 of the mma GEMV (warps per row group splitting the K slice): decoded as 1 / 2 / 4 /
+    8, the row-blocks per warp count row groups (not warps), every candidate gives each of its warps a K
+    tile and divides its warps, the layer's split-K counters cover every candidate's programs, and
+    ``ops.mma_meta`` passes ``KW`` or refuses it by name (A8W4, warps not divisible)."""
+    pytest.importorskip("triton")
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    assert [C.mma_k_warps(TileConfig(2, 64, 256, 1, 8, f)) for f in (1, 4097, 8193, 12289)] == [1, 2, 4, 8]
+    assert C.mma_row_blocks(TileConfig(2, 64, 256, 1, 8, 1)) == 1      # 8 warps x 1 x 16
+    assert C.mma_row_blocks(TileConfig(2, 64, 256, 1, 8, 8193)) == 2   # 2 row groups x 2 x 16
+    assert C.mma_row_blocks(TileConfig(2, 16, 512, 1, 8, 12288)) == 1  # 1 row group
+    for n, k in ((14336, 4096), (4096, 14336), (28672, 8192), (4096, 4096), (200, 640)):
+        cands = C._mma_k_warp_configs(n, k, 132, wide=True)
+        assert (n, k) == (200, 640) or cands
+        for c in cands:
+            kw = C.mma_k_warps(c)
+            assert kw > 1 and c.num_warps % kw == 0, c
+            assert -(-k // c.block_k) >= c.split_k * kw, c
+            assert c.block_n == 16 * (c.num_warps // kw) * C.mma_row_blocks(c), c
+            tiles = -(-(-(-n // 16)) // (c.num_warps // kw * C.mma_row_blocks(c)))
+            assert tiles <= ops.mma_locks(n, "cpu").numel(), c
+        assert set(C._mma_k_warp_configs(n, k, 132)) <= set(C.mma_configs(n, k, 132, 128, 1))
+        assert not set(cands) & set(C.mma_configs(n, k, 132, 128, 32))  # M > 16: none
+    meta = ops.mma_meta(TileConfig(2, 32, 512, 2, 8, 8193), 1, 4096, 128, True, True, False)
+    assert (meta["KW"], meta["RB"], meta["NW"], meta["SPLIT"], meta["NV"]) == (4, 1, 8, True, 4)
+    assert ops.mma_meta(TileConfig(2, 32, 1024, 1, 8, 8193 | 32), 1, 4096, 128, True, True, False)["NV"] == 8
+    assert ops.mma_meta(TileConfig(2, 64, 256, 1, 4, 1), 1, 4096, 128, True, True, False)["KW"] == 1
+    for bad, a8 in ((TileConfig(2, 32, 256, 1, 8, 8193), False), (TileConfig(2, 16, 256, 1, 4, 12288), None)):
+        with pytest.raises(ValueError, match="K warps per row group"):
+            ops.mma_meta(bad, 1, 4096, 128, True, True, False, a8)

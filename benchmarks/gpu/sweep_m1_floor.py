@@ -4,7 +4,8 @@ the fused A8W4 mode, and the A8W4 mode with the quantization in its own one-prog
 PDL-launched GEMV (flag bit 6, ``A8PRE``).  Options: ``--shared-codes`` (A8W4: private global code
 rows vs the shared-memory code row, flags 256 / 2048, each with and without the whole-block sweep),
 ``--a16-table-only`` (A16W4: time the table's choice only, as the reference for the A8W4 ratio),
-``--no-pdl`` (skip the PDL reruns).
+``--no-pdl`` (skip the PDL reruns), ``--k-warps`` (A16W4: only the candidates whose warps split the
+program's K slice, flag bits 12-13).
 
     PYTHONPATH=src python3 benchmarks/gpu/sweep_m1_floor.py --out $OUT/m1_floor.csv   # GPU machine
 
@@ -28,8 +29,10 @@ from sweep_common import precompile, rotated_copies, write_rows
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
 
-def _cands(n, k, sms, a8, odd_splits=False, shared_codes=False):
-    from nybble.kernels.triton.configs import TileConfig, mma_configs
+def _cands(n, k, sms, a8, odd_splits=False, shared_codes=False, k_warps=False):
+    from nybble.kernels.triton.configs import TileConfig, _mma_k_warp_configs, mma_configs
+    if k_warps and not a8:  # only the in-program K split candidates (flag bits 12-13)
+        return _mma_k_warp_configs(n, k, sms, wide=True)
     out = []
     for c in mma_configs(n, k, sms, 128, 1):
         for fl in ((0, 32, 96, 128, 160) if a8 else (0,)):
@@ -123,6 +126,8 @@ def main() -> int:
                     help="A8W4: private global code rows vs the shared-memory code row (flags 256 / 2048)")
     ap.add_argument("--no-pdl", action="store_true", help="skip the PDL reruns of the best A16W4 configs")
     ap.add_argument("--a16-table-only", action="store_true", help="A16W4: time the table's choice only")
+    ap.add_argument("--k-warps", action="store_true",
+                    help="A16W4: only the candidates with warps splitting K inside the program (flag bits 12-13)")
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
     args = ap.parse_args()
     import torch
@@ -136,7 +141,7 @@ def main() -> int:
     modes = (False,) if args.no_a8 else (False, True)
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     jobs = sorted({(c, a8) for k, n in shapes for a8 in modes if a8 or not args.a16_table_only
-                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes)},
+                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps)},
                   key=str)
     precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
@@ -165,7 +170,8 @@ def main() -> int:
                     ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
-                cands = [] if args.a16_table_only and not a8 else _cands(n, k, sms, a8, args.odd_splits, args.shared_codes)
+                cands = ([] if args.a16_table_only and not a8 else
+                         _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps))
                 for c in [None] + cands:
                     try:
                         y = _run(x, p, c, a8)
@@ -176,7 +182,9 @@ def main() -> int:
                         continue
                     kind = ("a8" if a8 else "a16") + ("-table" if c is None else
                                                       f"-mma-f{c.num_stages & 224}"
-                                                      + ("-smc" if c.num_stages & 2048 else ""))
+                                                      + ("-smc" if c.num_stages & 2048 else "")
+                                                      + (f"-kw{1 << (c.num_stages >> 12 & 3)}"
+                                                         if c.num_stages & 12288 else ""))
                     rows.append({"K": k, "N": n, "kind": kind,
                                  "config": "x".join(map(str, (c or table).to_json())) if (c or table) else "",
                                  "us": round(us, 2), "rel_err": f"{err:.2e}", "bytes": wbytes})

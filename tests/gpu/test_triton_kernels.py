@@ -232,6 +232,49 @@ def test_mma_gemv_matches_reference(dtype, domain, group, k, m):
     assert not p["locks"].any(), "split-K counters not back at zero"
 
 
+@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize("group,k", GROUP_K + ((128, 4096),))
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
+    """The mma GEMV with 2 / 4 / 8 warps per row group splitting the program's K slice (flag bits
+    12-13, summed through shared memory): 16-64 rows per program of 4-16 warps, 1, 2 or 4 row-blocks
+    per warp, K tiles of 128-1024 (K = 288-768: warps past the slice's end), in-program only or with
+    split-K across programs (in-kernel and finish-kernel sums), per-weight and per-group (``FOLD``)
+    scales, with the register double buffer (flag 32); against the reference, the same bits on a
+    second call, counters back at zero; the flags are refused by name for A8W4 and when they do not
+    divide the warps."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the mma.sync GEMV needs sm_90")
+    plain = random_plain(N, k, group, domain, dtype)
+    p = _kernel(plain, "a16").prepack(plain)
+    x = torch.randn(m, k, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+    ref = reference_out(x, plain, "a16", bias)
+    zp = p.get("zero_point")
+    for cfg in (TileConfig(2, 16, 256, 1, 4, 1 | 8192), TileConfig(2, 32, 512, 2, 8, 1 | 8192),
+                TileConfig(2, 32, 256, 1, 4, 4096 | 16), TileConfig(2, 64, 256, 3, 8, 4096 | 2),
+                TileConfig(2, 16, 512, 1, 8, 12288), TileConfig(2, 64, 256, 2, 4, 8192 | 1),
+                TileConfig(2, 32, 128, 1, 4, 4096 | 16 | 1), TileConfig(2, 32, 256, 2, 8, 8192 | 1 | 16),
+                TileConfig(2, 64, 128, 4, 8, 4096 | 4), TileConfig(2, 16, 512, 2, 4, 8192 | 32 | 1),
+                TileConfig(2, 32, 1024, 1, 8, 8192 | 16), TileConfig(2, 64, 256, 1, 16, 8192 | 32 | 16)):
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
+        assert_close_to_reference(y, ref, f"mma K warps {dtype} {domain} g{group} M={m} {cfg}")
+        again = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
+        assert torch.equal(again, y), f"{cfg}: a second call gave other bits"
+    assert not p["locks"].any(), "split-K counters not back at zero"
+    if m == 1 and dtype == torch.bfloat16 and group in (128, -1):
+        pa = _kernel(plain, "a8_sym").prepack(plain)
+        with pytest.raises(ValueError, match="K warps per row group"):
+            ops.launch_a8w4(x, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group, False, None,
+                            TileConfig(2, 32, 256, 1, 8, 8192 | 1), pa["locks"])
+    for bad in (TileConfig(2, 16, 256, 1, 4, 12288), TileConfig(2, 32, 256, 1, 2, 8192)):
+        with pytest.raises(ValueError, match="K warps per row group"):
+            ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, bad, p["locks"])
+
+
 @pytest.mark.parametrize("group,k", [(128, 4096), (-1, 16904), (-1, 30000)])
 @pytest.mark.parametrize("act", ["a8_sym", "a8_asym"])
 def test_mma_gemv_a8w4_shared_code_row_same_bits(act, group, k):

@@ -53,7 +53,9 @@ class TileConfig:
     bit 8 (A8W4 at M = 1, without bit 6): every program writes its activation codes to scratch rows
     of its own instead of one row shared by the programs of its K slice, bit 11 (A8W4 at M = 1,
     without bit 6): those codes go through a static shared-memory row instead (replaces bit 8;
-    :func:`mma_code_row_bytes`); A8W4 ignores bit 4);
+    :func:`mma_code_row_bytes`), bits 12-13 (A16W4): ``1 << bits`` warps share each
+    row group and split the program's K slice (:func:`mma_k_warps`; ``block_n`` rows then cover
+    ``num_warps / KW`` row groups); A8W4 ignores bit 4);
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
     pipeline step, ``num_stages & 15`` TMA slots, ``num_stages`` bit 5: warp specialization (a loader
@@ -352,14 +354,21 @@ def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132, mb: int =
 MMA_STATIC_SMEM_MAX = 47 * 1024
 
 
+def mma_k_warps(cfg: TileConfig) -> int:
+    """Warps of an mma GEMV program that share the same rows and split its K slice between them
+    (``KW``: 1, 2, 4 or 8; ``num_stages`` bits 12-13)."""
+    return 1 << ((cfg.num_stages >> 12) & 3)
+
+
 def mma_row_blocks(cfg: TileConfig) -> int:
-    """16-row blocks per warp of an mma GEMV config (``RB``: 1, 2 or 4)."""
-    return max(1, min(4, cfg.block_n // (16 * cfg.num_warps)))
+    """16-row blocks per warp of an mma GEMV config (``RB``: 1, 2 or 4): ``block_n`` rows over the
+    ``num_warps / KW`` row groups of the program."""
+    return max(1, min(4, cfg.block_n // (16 * max(1, cfg.num_warps // mma_k_warps(cfg)))))
 
 
 def mma_v_blocks(cfg: TileConfig) -> int:
-    """128-value K blocks per K tile of an mma GEMV config (``NV``: 1, 2 or 4)."""
-    return max(1, min(4, cfg.block_k // 128))
+    """128-value K blocks per K tile of an mma GEMV config (``NV``: 1, 2, 4 or 8)."""
+    return max(1, min(8, cfg.block_k // 128))
 
 
 def mma_slice_values(k: int, nv: int, split: int) -> int:
@@ -403,7 +412,31 @@ def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: in
                     if not (num_sms <= tiles * split <= 12 * num_sms) and split != 1:
                         continue
                     out.append(TileConfig(2, bn, bk, split, warps, 1 | (nbf << 2)))
+    if mb <= 16:
+        out += _mma_k_warp_configs(n, k, num_sms)
     return list(dict.fromkeys(out))
+
+
+def _mma_k_warp_configs(n: int, k: int, num_sms: int, wide: bool = False) -> list[TileConfig]:
+    """mma GEMV candidates with 2 / 4 / 8 warps per row group splitting the K slice inside the program
+    (flag bits 12-13, :func:`mma_k_warps`): 16-64 rows per program, K tiles of 256 / 512, split-K
+    1-8 across programs, every warp with at least one K tile, 1-16 programs per SM.  ``wide`` (for
+    sweeps) adds 16-warp programs, K tiles of 1024 and the register double buffer (flag 32)."""
+    out = []
+    for kw in (2, 4, 8):
+        for warps in (4, 8, 16) if wide else (4, 8):
+            if warps < kw:
+                continue
+            for rb in (1, 2):
+                bn = 16 * (warps // kw) * rb
+                for bk in (256, 512, 1024) if wide else (256, 512):
+                    tiles, k_tiles = -(-n // bn), -(-k // bk)
+                    for split in (1, 2, 4, 8):
+                        if k_tiles < split * kw or not num_sms <= tiles * split <= 16 * num_sms:
+                            continue
+                        for pf in (0, 32) if wide else (0,):
+                            out.append(TileConfig(2, bn, bk, split, warps, 1 | pf | (kw.bit_length() - 1) << 12))
+    return out
 
 
 def gemv_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:

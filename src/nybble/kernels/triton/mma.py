@@ -543,15 +543,79 @@ def _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row, M, N, stride_om, SPLIT_K, HAS_B
 
 
 @triton.jit
+def _live_only(S, live):
+    """The scale / zero-point tuple of :func:`_load_s` where ``live``, else 0 (a tile that must count
+    zero: ``s = 0`` makes every product 0, in the packed 16-bit and the fp32 ``FOLD`` forms alike)."""
+    out = ()
+    for i in tl.static_range(len(S)):
+        out = out + (tl.where(live, S[i], 0),)
+    return out
+
+
+_STS4P = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.shared.v4.b32 [$1], {$3, $4, $5, $6}; "
+                      "mov.u32 $0, 0; }")
+_LDS4P = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
+                      "mov.b32 $3, 0; @p ld.shared.v4.b32 {$0, $1, $2, $3}, [$4]; }")
+
+
+@constexpr_function
+def _ksum_base_asm(nbytes):
+    """PTX declaring the shared array of the cross-warp K sum (``KW``) and returning its address."""
+    return f"{{ .shared .align 16 .b8 nybble_ksum[{nbytes}]; mov.u32 $0, nybble_ksum; }}"
+
+
+@triton.jit
+def _sum_k_warps(acc, tid, NW: tl.constexpr, KW: tl.constexpr):
+    """Sum of the C fragments over the ``KW`` warps of each row group (``KW`` > 1; warp
+    ``kw * NW / KW + row group``): every thread of warps ``kw > 0`` stores its fragments (4 fp32
+    each, ``acc`` a tuple of ``[NW * 32]`` fp32, thread ``tid`` = element ``tid``) into a static
+    shared array declared in inline PTX, one barrier, and the row group's first warp adds them to its
+    own in ``kw`` order.  Returns the sums (valid in the first warps only) and ``keep`` (int1
+    ``[NW * 32]``: this thread holds its row group's sums)."""
+    RW: tl.constexpr = NW // KW
+    NF: tl.constexpr = len(acc) // 4
+    base = tl.inline_asm_elementwise(_ksum_base_asm((KW - 1) * RW * 32 * 16 * NF), "=r,r", [tid], dtype=tl.int32,
+                                     is_pure=True, pack=1)
+    keep = tid < RW * 32
+    give = (~keep).to(tl.int32)
+    for i in tl.static_range(NF):
+        slot = base + (i * (KW - 1) * RW * 32 + tid - RW * 32) * 16
+        tl.inline_asm_elementwise(_STS4P, "=r,r,r,r,r,r,r",
+                                  [slot, give, acc[4 * i].to(tl.int32, bitcast=True),
+                                   acc[4 * i + 1].to(tl.int32, bitcast=True), acc[4 * i + 2].to(tl.int32, bitcast=True),
+                                   acc[4 * i + 3].to(tl.int32, bitcast=True)], dtype=tl.int32, is_pure=False, pack=1)
+    tl.debug_barrier()
+    out = ()
+    for i in tl.static_range(NF):
+        d0 = acc[4 * i]
+        d1 = acc[4 * i + 1]
+        d2 = acc[4 * i + 2]
+        d3 = acc[4 * i + 3]
+        for j in tl.static_range(1, KW):
+            r0, r1, r2, r3 = tl.inline_asm_elementwise(
+                _LDS4P, "=r,=r,=r,=r,r,r", [base + (i * (KW - 1) * RW * 32 + (j - 1) * RW * 32 + tid) * 16,
+                                            keep.to(tl.int32)],
+                dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False, pack=1)
+            d0 += r0.to(tl.float32, bitcast=True)
+            d1 += r1.to(tl.float32, bitcast=True)
+            d2 += r2.to(tl.float32, bitcast=True)
+            d3 += r3.to(tl.float32, bitcast=True)
+        out = out + (d0, d1, d2, d3)
+    return out, keep
+
+
+@triton.jit
 def _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n, pid_k, NW: tl.constexpr, RB: tl.constexpr,
-                NV: tl.constexpr):
+                NV: tl.constexpr, KW: tl.constexpr = 1):
     """Where this thread works in the mma GEMV's program (``pid_n``: its row tile, ``pid_k``: its K
     slice): ``t`` = ``tl.arange(0, NW * 32)``, the thread's ``tid`` / ``lane`` / ``warp`` and its
     fragment coordinates ``g = lane // 4``, ``c = lane % 4`` (int32 ``[NW * 32]``), the padded words
     per weight row ``K8P``, K tiles per slice and this slice's tiles ``[t0, t1)`` (of ``128 NV`` values),
     and per row-block r of the warp its row g (``ROWS[r]``; output rows ``ROWS[r]``, ``ROWS[r] + 8``)
     and the pointer to that row's words (``QP[r]``; row-blocks past the padded weight read the last one:
-    always in bounds, their outputs are masked)."""
+    always in bounds, their outputs are masked).  ``KW``: warps sharing the same rows (warp ``w`` has
+    the rows of group ``w % (NW / KW)`` and takes every ``KW``-th K tile of the slice from
+    ``w // (NW / KW)`` on)."""
     t = tl.arange(0, NW * 32)
     tid = tl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [t], dtype=tl.int32, is_pure=True, pack=1)
     lane = tid % 32
@@ -560,7 +624,7 @@ def _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n, pid_k, NW: tl.constexpr
     c = lane % 4
     NRB = tl.cdiv(N, 16)
     K8P = stride_qn // 16
-    rb0 = (pid_n * NW + warp) * RB
+    rb0 = (pid_n * (NW // KW) + warp % (NW // KW)) * RB
     k_tiles = tl.cdiv(K, 128 * NV)
     per_split = tl.cdiv(k_tiles, SPLIT_K)
     t0 = pid_k * per_split
@@ -581,7 +645,8 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     EVICT: tl.constexpr, FOLD: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr,
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
                     PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False,
-                    QB: tl.constexpr = 0, PRIV: tl.constexpr = False, SMC: tl.constexpr = 0):
+                    QB: tl.constexpr = 0, PRIV: tl.constexpr = False, SMC: tl.constexpr = 0,
+                    KW: tl.constexpr = 1):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -621,6 +686,11 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     of ``SMC`` bytes (its K slice, bf16, declared in inline PTX: Triton gives inline PTX no shared
     memory of its own) instead of the global scratch: written by ``st.shared``, one barrier, read back
     by ``ld.shared`` in the fragment order (no L2 round trip); ``qx_ptr`` is then unused.
+    ``KW`` (A16W4 only; 2, 4 or 8 dividing ``NW``): split-K inside the program: the
+    ``NW`` warps form ``NW / KW`` row groups of ``KW`` warps that read the same rows and take every
+    ``KW``-th K tile of the slice (a warp past the slice's end re-reads its last tile with zero scales);
+    the ``KW`` partial sums of a row meet in shared memory (:func:`_sum_k_warps`) before the store, so
+    the program covers ``NW / KW * RB * 16`` rows.
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -628,7 +698,8 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     pid_n = pid0 // MB
     CK: tl.constexpr = 128 * NV
     t, tid, lane, warp, g, c, K8P, per_split, t0, t1, ROWS, QP = _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n,
-                                                                             pid_k, NW, RB, NV)
+                                                                             pid_k, NW, RB, NV, KW)
+    kw = warp // (NW // KW)  # this warp's first K tile of the slice (KW > 1)
     # per 8-row block nb of x: row 8 nb + g of this program's rows (its B fragment column)
     XP = ()
     for nb in tl.static_range(NB):
@@ -636,14 +707,18 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
         XP = XP + (x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm,)
     if PF:
         # the first K tile's words and scales (constant data: safe before ``gdc_wait``)
-        WN = _load_w(QP, t0, c, K8P, EVICT, RB, NV)
+        if KW > 1:
+            first = tl.minimum(t0 + kw, t1 - 1)
+        else:
+            first = t0
+        WN = _load_w(QP, first, c, K8P, EVICT, RB, NV)
         if not PER_CHANNEL:
-            SN = _load_s(s_ptr, z_ptr, t0, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
+            SN = _load_s(s_ptr, z_ptr, first, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
     if PDL:
         if not PF:
             kb0 = (t0 * CK) // 256
             kb1 = tl.minimum(tl.cdiv(t1 * CK, 256), stride_qn // 512)
-            nbytes = tl.where((lane == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
+            nbytes = tl.where((lane == 0) & (kw == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
             for r in tl.static_range(RB):
                 _prefetch_l2(QP[r] - g * 32 + kb0 * 512, nbytes)  # the row-block's first word of the slice
         gdc_wait()
@@ -679,12 +754,16 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                                                    is_pure=True, pack=1) - t0 * CK * 2  # a scalar
             sa = _quantize_row(x_ptr, qx_ptr + (t0 * CK * 2 if SMC else 0), tid, K, t0 * CK,
                                tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB, SMC)
-    for it in range(t0, t1):
+    for it0 in range(t0, t1, KW):
+        if KW > 1:
+            it = tl.minimum(it0 + kw, t1 - 1)
+        else:
+            it = it0
         if PF:
             # register double buffer: the next K tile's words (and scales) are requested before this
             # tile's MMAs, so each thread keeps a tile of loads in flight while it computes
             W = WN
-            nxt = tl.minimum(it + 1, t1 - 1)
+            nxt = tl.minimum(it0 + KW + kw if KW > 1 else it + 1, t1 - 1)
             WN = _load_w(QP, nxt, c, K8P, EVICT, RB, NV)
             if not PER_CHANNEL:
                 S = SN
@@ -693,16 +772,26 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
             if not PER_CHANNEL:
                 S = _load_s(s_ptr, z_ptr, it, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
-        if A8:
-            acc = _tile_a8(W, S, acc, qx_ptr, it * CK, c, magic, zero, RB, NV, SMC)
-        elif FOLD:
-            acc = _tile_fold(W, S, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
+        if KW > 1:  # a warp past the slice's end: its clamped tile counts zero
+            ST = _live_only(S, it0 + kw < t1)
         else:
-            acc = _tile(W, S, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
+            ST = S
+        if A8:
+            acc = _tile_a8(W, ST, acc, qx_ptr, it * CK, c, magic, zero, RB, NV, SMC)
+        elif FOLD:
+            acc = _tile_fold(W, ST, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
+        else:
+            acc = _tile(W, ST, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
     if PDL:
         # the next kernel may launch once every program is past its weight stream (only the
         # epilogue is left): its programs take free slots, not those of this kernel's later programs
         gdc_launch_dependents()
+    if KW > 1:  # the KW partials of each row group meet in its first warp
+        acc, keep = _sum_k_warps(acc, tid, NW, KW)
+        kept = ()
+        for r in tl.static_range(RB):  # rows past N mask the other warps' stores
+            kept = kept + (tl.where(keep, ROWS[r], N),)
+        ROWS = kept
     if A8:
         scaled = ()
         for i in tl.static_range(NB * RB * 4):

@@ -24,7 +24,7 @@ from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
 from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
-                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_row_blocks, mma_slice_values,
+                      MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_k_warps, mma_row_blocks, mma_slice_values,
                       mma_v_blocks,
                       wgmma_a_sets, wgmma_grid, wgmma_splits)
 
@@ -218,7 +218,7 @@ def mma_ok(x: torch.Tensor, qweight: torch.Tensor) -> bool:
 def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=None, a8_asym=None) -> torch.Tensor:
     """A16W4 at M <= 64 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
     ``cfg.block_n`` = rows per program (``num_warps * 16 * RB``, RB = 1 or 2), ``cfg.block_k`` = K
-    values per tile (128 / 256 / 512), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
+    values per tile (128 / 256 / 512 / 1024), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
     split-K partials with the finish kernel instead of in the last program of each tile (which needs
     ``locks``, int32 zeros, one per program of the grid's first axis; see :func:`mma_locks`), bits
     2-3: the largest number of 8-row x blocks per program (2, 4, 8; more rows take several programs),
@@ -230,7 +230,9 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``),
     bit 11 (A8W4 only, without bit 6): the activation codes go through a shared-memory row instead of a
     global scratch (``SMC``, :func:`configs.mma_code_row_bytes`, at most ``configs.MMA_STATIC_SMEM_MAX``
-    bytes, else ValueError; replaces bit 8)."""
+    bytes, else ValueError; replaces bit 8), bits 12-13 (A16W4 only): ``1 << bits``
+    warps per row group split the program's K slice and sum in shared memory (``KW``,
+    :func:`configs.mma_k_warps`)."""
     m, k = x.shape
     n = scale.shape[1]
     if x.stride(0) % 8 or x.data_ptr() % 16:
@@ -238,7 +240,7 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     meta = mma_meta(cfg, m, k, group_size, x.dtype == torch.bfloat16, zero is not None, bias is not None, a8_asym)
     nw, split = cfg.num_warps, cfg.split_k
     mb = triton.cdiv(m, 8 * meta["NB"])
-    tiles = triton.cdiv(triton.cdiv(n, 16), nw * meta["RB"]) * mb
+    tiles = triton.cdiv(triton.cdiv(n, 16), nw // meta["KW"] * meta["RB"]) * mb
     serial = split > 1 and not cfg.num_stages & 2 and locks is not None and locks.numel() >= tiles
     meta["SERIAL"] = serial
     out = x.new_empty(m, n)
@@ -276,13 +278,17 @@ def mma_meta(cfg: TileConfig, m: int, k: int, group_size: int, is_bf16: bool, ha
         raise ValueError(f"mma GEMV config {cfg.to_json()} at K = {k}: its shared-memory code row needs {smc} bytes, "
                          f"more than the {MMA_STATIC_SMEM_MAX} bytes of static shared memory allowed (use more K "
                          "slices, or flag 256 instead of 2048)")
+    kw = mma_k_warps(cfg)
+    if kw > 1 and (a8 or nw % kw):
+        raise ValueError(f"mma GEMV config {cfg.to_json()}: {kw} K warps per row group (flag bits 12-13) need A16W4 "
+                         f"and a warp count divisible by {kw}")
     return dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=has_zero, HAS_BIAS=has_bias,
                 IS_BF16=is_bf16, SPLIT=cfg.split_k > 1, SERIAL=False, EVICT=bool(cfg.num_stages & 1),
                 FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
                 EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=mma_row_blocks(cfg), NV=nv,
                 NW=nw, PDL=_PDL[0] or a8pre, PF=bool(cfg.num_stages & 32), A8PRE=a8pre, SMC=smc,
                 QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0,
-                PRIV=a8 and not a8pre and not smc and bool(cfg.num_stages & 256))
+                PRIV=a8 and not a8pre and not smc and bool(cfg.num_stages & 256), KW=kw)
 
 
 def _a8_sweep_block(k: int, num_warps: int, asymmetric: bool) -> int:
@@ -312,9 +318,9 @@ def mma_a8_ok(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
 
 def mma_locks(n: int, device) -> torch.Tensor:
     """Zeroed int32 split-K counters for :func:`_mma_gemv` on a layer of ``n`` outputs (enough for
-    every config at M <= 64: >= 64 rows per program, <= 8 blocks of 8 activation rows).  Each launch
+    every config at M <= 64: >= 16 rows per program, <= 8 programs per weight tile).  Each launch
     leaves them at zero again.  A layer must not run concurrently on two streams with them."""
-    return torch.zeros(8 * triton.cdiv(n, 64), dtype=torch.int32, device=device)
+    return torch.zeros(8 * triton.cdiv(n, 16), dtype=torch.int32, device=device)
 
 
 def _gemv(x, sa, za, qweight, scale, zero, group_size, asym, bias, out_dtype, cfg: TileConfig) -> torch.Tensor:
