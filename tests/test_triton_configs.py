@@ -227,7 +227,7 @@ def test_mma_k_warp_configs_and_meta():
     """Flag bits 12-13 of the mma GEMV (warps per row group splitting the K slice): decoded as 1 / 2 / 4 /
     8, the row-blocks per warp count row groups (not warps), every candidate gives each of its warps a K
     tile and divides its warps, the layer's split-K counters cover every candidate's programs, and
-    ``ops.mma_meta`` passes ``KW`` or refuses it by name (A8W4, warps not divisible)."""
+    ``ops.mma_meta`` passes ``KW`` (A16W4 and A8W4) or refuses it by name (warps not divisible)."""
     pytest.importorskip("triton")
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
@@ -251,6 +251,7 @@ def test_mma_k_warp_configs_and_meta():
     assert (meta["KW"], meta["RB"], meta["NW"], meta["SPLIT"], meta["NV"]) == (4, 1, 8, True, 4)
     assert ops.mma_meta(TileConfig(2, 32, 1024, 1, 8, 8193 | 32), 1, 4096, 128, True, True, False)["NV"] == 8
     assert ops.mma_meta(TileConfig(2, 64, 256, 1, 4, 1), 1, 4096, 128, True, True, False)["KW"] == 1
-    for bad, a8 in ((TileConfig(2, 32, 256, 1, 8, 8193), False), (TileConfig(2, 16, 256, 1, 4, 12288), None)):
+    assert ops.mma_meta(TileConfig(2, 32, 256, 1, 8, 8193 | 2048), 1, 4096, 128, True, True, False, False)["KW"] == 4
+    for bad, a8 in ((TileConfig(2, 32, 256, 1, 2, 8193), False), (TileConfig(2, 16, 256, 1, 4, 12288), None)):
         with pytest.raises(ValueError, match="K warps per row group"):
             ops.mma_meta(bad, 1, 4096, 128, True, True, False, a8)

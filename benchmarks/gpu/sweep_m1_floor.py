@@ -4,8 +4,10 @@ the fused A8W4 mode, and the A8W4 mode with the quantization in its own one-prog
 PDL-launched GEMV (flag bit 6, ``A8PRE``).  Options: ``--shared-codes`` (A8W4: private global code
 rows vs the shared-memory code row, flags 256 / 2048, each with and without the whole-block sweep),
 ``--a16-table-only`` (A16W4: time the table's choice only, as the reference for the A8W4 ratio),
-``--no-pdl`` (skip the PDL reruns), ``--k-warps`` (A16W4: only the candidates whose warps split the
-program's K slice, flag bits 12-13).
+``--no-pdl`` (skip the PDL reruns), ``--k-warps`` (only the candidates whose warps split the
+program's K slice, flag bits 12-13; A8W4 with the shared-memory code row, or private rows where it
+does not fit, each with and without the whole-block sweep), ``--wide`` (with ``--k-warps``, A16W4:
+also 16-warp programs, K tiles of 1024, the register double buffer).
 
     PYTHONPATH=src python3 benchmarks/gpu/sweep_m1_floor.py --out $OUT/m1_floor.csv   # GPU machine
 
@@ -29,10 +31,20 @@ from sweep_common import precompile, rotated_copies, write_rows
 SHAPES = ((4096, 14336), (14336, 4096), (8192, 28672), (4096, 4096))  # (K, N)
 
 
-def _cands(n, k, sms, a8, odd_splits=False, shared_codes=False, k_warps=False):
+def _cands(n, k, sms, a8, odd_splits=False, shared_codes=False, k_warps=False, wide=False):
     from nybble.kernels.triton.configs import TileConfig, _mma_k_warp_configs, mma_configs
-    if k_warps and not a8:  # only the in-program K split candidates (flag bits 12-13)
-        return _mma_k_warp_configs(n, k, sms, wide=True)
+    if k_warps:  # only the in-program K split candidates (flag bits 12-13)
+        if not a8:
+            return _mma_k_warp_configs(n, k, sms, wide=wide)
+        from nybble.kernels.triton.configs import MMA_STATIC_SMEM_MAX, mma_code_row_bytes
+        out = []
+        for c in _mma_k_warp_configs(n, k, sms):  # A8W4: shared-memory code row, else private rows
+            for fl in (2048, 2048 | 128):
+                v = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl)
+                if mma_code_row_bytes(v, k) > MMA_STATIC_SMEM_MAX:
+                    v = TileConfig(c.block_m, c.block_n, c.block_k, c.split_k, c.num_warps, c.num_stages | fl ^ 2304)
+                out.append(v)
+        return list(dict.fromkeys(out))
     out = []
     for c in mma_configs(n, k, sms, 128, 1):
         for fl in ((0, 32, 96, 128, 160) if a8 else (0,)):
@@ -128,6 +140,8 @@ def main() -> int:
     ap.add_argument("--a16-table-only", action="store_true", help="A16W4: time the table's choice only")
     ap.add_argument("--k-warps", action="store_true",
                     help="A16W4: only the candidates with warps splitting K inside the program (flag bits 12-13)")
+    ap.add_argument("--wide", action="store_true",
+                    help="with --k-warps: also 16-warp programs, K tiles of 1024 and the register double buffer")
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
     args = ap.parse_args()
     import torch
@@ -141,7 +155,7 @@ def main() -> int:
     modes = (False,) if args.no_a8 else (False, True)
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     jobs = sorted({(c, a8) for k, n in shapes for a8 in modes if a8 or not args.a16_table_only
-                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps)},
+                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide)},
                   key=str)
     precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
@@ -171,7 +185,7 @@ def main() -> int:
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
                 cands = ([] if args.a16_table_only and not a8 else
-                         _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps))
+                         _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide))
                 for c in [None] + cands:
                     try:
                         y = _run(x, p, c, a8)

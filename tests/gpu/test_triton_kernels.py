@@ -241,9 +241,11 @@ def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
     12-13, summed through shared memory): 16-64 rows per program of 4-16 warps, 1, 2 or 4 row-blocks
     per warp, K tiles of 128-1024 (K = 288-768: warps past the slice's end), in-program only or with
     split-K across programs (in-kernel and finish-kernel sums), per-weight and per-group (``FOLD``)
-    scales, with the register double buffer (flag 32); against the reference, the same bits on a
-    second call, counters back at zero; the flags are refused by name for A8W4 and when they do not
-    divide the warps."""
+    scales, with the register double buffer (flag 32); at M = 1 (bf16) also the A8W4 modes with the
+    fused quantization (global / private / shared-memory code rows, whole-block sweep, register double
+    buffer) and with the quantization kernel + PDL GEMV (flag 64); against the reference, the same bits
+    on a second call, counters back at zero; the flags are refused by name when they do not divide the
+    warps."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
     if torch.cuda.get_device_capability() < (9, 0):
@@ -265,11 +267,21 @@ def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
         again = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert torch.equal(again, y), f"{cfg}: a second call gave other bits"
     assert not p["locks"].any(), "split-K counters not back at zero"
-    if m == 1 and dtype == torch.bfloat16 and group in (128, -1):
-        pa = _kernel(plain, "a8_sym").prepack(plain)
-        with pytest.raises(ValueError, match="K warps per row group"):
-            ops.launch_a8w4(x, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group, False, None,
-                            TileConfig(2, 32, 256, 1, 8, 8192 | 1), pa["locks"])
+    if m == 1 and dtype == torch.bfloat16 and group in (128, -1):  # the A8W4 modes (fused quantization)
+        for act in ("a8_sym", "a8_asym"):
+            pa = _kernel(plain, act).prepack(plain)
+            xa = x * 3
+            ref8 = reference_out(xa, plain, act, bias)
+            for cfg in (TileConfig(2, 32, 256, 1, 8, 8192 | 1), TileConfig(2, 16, 256, 2, 8, 12288 | 2048 | 1),
+                        TileConfig(2, 32, 512, 1, 4, 4096 | 256), TileConfig(2, 16, 256, 1, 8, 12288 | 2048 | 128),
+                        TileConfig(2, 16, 128, 3, 4, 8192 | 2048 | 32 | 2), TileConfig(2, 16, 256, 1, 4, 8192 | 64)):
+                y8 = ops.launch_a8w4(xa, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group,
+                                     act == "a8_asym", bias, cfg, pa["locks"])
+                assert_close_to_reference(y8, ref8, f"mma K warps {act} g{group} {cfg}")
+                again = ops.launch_a8w4(xa, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group,
+                                        act == "a8_asym", bias, cfg, pa["locks"])
+                assert torch.equal(again, y8), f"{act} {cfg}: a second call gave other bits"
+            assert not pa["locks"].any()
     for bad in (TileConfig(2, 16, 256, 1, 4, 12288), TileConfig(2, 32, 256, 1, 2, 8192)):
         with pytest.raises(ValueError, match="K warps per row group"):
             ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, bad, p["locks"])

@@ -527,18 +527,21 @@ def _store_ws(ws_ptr, d0, d1, d2, d3, m0, row, M, N):
 @triton.jit
 def _reduce_out(ws_ptr, out_ptr, b_ptr, m0, row, M, N, stride_om, SPLIT_K, HAS_BIAS: tl.constexpr,
                 IS_BF16: tl.constexpr):
-    """Sum of one C fragment over the SPLIT_K workspace slices (L2 reads: ``.cg``) -> output."""
+    """Sum of one C fragment over the SPLIT_K workspace slices in slice order (L2 reads: ``.cg``; 8
+    slices' loads per step, so one L2 round trip covers up to 8 slices) -> output."""
     p0, p1, p2, p3, k0, k1, k2, k3 = _frag_ptrs(ws_ptr, m0, row, M, N, N)
     d0 = tl.zeros(m0.shape, tl.float32)
     d1 = d0
     d2 = d0
     d3 = d0
-    for sp in range(SPLIT_K):
-        sl = (sp * M).to(tl.int64) * N
-        d0 += tl.load(p0 + sl, mask=k0, other=0.0, cache_modifier=".cg")
-        d1 += tl.load(p1 + sl, mask=k1, other=0.0, cache_modifier=".cg")
-        d2 += tl.load(p2 + sl, mask=k2, other=0.0, cache_modifier=".cg")
-        d3 += tl.load(p3 + sl, mask=k3, other=0.0, cache_modifier=".cg")
+    for sp0 in range(0, SPLIT_K, 8):
+        for j in tl.static_range(8):
+            live = sp0 + j < SPLIT_K
+            sl = ((sp0 + j) * M).to(tl.int64) * N
+            d0 += tl.load(p0 + sl, mask=k0 & live, other=0.0, cache_modifier=".cg")
+            d1 += tl.load(p1 + sl, mask=k1 & live, other=0.0, cache_modifier=".cg")
+            d2 += tl.load(p2 + sl, mask=k2 & live, other=0.0, cache_modifier=".cg")
+            d3 += tl.load(p3 + sl, mask=k3 & live, other=0.0, cache_modifier=".cg")
     _store_out(out_ptr, b_ptr, d0, d1, d2, d3, m0, row, M, N, stride_om, HAS_BIAS, IS_BF16)
 
 
@@ -686,7 +689,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     of ``SMC`` bytes (its K slice, bf16, declared in inline PTX: Triton gives inline PTX no shared
     memory of its own) instead of the global scratch: written by ``st.shared``, one barrier, read back
     by ``ld.shared`` in the fragment order (no L2 round trip); ``qx_ptr`` is then unused.
-    ``KW`` (A16W4 only; 2, 4 or 8 dividing ``NW``): split-K inside the program: the
+    ``KW`` (2, 4 or 8 dividing ``NW``): split-K inside the program: the
     ``NW`` warps form ``NW / KW`` row groups of ``KW`` warps that read the same rows and take every
     ``KW``-th K tile of the slice (a warp past the slice's end re-reads its last tile with zero scales);
     the ``KW`` partial sums of a row meet in shared memory (:func:`_sum_k_warps`) before the store, so

@@ -230,7 +230,7 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``),
     bit 11 (A8W4 only, without bit 6): the activation codes go through a shared-memory row instead of a
     global scratch (``SMC``, :func:`configs.mma_code_row_bytes`, at most ``configs.MMA_STATIC_SMEM_MAX``
-    bytes, else ValueError; replaces bit 8), bits 12-13 (A16W4 only): ``1 << bits``
+    bytes, else ValueError; replaces bit 8), bits 12-13: ``1 << bits``
     warps per row group split the program's K slice and sum in shared memory (``KW``,
     :func:`configs.mma_k_warps`)."""
     m, k = x.shape
@@ -279,9 +279,9 @@ def mma_meta(cfg: TileConfig, m: int, k: int, group_size: int, is_bf16: bool, ha
                          f"more than the {MMA_STATIC_SMEM_MAX} bytes of static shared memory allowed (use more K "
                          "slices, or flag 256 instead of 2048)")
     kw = mma_k_warps(cfg)
-    if kw > 1 and (a8 or nw % kw):
-        raise ValueError(f"mma GEMV config {cfg.to_json()}: {kw} K warps per row group (flag bits 12-13) need A16W4 "
-                         f"and a warp count divisible by {kw}")
+    if nw % kw:
+        raise ValueError(f"mma GEMV config {cfg.to_json()}: {kw} K warps per row group (flag bits 12-13) need a warp "
+                         f"count divisible by {kw}")
     return dict(GROUP=group_size, PER_CHANNEL=group_size == -1, HAS_ZERO=has_zero, HAS_BIAS=has_bias,
                 IS_BF16=is_bf16, SPLIT=cfg.split_k > 1, SERIAL=False, EVICT=bool(cfg.num_stages & 1),
                 FOLD=not a8 and bool(cfg.num_stages & 16) and (group_size == -1 or group_size >= 128),
