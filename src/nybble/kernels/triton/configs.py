@@ -339,7 +339,20 @@ def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132, mb: int =
     """The A16W4 mma.sync GEMV (``block_m == 2``) for M <= 32: 4 warps x 1 row-block (64 rows) per
     program at M <= 8, x 2 (128 rows) from M = 16 on; K tiles of 256; split-K until there are ~6
     programs per SM (partials summed in-kernel); evict-first weight loads (what won most H100 points
-    of ``benchmarks/gpu/sweeps``)."""
+    of ``benchmarks/gpu/sweeps``).  At M = 1, warps that split the K slice inside the program (flag bits
+    12-13; the fourteenth session's H100 sweeps): one 16-row program of 4 warps per row-block where N
+    has >= 4 row-blocks per SM, else 8 warps on one row-block where K has <= 8 tiles of 512, else
+    32-row programs of 2 x 2 warps with split-K across programs up to ~8 programs per SM."""
+    if mb == 1:
+        k_tiles = -(-k // 512)
+        if -(-n // 16) >= 4 * num_sms:
+            return TileConfig(2, 16, 512 if k >= 2048 else 256, 1, 4, 1 | 2 << 12)
+        if k_tiles <= 8:
+            return TileConfig(2, 16, 512, 1, 8, 1 | 3 << 12)
+        tiles, split = -(-n // 32), 1
+        while tiles * split < 8 * num_sms and split < 16 and k_tiles >= 4 * split:
+            split *= 2
+        return TileConfig(2, 32, 512, split, 4, 1 | 1 << 12)
     bn = 64 if mb <= 8 else 128
     mblocks = -(-mb // 16)
     tiles, k_tiles = -(-n // bn) * mblocks, -(-k // 256)
