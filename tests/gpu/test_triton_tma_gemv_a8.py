@@ -115,7 +115,7 @@ def test_tma_gemv_a8_falls_back_where_it_cannot_run():
 
 @pytest.mark.skipif(not _hopper(), reason="the TMA GEMV needs sm_90")
 def test_table_choice_is_kept_for_graph_capture(monkeypatch):
-    """The H100 table takes the TMA GEMV for A8W4 at M = 1 on 14336x4096 (K x N): the first eager call runs it
+    """The H100 table takes the TMA GEMV for A8W4 at M = 1 on 8192x28672 (K x N): the first eager call runs it
     once (compiling it), later eager calls take the plannable fallback (the plan is marked eager-only),
     a CUDA-graph capture of the same layer call takes the TMA GEMV; all give the reference's result."""
     from nybble.kernels.base import LinearSpec
@@ -124,7 +124,7 @@ def test_table_choice_is_kept_for_graph_capture(monkeypatch):
     from nybble.kernels.triton.kernel import TritonKernel
     if torch.cuda.get_device_name() != "NVIDIA H100 80GB HBM3":
         pytest.skip("the shipped table is the H100's")
-    n, k = 4096, 14336
+    n, k = 28672, 8192
     cfg = ops.store_for(torch.device("cuda")).get(make_key("a8w4", n, k, 128, 1))
     assert cfg is not None and cfg.block_m == TMA_GEMV_A8
     plain = random_plain(n, k, 128, "int", torch.bfloat16)
