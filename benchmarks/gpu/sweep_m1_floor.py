@@ -140,6 +140,7 @@ def main() -> int:
     ap.add_argument("--a16-table-only", action="store_true", help="A16W4: time the table's choice only")
     ap.add_argument("--k-warps", action="store_true",
                     help="A16W4: only the candidates with warps splitting K inside the program (flag bits 12-13)")
+    ap.add_argument("--configs", default="", help="A16W4: only these configs (CONFIG,CONFIG,..., e.g. 2x16x512x1x4x8193)")
     ap.add_argument("--wide", action="store_true",
                     help="with --k-warps: also 16-warp programs, K tiles of 1024 and the register double buffer")
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
@@ -155,7 +156,8 @@ def main() -> int:
     modes = (False,) if args.no_a8 else (False, True)
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     jobs = sorted({(c, a8) for k, n in shapes for a8 in modes if a8 or not args.a16_table_only
-                   for c in _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide)},
+                   for c in (_cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide)
+                             if a8 or not args.configs else map(_cfg, args.configs.split(",")))},
                   key=str)
     precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
@@ -185,6 +187,7 @@ def main() -> int:
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
                 cands = ([] if args.a16_table_only and not a8 else
+                         [_cfg(t) for t in args.configs.split(",")] if args.configs and not a8 else
                          _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide))
                 for c in [None] + cands:
                     try:
