@@ -79,7 +79,7 @@ def main() -> int:
     from nybble.bench.gpu import _copies, graph_time_us, read_once_us
     from nybble.kernels.base import LinearSpec
     from nybble.kernels.triton import ops
-    from nybble.kernels.triton.configs import TileConfig, mma_row_blocks, mma_v_blocks
+    from nybble.kernels.triton.configs import TileConfig, mma_k_warps, mma_row_blocks, mma_v_blocks
     from nybble.kernels.triton.kernel import TritonKernel
     from nybble.plain import PlainInt4Weight
     from sweep_common import rotated_copies
@@ -89,6 +89,8 @@ def main() -> int:
         shape, text = item.split(":")
         k, n = map(int, shape.split("x"))
         cfg = TileConfig(*map(int, text.split("x")))
+        if mma_k_warps(cfg) > 1:  # pattern_read_kernel maps one warp per row group
+            raise SystemExit(f"{text}: configs with K warps (flag bits 12-13) are not probed")
         plain = PlainInt4Weight.from_float(torch.randn(n, k, device="cuda") * 0.02, 128, "int", torch.bfloat16)
         p = TritonKernel(LinearSpec.for_weight(plain, "a16")).prepack(plain)
         wbytes = sum(p[kk].numel() * p[kk].element_size() for kk in ("qweight", "scale", "zero_point"))

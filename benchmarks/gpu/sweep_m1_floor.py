@@ -149,7 +149,7 @@ def main() -> int:
     from nybble.bench.gpu import _copies, graph_time_us, read_once_us
     from nybble.kernels import reference  # noqa: F401
     from nybble.kernels.triton import ops
-    from nybble.kernels.triton.configs import make_key
+    from nybble.kernels.triton.configs import make_key, mma_k_warps
     props = torch.cuda.get_device_properties(0)
     sms, l2 = props.multi_processor_count, props.L2_cache_size
     store = ops.store_for(torch.device("cuda", 0))
@@ -200,8 +200,7 @@ def main() -> int:
                     kind = ("a8" if a8 else "a16") + ("-table" if c is None else
                                                       f"-mma-f{c.num_stages & 224}"
                                                       + ("-smc" if c.num_stages & 2048 else "")
-                                                      + (f"-kw{1 << (c.num_stages >> 12 & 3)}"
-                                                         if c.num_stages & 12288 else ""))
+                                                      + (f"-kw{mma_k_warps(c)}" if mma_k_warps(c) > 1 else ""))
                     rows.append({"K": k, "N": n, "kind": kind,
                                  "config": "x".join(map(str, (c or table).to_json())) if (c or table) else "",
                                  "us": round(us, 2), "rel_err": f"{err:.2e}", "bytes": wbytes})

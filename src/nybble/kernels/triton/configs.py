@@ -346,13 +346,13 @@ def mma_heuristic(n: int, k: int, group_size: int, num_sms: int = 132, mb: int =
     if mb == 1:
         k_tiles = -(-k // 512)
         if -(-n // 16) >= 4 * num_sms:
-            return TileConfig(2, 16, 512 if k >= 2048 else 256, 1, 4, 1 | 2 << 12)
+            return TileConfig(2, 16, 512 if k >= 2048 else 256, 1, 4, 1 | mma_k_warp_bits(4))
         if k_tiles <= 8:
-            return TileConfig(2, 16, 512, 1, 8, 1 | 3 << 12)
+            return TileConfig(2, 16, 512, 1, 8, 1 | mma_k_warp_bits(8))
         tiles, split = -(-n // 32), 1
         while tiles * split < 8 * num_sms and split < 16 and k_tiles >= 4 * split:
             split *= 2
-        return TileConfig(2, 32, 512, split, 4, 1 | 1 << 12)
+        return TileConfig(2, 32, 512, split, 4, 1 | mma_k_warp_bits(2))
     bn = 64 if mb <= 8 else 128
     mblocks = -(-mb // 16)
     tiles, k_tiles = -(-n // bn) * mblocks, -(-k // 256)
@@ -371,6 +371,11 @@ def mma_k_warps(cfg: TileConfig) -> int:
     """Warps of an mma GEMV program that share the same rows and split its K slice between them
     (``KW``: 1, 2, 4 or 8; ``num_stages`` bits 12-13)."""
     return 1 << ((cfg.num_stages >> 12) & 3)
+
+
+def mma_k_warp_bits(kw: int) -> int:
+    """The ``num_stages`` bits 12-13 that give :func:`mma_k_warps` = ``kw`` (1, 2, 4 or 8)."""
+    return (kw.bit_length() - 1) << 12
 
 
 def mma_row_blocks(cfg: TileConfig) -> int:
@@ -448,7 +453,7 @@ def _mma_k_warp_configs(n: int, k: int, num_sms: int, wide: bool = False) -> lis
                         if k_tiles < split * kw or not num_sms <= tiles * split <= 16 * num_sms:
                             continue
                         for pf in (0, 32) if wide else (0,):
-                            out.append(TileConfig(2, bn, bk, split, warps, 1 | pf | (kw.bit_length() - 1) << 12))
+                            out.append(TileConfig(2, bn, bk, split, warps, 1 | pf | mma_k_warp_bits(kw)))
     return out
 
 

@@ -153,9 +153,12 @@ _LDS4 = tl.constexpr("ld.shared.v4.b32 {$0, $1, $2, $3}, [$4];")
 
 
 @constexpr_function
-def _codes_base_asm(nbytes):
-    """PTX declaring the A8 mode's shared code row (``SMC``) and returning its shared-window address."""
-    return f"{{ .shared .align 16 .b8 nybble_codes[{nbytes}]; mov.u32 $0, nybble_codes; }}"
+def _static_shared_asm(name, nbytes):
+    """PTX declaring a static shared array ``name`` of ``nbytes`` (16-byte aligned) and returning its
+    shared-window address: Triton gives inline PTX no shared memory of its own; ``ptxas`` allocates
+    this one and the driver adds it to Triton's.  Used for the A8 mode's code row (``SMC``) and the
+    cross-warp K sum (``KW``)."""
+    return f"{{ .shared .align 16 .b8 {name}[{nbytes}]; mov.u32 $0, {name}; }}"
 
 
 @triton.jit
@@ -561,12 +564,6 @@ _LDS4P = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.
                       "mov.b32 $3, 0; @p ld.shared.v4.b32 {$0, $1, $2, $3}, [$4]; }")
 
 
-@constexpr_function
-def _ksum_base_asm(nbytes):
-    """PTX declaring the shared array of the cross-warp K sum (``KW``) and returning its address."""
-    return f"{{ .shared .align 16 .b8 nybble_ksum[{nbytes}]; mov.u32 $0, nybble_ksum; }}"
-
-
 @triton.jit
 def _sum_k_warps(acc, tid, NW: tl.constexpr, KW: tl.constexpr):
     """Sum of the C fragments over the ``KW`` warps of each row group (``KW`` > 1; warp
@@ -577,8 +574,8 @@ def _sum_k_warps(acc, tid, NW: tl.constexpr, KW: tl.constexpr):
     ``[NW * 32]``: this thread holds its row group's sums)."""
     RW: tl.constexpr = NW // KW
     NF: tl.constexpr = len(acc) // 4
-    base = tl.inline_asm_elementwise(_ksum_base_asm((KW - 1) * RW * 32 * 16 * NF), "=r,r", [tid], dtype=tl.int32,
-                                     is_pure=True, pack=1)
+    base = tl.inline_asm_elementwise(_static_shared_asm("nybble_ksum", (KW - 1) * RW * 32 * 16 * NF), "=r,r", [tid],
+                                     dtype=tl.int32, is_pure=True, pack=1)
     keep = tid < RW * 32
     give = (~keep).to(tl.int32)
     for i in tl.static_range(NF):
@@ -753,8 +750,8 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             sa = tl.load((qx_ptr + tl.cdiv(K, 512) * 512).to(tl.pointer_type(tl.float32)))
         else:
             if SMC:  # the code row in shared memory, entry 0 = K t0 * CK
-                qx_ptr = tl.inline_asm_elementwise(_codes_base_asm(SMC), "=r,r", [pid0], dtype=tl.int32,
-                                                   is_pure=True, pack=1) - t0 * CK * 2  # a scalar
+                qx_ptr = tl.inline_asm_elementwise(_static_shared_asm("nybble_codes", SMC), "=r,r", [pid0],
+                                                   dtype=tl.int32, is_pure=True, pack=1) - t0 * CK * 2  # a scalar
             sa = _quantize_row(x_ptr, qx_ptr + (t0 * CK * 2 if SMC else 0), tid, K, t0 * CK,
                                tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB, SMC)
     for it0 in range(t0, t1, KW):

@@ -217,7 +217,7 @@ def mma_ok(x: torch.Tensor, qweight: torch.Tensor) -> bool:
 
 def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=None, a8_asym=None) -> torch.Tensor:
     """A16W4 at M <= 64 on mma.sync (``cfg.block_m == 2``): :func:`mma.mma_gemv_kernel`.
-    ``cfg.block_n`` = rows per program (``num_warps * 16 * RB``, RB = 1 or 2), ``cfg.block_k`` = K
+    ``cfg.block_n`` = rows per program (``num_warps / KW * 16 * RB``, RB = 1, 2 or 4), ``cfg.block_k`` = K
     values per tile (128 / 256 / 512 / 1024), ``cfg.num_stages`` bit 0: evict-first weight loads, bit 1: sum
     split-K partials with the finish kernel instead of in the last program of each tile (which needs
     ``locks``, int32 zeros, one per program of the grid's first axis; see :func:`mma_locks`), bits
