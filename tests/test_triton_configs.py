@@ -255,3 +255,19 @@ def test_mma_k_warp_configs_and_meta():
     for bad, a8 in ((TileConfig(2, 32, 256, 1, 2, 8193), False), (TileConfig(2, 16, 256, 1, 4, 12288), None)):
         with pytest.raises(ValueError, match="K warps per row group"):
             ops.mma_meta(bad, 1, 4096, 128, True, True, False, a8)
+
+
+def test_mma_early_first_tile_flag():
+    """Flag 512 of the mma GEMV (each warp requests its first K tile before the A8W4 quantization
+    prologue): ``ops.mma_meta`` passes ``EARLY`` for A16W4 and A8W4, not without the flag, and refuses it
+    by name together with the register double buffer (flag 32), which also preloads a tile."""
+    pytest.importorskip("triton")
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import TileConfig
+    assert ops.mma_meta(TileConfig(2, 16, 512, 1, 8, 12288 | 2048 | 512), 1, 4096, 128, True, True, False,
+                        False)["EARLY"]
+    assert ops.mma_meta(TileConfig(2, 16, 512, 1, 4, 8192 | 512), 1, 4096, 128, True, True, False)["EARLY"]
+    assert not ops.mma_meta(TileConfig(2, 16, 512, 1, 4, 8192 | 1), 1, 4096, 128, True, True, False)["EARLY"]
+    for a8 in (None, False, True):
+        with pytest.raises(ValueError, match="flag 512 .* exclude each other"):
+            ops.mma_meta(TileConfig(2, 16, 512, 1, 4, 8192 | 512 | 32), 1, 4096, 128, True, True, False, a8)

@@ -7,7 +7,8 @@ rows vs the shared-memory code row, flags 256 / 2048, each with and without the 
 ``--no-pdl`` (skip the PDL reruns), ``--k-warps`` (only the candidates whose warps split the
 program's K slice, flag bits 12-13; A8W4 with the shared-memory code row, or private rows where it
 does not fit, each with and without the whole-block sweep), ``--wide`` (with ``--k-warps``, A16W4:
-also 16-warp programs, K tiles of 1024, the register double buffer).
+also 16-warp programs, K tiles of 1024, the register double buffer), ``--configs`` / ``--a8-configs``
+(only the given A16W4 / A8W4 configs).
 
     PYTHONPATH=src python3 benchmarks/gpu/sweep_m1_floor.py --out $OUT/m1_floor.csv   # GPU machine
 
@@ -104,6 +105,7 @@ def _run(x, q, cfg, a8):
     return ops.launch_a16w4(x, q["qweight"], q["scale"], q["zero_point"], 128, None, cfg, q["locks"])
 
 
+
 def _compile_one(job):
     import torch
     cfg, a8 = job
@@ -141,6 +143,7 @@ def main() -> int:
     ap.add_argument("--k-warps", action="store_true",
                     help="A16W4: only the candidates with warps splitting K inside the program (flag bits 12-13)")
     ap.add_argument("--configs", default="", help="A16W4: only these configs (CONFIG,CONFIG,..., e.g. 2x16x512x1x4x8193)")
+    ap.add_argument("--a8-configs", default="", help="A8W4: only these configs (CONFIG,CONFIG,...)")
     ap.add_argument("--wide", action="store_true",
                     help="with --k-warps: also 16-warp programs, K tiles of 1024 and the register double buffer")
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,...")
@@ -155,12 +158,18 @@ def main() -> int:
     store = ops.store_for(torch.device("cuda", 0))
     modes = (False,) if args.no_a8 else (False, True)
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
+    def cands_of(n, k, a8):
+        given = args.a8_configs if a8 else args.configs
+        if given:
+            return [_cfg(t) for t in given.split(",")]
+        return _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide)
+
     jobs = sorted({(c, a8) for k, n in shapes for a8 in modes if a8 or not args.a16_table_only
-                   for c in (_cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide)
-                             if a8 or not args.configs else map(_cfg, args.configs.split(",")))},
-                  key=str)
+                   for c in cands_of(n, k, a8)}, key=str)
     precompile(_compile_one, jobs, args.jobs, "configs", 5)
     rows = []
+    # warm-up: the first kernel timed in a process reads slow (fourteenth session: 55 vs 47 us)
+    read_once_us(torch, 64 << 20, l2, 5)
     torch.manual_seed(0)
     with torch.no_grad():
         for k, n in shapes:
@@ -186,9 +195,7 @@ def main() -> int:
                     ref = torch.ops.nybble.reference_a16w4(x, plain.qdata, plain.scale, plain.zero_point, 128, None)
                 table = store.get(make_key("a8w4" if a8 else "a16w4", n, k, 128, 1))
                 best = {}
-                cands = ([] if args.a16_table_only and not a8 else
-                         [_cfg(t) for t in args.configs.split(",")] if args.configs and not a8 else
-                         _cands(n, k, sms, a8, args.odd_splits, args.shared_codes, args.k_warps, args.wide))
+                cands = [] if args.a16_table_only and not a8 else cands_of(n, k, a8)
                 for c in [None] + cands:
                     try:
                         y = _run(x, p, c, a8)
@@ -200,6 +207,7 @@ def main() -> int:
                     kind = ("a8" if a8 else "a16") + ("-table" if c is None else
                                                       f"-mma-f{c.num_stages & 224}"
                                                       + ("-smc" if c.num_stages & 2048 else "")
+                                                      + ("-early" if c.num_stages & 512 else "")
                                                       + (f"-kw{mma_k_warps(c)}" if mma_k_warps(c) > 1 else ""))
                     rows.append({"K": k, "N": n, "kind": kind,
                                  "config": "x".join(map(str, (c or table).to_json())) if (c or table) else "",

@@ -243,9 +243,10 @@ def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
     split-K across programs (in-kernel and finish-kernel sums), per-weight and per-group (``FOLD``)
     scales, with the register double buffer (flag 32); at M = 1 (bf16) also the A8W4 modes with the
     fused quantization (global / private / shared-memory code rows, whole-block sweep, register double
-    buffer) and with the quantization kernel + PDL GEMV (flag 64); against the reference, the same bits
+    buffer) and with the quantization kernel + PDL GEMV (flag 64); each warp's first K tile requested
+    before the prologue (flag 512: the same bits as without it); against the reference, the same bits
     on a second call, counters back at zero; the flags are refused by name when they do not divide the
-    warps."""
+    warps, and flags 512 and 32 together."""
     from nybble.kernels.triton import ops
     from nybble.kernels.triton.configs import TileConfig
     if torch.cuda.get_device_capability() < (9, 0):
@@ -261,11 +262,17 @@ def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
                 TileConfig(2, 16, 512, 1, 8, 12288), TileConfig(2, 64, 256, 2, 4, 8192 | 1),
                 TileConfig(2, 32, 128, 1, 4, 4096 | 16 | 1), TileConfig(2, 32, 256, 2, 8, 8192 | 1 | 16),
                 TileConfig(2, 64, 128, 4, 8, 4096 | 4), TileConfig(2, 16, 512, 2, 4, 8192 | 32 | 1),
-                TileConfig(2, 32, 1024, 1, 8, 8192 | 16), TileConfig(2, 64, 256, 1, 16, 8192 | 32 | 16)):
+                TileConfig(2, 32, 1024, 1, 8, 8192 | 16), TileConfig(2, 64, 256, 1, 16, 8192 | 32 | 16),
+                TileConfig(2, 16, 512, 1, 4, 8192 | 512 | 1), TileConfig(2, 64, 256, 3, 4, 512 | 16),
+                TileConfig(2, 32, 256, 2, 8, 4096 | 512 | 2)):
         y = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"mma K warps {dtype} {domain} g{group} M={m} {cfg}")
         again = ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, cfg, p["locks"])
         assert torch.equal(again, y), f"{cfg}: a second call gave other bits"
+        if cfg.num_stages & 512:  # the first tile requested early: the same sums in the same order
+            late = TileConfig(*cfg.to_json()[:5], cfg.num_stages & ~512)
+            assert torch.equal(ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, late, p["locks"]), y), \
+                f"{cfg}: other bits than without flag 512"
     assert not p["locks"].any(), "split-K counters not back at zero"
     if m == 1 and dtype == torch.bfloat16 and group in (128, -1):  # the A8W4 modes (fused quantization)
         for act in ("a8_sym", "a8_asym"):
@@ -274,17 +281,28 @@ def test_mma_gemv_k_warps_match_reference(dtype, domain, group, k, m):
             ref8 = reference_out(xa, plain, act, bias)
             for cfg in (TileConfig(2, 32, 256, 1, 8, 8192 | 1), TileConfig(2, 16, 256, 2, 8, 12288 | 2048 | 1),
                         TileConfig(2, 32, 512, 1, 4, 4096 | 256), TileConfig(2, 16, 256, 1, 8, 12288 | 2048 | 128),
-                        TileConfig(2, 16, 128, 3, 4, 8192 | 2048 | 32 | 2), TileConfig(2, 16, 256, 1, 4, 8192 | 64)):
+                        TileConfig(2, 16, 128, 3, 4, 8192 | 2048 | 32 | 2), TileConfig(2, 16, 256, 1, 4, 8192 | 64),
+                        TileConfig(2, 16, 512, 1, 8, 12288 | 2048 | 512 | 1),
+                        TileConfig(2, 16, 256, 2, 4, 8192 | 2048 | 512 | 128), TileConfig(2, 32, 256, 1, 8, 8192 | 512),
+                        TileConfig(2, 64, 256, 2, 4, 512 | 2048 | 1)):
                 y8 = ops.launch_a8w4(xa, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group,
                                      act == "a8_asym", bias, cfg, pa["locks"])
                 assert_close_to_reference(y8, ref8, f"mma K warps {act} g{group} {cfg}")
                 again = ops.launch_a8w4(xa, pa["qweight"], pa["scale"], pa.get("zero_point"), pa["wsum"], group,
                                         act == "a8_asym", bias, cfg, pa["locks"])
                 assert torch.equal(again, y8), f"{act} {cfg}: a second call gave other bits"
+                if cfg.num_stages & 512:
+                    late = TileConfig(*cfg.to_json()[:5], cfg.num_stages & ~512)
+                    assert torch.equal(ops.launch_a8w4(xa, pa["qweight"], pa["scale"], pa.get("zero_point"),
+                                                       pa["wsum"], group, act == "a8_asym", bias, late, pa["locks"]),
+                                       y8), f"{act} {cfg}: other bits than without flag 512"
             assert not pa["locks"].any()
     for bad in (TileConfig(2, 16, 256, 1, 4, 12288), TileConfig(2, 32, 256, 1, 2, 8192)):
         with pytest.raises(ValueError, match="K warps per row group"):
             ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, bad, p["locks"])
+    with pytest.raises(ValueError, match="flag 512 .* exclude each other"):
+        ops.launch_a16w4(x, p["qweight"], p["scale"], zp, group, bias, TileConfig(2, 16, 256, 1, 4, 8192 | 512 | 32),
+                         p["locks"])
 
 
 @pytest.mark.parametrize("group,k", [(128, 4096), (-1, 16904), (-1, 30000)])

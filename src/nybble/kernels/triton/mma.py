@@ -111,14 +111,18 @@ _MMA_F16 = tl.constexpr("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {$0, 
                         "{$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
 _LD4P = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
                      "mov.b32 $3, 0; @p ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4]; }")
+_LD4P_EVICT = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
+                           "mov.b32 $3, 0; @p ld.global.nc.L1::no_allocate.v4.b32 {$0, $1, $2, $3}, [$4]; }")
 _LD4 = tl.constexpr("ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];")
 _LD4_EVICT = tl.constexpr("ld.global.nc.L1::no_allocate.v4.b32 {$0, $1, $2, $3}, [$4];")
 
 
 @triton.jit
-def _ld4_pred(ptr, pred):
-    """16 bytes at ``ptr`` (16-byte aligned) as 4 int32 per thread; zeros where ``pred`` is false."""
-    r0, r1, r2, r3 = tl.inline_asm_elementwise(_LD4P, "=r,=r,=r,=r,l,r", [ptr, pred.to(tl.int32)],
+def _ld4_pred(ptr, pred, EVICT: tl.constexpr = False):
+    """16 bytes at ``ptr`` (16-byte aligned) as 4 int32 per thread; zeros (and no memory access) where
+    ``pred`` is false; ``EVICT``: not kept in L1 (the weight stream's loads)."""
+    r0, r1, r2, r3 = tl.inline_asm_elementwise(_LD4P_EVICT if EVICT else _LD4P, "=r,=r,=r,=r,l,r",
+                                               [ptr, pred.to(tl.int32)],
                                                dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=False, pack=1)
     return r0, r1, r2, r3
 
@@ -266,16 +270,20 @@ def _szf(s_ptr, z_ptr, gi, row, N, live, HAS_ZERO: tl.constexpr, IS_BF16: tl.con
 
 
 @triton.jit
-def _load_w(QP, it, c, K8P, EVICT: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr):
+def _load_w(QP, it, c, K8P, EVICT: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, live=None):
     """The weight words of K tile ``it`` for this lane: a tuple, entry ``((v * RB + r) * 2 + h) * 4 + j``
     = word j of v-block v, row-block r, row g (h = 0) or g + 8 (h = 1).  ``QP``: row g of each of the
-    RB row-blocks (in bounds); word columns past the padded row are clamped (x is 0 there)."""
+    RB row-blocks (in bounds); word columns past the padded row are clamped (x is 0 there).  ``live``
+    (int1, optional): where false, zeros and no memory access (a prefetch past the slice's end)."""
     out = ()
     for v in tl.static_range(NV):
         w = tl.minimum(it * (NV * 16) + v * 16 + c * 4, K8P - 4)
         off = (w // 32) * 512 + w % 32
         for r in tl.static_range(RB):
-            out = out + _ld4(QP[r] + off, EVICT) + _ld4(QP[r] + off + 256, EVICT)
+            if live is None:
+                out = out + _ld4(QP[r] + off, EVICT) + _ld4(QP[r] + off + 256, EVICT)
+            else:
+                out = out + _ld4_pred(QP[r] + off, live, EVICT) + _ld4_pred(QP[r] + off + 256, live, EVICT)
     return out
 
 
@@ -423,6 +431,21 @@ def _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB: tl.constexpr, NV: tl.constex
                          acc[r * 4 + 2] + sg8 * t[r * 4 + 2], acc[r * 4 + 3] + sg8 * t[r * 4 + 3])
         acc = new
     return acc
+
+
+@triton.jit
+def _tile_any(W, S, acc, XP, QX, kt, c, K, magic, ones, zero, IS_BF16: tl.constexpr, NB: tl.constexpr,
+              RB: tl.constexpr, NV: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr, FOLD: tl.constexpr,
+              SMC: tl.constexpr):
+    """One K tile (``kt``: its first K value) in the kernel's mode: :func:`_tile_a8` (``A8``),
+    :func:`_tile_fold` (``FOLD``) or :func:`_tile`."""
+    if A8:
+        out = _tile_a8(W, S, acc, QX, kt, c, magic, zero, RB, NV, SMC)
+    elif FOLD:
+        out = _tile_fold(W, S, acc, XP, kt, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
+    else:
+        out = _tile(W, S, acc, XP, kt, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
+    return out
 
 
 @triton.jit
@@ -646,7 +669,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                     ASYM: tl.constexpr, NB: tl.constexpr, RB: tl.constexpr, NV: tl.constexpr, NW: tl.constexpr,
                     PDL: tl.constexpr = False, PF: tl.constexpr = False, A8PRE: tl.constexpr = False,
                     QB: tl.constexpr = 0, PRIV: tl.constexpr = False, SMC: tl.constexpr = 0,
-                    KW: tl.constexpr = 1):
+                    KW: tl.constexpr = 1, EARLY: tl.constexpr = False):
     """y (M, N) = x (M, K) @ dequant(W).T (+ bias); each program takes ``8 * NB`` rows of x (NB = 1,
     2, 4 or 8 MMAs per weight fragment; ``MB`` = ceil(M / (8 NB)) programs share a weight tile and
     run next to each other: program id = tile * MB + m-block).
@@ -691,6 +714,9 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     ``KW``-th K tile of the slice (a warp past the slice's end re-reads its last tile with zero scales);
     the ``KW`` partial sums of a row meet in shared memory (:func:`_sum_k_warps`) before the store, so
     the program covers ``NW / KW * RB * 16`` rows.
+    ``EARLY`` (not with ``PF``): each warp requests its first K tile's words and scales as the program
+    starts, before the A8 quantization prologue (and, with ``PDL``, before the wait), so that prologue
+    runs while they are in flight; that tile is computed before the loop over the others.
     """
     pid0 = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -705,17 +731,19 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     for nb in tl.static_range(NB):
         mrow = pid_m * (8 * NB) + nb * 8 + g
         XP = XP + (x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm,)
-    if PF:
+    if PF or EARLY:
         # the first K tile's words and scales (constant data: safe before ``gdc_wait``)
-        if KW > 1:
-            first = tl.minimum(t0 + kw, t1 - 1)
+        if KW > 1:  # a warp with no tile in the slice loads nothing (its scales are zeroed below)
+            first = tl.maximum(tl.minimum(t0 + kw, t1 - 1), t0)
+            first_live = t0 + kw < t1
         else:
             first = t0
-        WN = _load_w(QP, first, c, K8P, EVICT, RB, NV)
+            first_live = t1 > t0
+        WN = _load_w(QP, first, c, K8P, EVICT, RB, NV, first_live)
         if not PER_CHANNEL:
             SN = _load_s(s_ptr, z_ptr, first, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
     if PDL:
-        if not PF:
+        if not (PF or EARLY):
             kb0 = (t0 * CK) // 256
             kb1 = tl.minimum(tl.cdiv(t1 * CK, 256), stride_qn // 512)
             nbytes = tl.where((lane == 0) & (kw == 0) & (t1 > t0), (kb1 - kb0) * 2048, 0)
@@ -754,17 +782,31 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
                                                    dtype=tl.int32, is_pure=True, pack=1) - t0 * CK * 2  # a scalar
             sa = _quantize_row(x_ptr, qx_ptr + (t0 * CK * 2 if SMC else 0), tid, K, t0 * CK,
                                tl.minimum(t1 * CK, K), t1 * CK, ASYM, NW, QB, SMC)
-    for it0 in range(t0, t1, KW):
+    start = t0
+    if EARLY:  # the first tile, requested before the prologue (none in an empty slice)
+        if t1 > t0:
+            if not PER_CHANNEL:
+                S = SN
+            if KW > 1:
+                ST = _live_only(S, t0 + kw < t1)
+            else:
+                ST = S
+            acc = _tile_any(WN, ST, acc, XP, qx_ptr, first * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV,
+                            EVEN_K, A8, FOLD, SMC)
+        start = t0 + KW
+    for it0 in range(start, t1, KW):
         if KW > 1:
             it = tl.minimum(it0 + kw, t1 - 1)
         else:
             it = it0
         if PF:
             # register double buffer: the next K tile's words (and scales) are requested before this
-            # tile's MMAs, so each thread keeps a tile of loads in flight while it computes
+            # tile's MMAs, so each thread keeps a tile of loads in flight while it computes (none past
+            # the slice's end)
             W = WN
+            nxt_live = (it0 + KW + kw if KW > 1 else it + 1) < t1
             nxt = tl.minimum(it0 + KW + kw if KW > 1 else it + 1, t1 - 1)
-            WN = _load_w(QP, nxt, c, K8P, EVICT, RB, NV)
+            WN = _load_w(QP, nxt, c, K8P, EVICT, RB, NV, nxt_live)
             if not PER_CHANNEL:
                 S = SN
                 SN = _load_s(s_ptr, z_ptr, nxt, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
@@ -776,12 +818,8 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             ST = _live_only(S, it0 + kw < t1)
         else:
             ST = S
-        if A8:
-            acc = _tile_a8(W, ST, acc, qx_ptr, it * CK, c, magic, zero, RB, NV, SMC)
-        elif FOLD:
-            acc = _tile_fold(W, ST, acc, XP, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K)
-        else:
-            acc = _tile(W, ST, acc, XP, it * CK, c, K, magic, IS_BF16, NB, RB, NV, EVEN_K)
+        acc = _tile_any(W, ST, acc, XP, qx_ptr, it * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV, EVEN_K, A8,
+                        FOLD, SMC)
     if PDL:
         # the next kernel may launch once every program is past its weight stream (only the
         # epilogue is left): its programs take free slots, not those of this kernel's later programs

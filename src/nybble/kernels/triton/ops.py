@@ -230,7 +230,8 @@ def _mma_gemv(x, qweight, scale, zero, group_size, bias, cfg: TileConfig, locks=
     only, without bit 6): each program writes its activation codes to its own scratch rows (``PRIV``),
     bit 11 (A8W4 only, without bit 6): the activation codes go through a shared-memory row instead of a
     global scratch (``SMC``, :func:`configs.mma_code_row_bytes`, at most ``configs.MMA_STATIC_SMEM_MAX``
-    bytes, else ValueError; replaces bit 8), bits 12-13: ``1 << bits``
+    bytes, else ValueError; replaces bit 8), bit 9 (not with bit 5): each warp requests its first K
+    tile before the A8 quantization prologue (``EARLY``), bits 12-13: ``1 << bits``
     warps per row group split the program's K slice and sum in shared memory (``KW``,
     :func:`configs.mma_k_warps`)."""
     m, k = x.shape
@@ -279,6 +280,9 @@ def mma_meta(cfg: TileConfig, m: int, k: int, group_size: int, is_bf16: bool, ha
                          f"more than the {MMA_STATIC_SMEM_MAX} bytes of static shared memory allowed (use more K "
                          "slices, or flag 256 instead of 2048)")
     kw = mma_k_warps(cfg)
+    if cfg.num_stages & 512 and cfg.num_stages & 32:
+        raise ValueError(f"mma GEMV config {cfg.to_json()}: flag 512 (the first K tile requested before the "
+                         "prologue) and flag 32 (the register double buffer) exclude each other")
     if nw % kw:
         raise ValueError(f"mma GEMV config {cfg.to_json()}: {kw} K warps per row group (flag bits 12-13) need a warp "
                          f"count divisible by {kw}")
@@ -288,7 +292,8 @@ def mma_meta(cfg: TileConfig, m: int, k: int, group_size: int, is_bf16: bool, ha
                 EVEN_K=k % (128 * nv) == 0, A8=a8, ASYM=bool(a8_asym), NB=nb, RB=mma_row_blocks(cfg), NV=nv,
                 NW=nw, PDL=_PDL[0] or a8pre, PF=bool(cfg.num_stages & 32), A8PRE=a8pre, SMC=smc,
                 QB=_a8_sweep_block(k, nw, bool(a8_asym)) if a8 and cfg.num_stages & 128 else 0,
-                PRIV=a8 and not a8pre and not smc and bool(cfg.num_stages & 256), KW=kw)
+                PRIV=a8 and not a8pre and not smc and bool(cfg.num_stages & 256), KW=kw,
+                EARLY=bool(cfg.num_stages & 512))
 
 
 def _a8_sweep_block(k: int, num_warps: int, asymmetric: bool) -> int:
