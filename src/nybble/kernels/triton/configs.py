@@ -54,8 +54,9 @@ class TileConfig:
     of its own instead of one row shared by the programs of its K slice, bit 11 (A8W4 at M = 1,
     without bit 6): those codes go through a static shared-memory row instead (replaces bit 8;
     :func:`mma_code_row_bytes`), bit 9 (not with bit 5): each warp requests its first K tile as the
-    program starts, before the A8W4 quantization prologue, and computes it before its loop, bits 12-13: ``1 << bits`` warps share each
-    row group and split the program's K slice (:func:`mma_k_warps`; ``block_n`` rows then cover
+    program starts, before the A8W4 quantization prologue, and computes it before its loop, bits
+    12-13: ``1 << bits`` warps share each row group and split the program's K slice
+    (:func:`mma_k_warps`; ``block_n`` rows then cover
     ``num_warps / KW`` row groups); A8W4 ignores bit 4);
     ``block_m == 3`` (:data:`WGMMA`) marks the A16W4 Gluon GEMM of ``wgmma.py`` (TMA + asynchronous
     wgmma, sm_90): ``block_n`` weight rows and ``split_k`` tokens per program, ``block_k`` K per
