@@ -725,20 +725,20 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
     CK: tl.constexpr = 128 * NV
     t, tid, lane, warp, g, c, K8P, per_split, t0, t1, ROWS, QP = _gemv_lanes(qw_ptr, N, K, stride_qn, SPLIT_K, pid_n,
                                                                              pid_k, NW, RB, NV, KW)
-    kw = warp // (NW // KW)  # this warp's first K tile of the slice (KW > 1)
+    if KW > 1:
+        kw = warp // (NW // KW)  # this warp's first K tile of the slice
+    else:
+        kw = 0
     # per 8-row block nb of x: row 8 nb + g of this program's rows (its B fragment column)
     XP = ()
     for nb in tl.static_range(NB):
         mrow = pid_m * (8 * NB) + nb * 8 + g
         XP = XP + (x_ptr + tl.minimum(mrow, M - 1).to(tl.int64) * stride_xm,)
     if PF or EARLY:
-        # the first K tile's words and scales (constant data: safe before ``gdc_wait``)
-        if KW > 1:  # a warp with no tile in the slice loads nothing (its scales are zeroed below)
-            first = tl.maximum(tl.minimum(t0 + kw, t1 - 1), t0)
-            first_live = t0 + kw < t1
-        else:
-            first = t0
-            first_live = t1 > t0
+        # the first K tile's words and scales (constant data: safe before ``gdc_wait``); a warp with no
+        # tile in the slice loads nothing (its scales are zeroed below)
+        first = tl.maximum(tl.minimum(t0 + kw, t1 - 1), t0)
+        first_live = t0 + kw < t1
         WN = _load_w(QP, first, c, K8P, EVICT, RB, NV, first_live)
         if not PER_CHANNEL:
             SN = _load_s(s_ptr, z_ptr, first, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
@@ -788,7 +788,7 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             if not PER_CHANNEL:
                 S = SN
             if KW > 1:
-                ST = _live_only(S, t0 + kw < t1)
+                ST = _live_only(S, first_live)
             else:
                 ST = S
             acc = _tile_any(WN, ST, acc, XP, qx_ptr, first * CK, c, K, magic, ones, zero, IS_BF16, NB, RB, NV,
@@ -804,12 +804,12 @@ def mma_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_pt
             # tile's MMAs, so each thread keeps a tile of loads in flight while it computes (none past
             # the slice's end)
             W = WN
-            nxt_live = (it0 + KW + kw if KW > 1 else it + 1) < t1
-            nxt = tl.minimum(it0 + KW + kw if KW > 1 else it + 1, t1 - 1)
-            WN = _load_w(QP, nxt, c, K8P, EVICT, RB, NV, nxt_live)
+            nxt = it0 + KW + kw  # this warp's next tile (kw = 0 without K warps); none past the slice
+            nxt_at = tl.minimum(nxt, t1 - 1)
+            WN = _load_w(QP, nxt_at, c, K8P, EVICT, RB, NV, nxt < t1)
             if not PER_CHANNEL:
                 S = SN
-                SN = _load_s(s_ptr, z_ptr, nxt, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
+                SN = _load_s(s_ptr, z_ptr, nxt_at, c, ROWS, N, K, HAS_ZERO, IS_BF16, GROUP, RB, NV, FOLD)
         else:
             W = _load_w(QP, it, c, K8P, EVICT, RB, NV)
             if not PER_CHANNEL:
