@@ -147,6 +147,55 @@ def test_disk_cache_round_trip_and_corrupt_cache(tmp_path):
         C.ConfigStore("Some GPU", table_dir=bad, cache=tmp_path / "c2")
 
 
+def test_untuned_picks_stay_out_of_the_disk_cache(tmp_path):
+    store = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    guess, tuned = C.make_key("a16w4", 100, 256, 32, 5), C.make_key("a16w4", 100, 256, 32, 1)
+    g_cfg, t_cfg = C.TileConfig(16, 64, 32, 2, 4, 3), C.TileConfig(2, 16, 256, 1, 4, 1)
+    store.put(guess, g_cfg, persist=False)
+    assert store.get(guess) == g_cfg and store.source(guess) == "heuristic"
+    assert not (tmp_path / "some_gpu.json").exists()
+    store.put(tuned, t_cfg)  # a tuned save writes the tuned keys only
+    saved = json.loads((tmp_path / "some_gpu.json").read_text())["configs"]
+    assert saved == {tuned: t_cfg.to_json()}
+    again = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    assert again.get(guess) is None and again.source(guess) == "none" and again.get(tuned) == t_cfg
+    store.put(guess, t_cfg)  # tuned later: saved, no longer a guess
+    assert store.source(guess) == "cache" and guess in json.loads((tmp_path / "some_gpu.json").read_text())["configs"]
+
+
+def test_get_config_tunes_a_guessed_key_once_tuning_can_run(tmp_path, monkeypatch):
+    pytest.importorskip("triton")  # ops imports triton (CI's CPU set-up has none; this machine's has)
+    from nybble.kernels.triton import ops
+    store = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    dev = torch.device("cuda", 0)
+    monkeypatch.setattr(ops, "store_for", lambda device: store)
+    monkeypatch.setattr(ops, "sm_count", lambda device: 132)
+    monkeypatch.setattr(ops, "_gluon_sm90", lambda device: True)
+    can = {"tune": False}
+    monkeypatch.setattr(ops, "_can_tune", lambda: can["tune"])
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
+    tuned_cfg = C.TileConfig(2, 16, 256, 1, 4, 1)
+    runs = []
+
+    def tune(cands):
+        runs.append(len(cands))
+        assert cands, "the tuner gets the candidate list"
+        return tuned_cfg
+
+    key = C.make_key("a16w4", 4096, 4096, 128, 1)
+    guess = ops.get_config("a16w4", 1, 4096, 4096, 128, dev, tune)  # e.g. under CUDA-graph capture
+    assert not runs and store.source(key) == "heuristic" and guess == store.get(key)
+    assert ops.get_config("a16w4", 1, 4096, 4096, 128, dev, tune) == guess and not runs
+    can["tune"] = True
+    assert ops.get_config("a16w4", 1, 4096, 4096, 128, dev, tune) == tuned_cfg and len(runs) == 1
+    assert store.source(key) == "cache"
+    assert ops.get_config("a16w4", 1, 4096, 4096, 128, dev, tune) == tuned_cfg and len(runs) == 1  # once
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "0")  # tuning off: a new key is guessed, never tuned
+    other = C.make_key("a16w4", 4096, 4096, 128, 2)
+    ops.get_config("a16w4", 2, 4096, 4096, 128, dev, tune)
+    assert store.source(other) == "heuristic" and len(runs) == 1
+
+
 @pytest.mark.parametrize("n,k8", [(16, 32), (20, 12), (77, 45), (1, 1)])
 def test_blocked_layout_round_trip(n, k8):
     q = torch.randint(-2**31, 2**31 - 1, (n, k8), dtype=torch.int32)

@@ -472,3 +472,78 @@ def test_mma_a8w4_quantize_kernel_then_pdl_gemv_chain(act):
         for a, b in zip(outs, eager):
             assert torch.equal(a, b)
     assert not p["locks"].any()
+
+
+@pytest.mark.parametrize("group,k", GROUP_K)
+@pytest.mark.parametrize("domain", ["none", "int"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_cuda_core_gemv_matches_reference(dtype, domain, group, k):
+    """The CUDA-core M = 1 GEMV (``block_m == 1``, the default M = 1 path on GPUs without the sm_90
+    mma GEMV, so the H100's own choices never reach it) on every dtype, domain and group, per-channel
+    included, with and without split-K, bias on the int domain."""
+    from nybble.kernels.triton import ops
+    from nybble.kernels.triton.configs import gemv_configs
+    plain = random_plain(N, k, group, domain, dtype)
+    p = _kernel(plain, "a16").prepack(plain)
+    x = torch.randn(1, k, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
+    ref = reference_out(x, plain, "a16", bias)
+    cfgs = gemv_configs(N, k, ops.sm_count(x.device), group)
+    assert any(c.split_k > 1 for c in cfgs) and all(c.block_m == 1 for c in cfgs)
+    for cfg in cfgs:
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], plain.group_size, bias, cfg, p["locks"])
+        assert_close_to_reference(y, ref, f"gemv {dtype} {domain} g{group} {cfg}")
+    assert not p["locks"].any()
+
+
+def test_autotune_writes_the_disk_cache_and_a_fresh_store_reads_it(tmp_path, monkeypatch):
+    """The first-call autotuning path for real (the rest of the GPU suite runs with it off): a key
+    with no entry is timed over (the first 4 of) its candidates, the winner is written to the disk
+    cache and a new store (a new process) reads it back; a key guessed where no tuning could run is
+    tuned by the next call that can tune."""
+    import json
+    from nybble.kernels.triton import configs as C
+    from nybble.kernels.triton import ops
+    store = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
+    monkeypatch.setattr(ops, "store_for", lambda device: store)
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
+    full = ops.candidates
+    timed = []
+
+    def first_four(*a, **kw):
+        cands = full(*a, **kw)[:4]
+        timed.append(cands)
+        return cands
+
+    monkeypatch.setattr(ops, "candidates", first_four)
+    plain = random_plain(N, 640, 128, "int", torch.bfloat16)
+    kern = _kernel(plain, "a16")
+    p = kern.prepack(plain)
+    x = torch.randn(3, 640, device="cuda").to(torch.bfloat16)
+    y = kern.apply(x, p, None)
+    assert_close_to_reference(y, reference_out(x, plain, "a16", None), "tuned a16")
+    key = C.make_key("a16w4", N, 640, 128, 3)
+    assert len(timed) == 1 and store.source(key) == "cache" and store.get(key) in timed[0]
+    saved = json.loads(store.cache_path.read_text())["configs"]
+    assert saved == {key: store.get(key).to_json()}
+    fresh = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
+    assert fresh.get(key) == store.get(key) and fresh.source(key) == "cache"
+    kern.apply(x, p, None)
+    assert len(timed) == 1  # tuned once
+    # a key first met where no tuning can run (CUDA-graph capture, torch.compile) is guessed there and
+    # tuned by the next call that can tune (through the launcher: a layer's eager launch plan is only
+    # built by an eager call, which tunes first)
+    x2 = torch.randn(40, 640, device="cuda").to(torch.bfloat16)
+    key2 = C.make_key("a16w4", N, 640, 128, 40)
+    can_tune = ops._can_tune
+    monkeypatch.setattr(ops, "_can_tune", lambda: False)
+    args = (p["qweight"], p["scale"], p["zero_point"], 128, None, None, p["locks"])
+    out = ops.launch_a16w4(x2, *args)
+    assert_close_to_reference(out, reference_out(x2, plain, "a16", None), "guessed")
+    assert store.source(key2) == "heuristic" and len(timed) == 1
+    assert key2 not in json.loads(store.cache_path.read_text())["configs"]
+    monkeypatch.setattr(ops, "_can_tune", can_tune)
+    y2 = ops.launch_a16w4(x2, *args)
+    assert_close_to_reference(y2, reference_out(x2, plain, "a16", None), "tuned after the guess")
+    assert len(timed) == 2 and store.source(key2) == "cache"
+    assert key2 in json.loads(store.cache_path.read_text())["configs"]

@@ -639,24 +639,34 @@ class ConfigStore:
             self.cached = _read_table(self.cache_path)
         except ValueError:
             self.cached = {}  # a corrupt user cache is ignored (and rewritten by the next tuning)
+        #: untuned picks (the heuristic's, made where no tuning could run): this process only, never saved
+        self.guessed: dict[str, TileConfig] = {}
         self._memo: dict[str, TileConfig] = {**self.shipped, **self.cached}
 
     def get(self, key: str) -> TileConfig | None:
         return self._memo.get(key)
 
     def source(self, key: str) -> str:
-        """Where ``key``'s config comes from: ``cache``, ``table`` or ``none``."""
+        """Where ``key``'s config comes from: ``cache`` (tuned here or earlier on this GPU), ``table``
+        (shipped), ``heuristic`` (an untuned pick of this process) or ``none``."""
         if key in self.cached:
             return "cache"
+        if key in self.guessed:
+            return "heuristic"
         return "table" if key in self.shipped else "none"
 
     def put(self, key: str, cfg: TileConfig, persist: bool = True) -> None:
-        """Remember ``cfg`` for ``key`` and (``persist``) write the disk cache atomically."""
+        """Remember ``cfg`` for ``key``: a tuned config (``persist``) goes into the disk cache, written
+        atomically; an untuned one (``persist=False``) is kept for this process only, so it is neither
+        saved as if it were tuned nor kept from being tuned by a later call that can tune."""
         with _lock:
             self._memo[key] = cfg
-            self.cached[key] = cfg
             if persist:
+                self.guessed.pop(key, None)
+                self.cached[key] = cfg
                 self.save_cache()
+            else:
+                self.guessed[key] = cfg
 
     def save_cache(self) -> None:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)

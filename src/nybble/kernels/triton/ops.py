@@ -106,13 +106,16 @@ def _can_tune() -> bool:
 
 def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.device,
                tune: Callable[[list[TileConfig]], TileConfig] | None = None) -> TileConfig:
-    """The config for a call: cache/table, else autotune with ``tune`` (when allowed), else heuristic."""
+    """The config for a call: cache/table, else autotune with ``tune`` (when allowed), else heuristic.
+    A heuristic pick (made where no tuning could run: under CUDA-graph capture, ``torch.compile`` or with
+    tuning off) is kept for this process and replaced by the first call that can tune."""
     st = store_for(device)
     key = make_key(op, n, k, group_size, m)
     cfg = st.get(key)
-    if cfg is not None:
+    can_tune = tune is not None and (cfg is None or key in st.guessed) and autotune_enabled() and _can_tune()
+    if cfg is not None and not can_tune:
         return cfg
-    if tune is not None and autotune_enabled() and _can_tune():
+    if can_tune:
         cfg = tune(candidates(op, n, k, group_size, m))
         st.put(key, cfg, persist=True)
         eager_plan.bump_epoch()  # a launch plan made meanwhile (by the tuning runs) may hold another config
@@ -848,7 +851,10 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         # the config decides the layout the quantization kernel writes: look it up first (a cached
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
         # where no tuning may happen, gets the heuristic here)
-        cfg = store_for(x.device).get(make_key("a8w4", scale.shape[1], k, group_size, m))
+        st, key = store_for(x.device), make_key("a8w4", scale.shape[1], k, group_size, m)
+        cfg = st.get(key)
+        if cfg is not None and key in st.guessed and autotune_enabled() and _can_tune():
+            cfg = None  # guessed by a call that could not tune: tuned below
         if cfg is None and not (autotune_enabled() and _can_tune()):
             cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
     if cfg is not None and cfg.block_m == TMA_GEMV_A8:
