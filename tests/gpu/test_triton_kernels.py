@@ -482,16 +482,18 @@ def test_cuda_core_gemv_matches_reference(dtype, domain, group, k):
     mma GEMV, so the H100's own choices never reach it) on every dtype, domain and group, per-channel
     included, with and without split-K, bias on the int domain."""
     from nybble.kernels.triton import ops
-    from nybble.kernels.triton.configs import gemv_configs
+    from nybble.kernels.triton.configs import TileConfig, gemv_configs
     plain = random_plain(N, k, group, domain, dtype)
     p = _kernel(plain, "a16").prepack(plain)
     x = torch.randn(1, k, device="cuda").to(dtype)
     bias = torch.randn(N, device="cuda").to(dtype) if domain == "int" else None
     ref = reference_out(x, plain, "a16", bias)
     cfgs = gemv_configs(N, k, ops.sm_count(x.device), group)
-    assert any(c.split_k > 1 for c in cfgs) and all(c.block_m == 1 for c in cfgs)
+    assert cfgs and all(c.block_m == 1 for c in cfgs)
+    bk = cfgs[-1].block_k  # split-K too, even where the tuner's list has none (few K tiles)
+    cfgs += [TileConfig(1, 32, bk, 2, 4, 3), TileConfig(1, 64, bk, 3, 4, 3)]
     for cfg in cfgs:
-        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p["zero_point"], plain.group_size, bias, cfg, p["locks"])
+        y = ops.launch_a16w4(x, p["qweight"], p["scale"], p.get("zero_point"), plain.group_size, bias, cfg, p["locks"])
         assert_close_to_reference(y, ref, f"gemv {dtype} {domain} g{group} {cfg}")
     assert not p["locks"].any()
 
