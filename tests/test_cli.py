@@ -23,6 +23,13 @@ def test_console_script_help():
         assert name in out.stdout
 
 
+def test_python_dash_m_runs_the_same_command_line():
+    out = subprocess.run([sys.executable, "-m", "nybble", "bench", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage: nybble bench" in out.stdout and "gpu" in out.stdout
+
+
 def test_quantize_info_and_reload(tmp_path, capsys):
     out = tmp_path / "minilm-int4"
     rc = cli.main(["quantize", "--model", MINILM, "--method", "rtn", "--group-size", "128",
