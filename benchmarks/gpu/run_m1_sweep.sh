@@ -13,12 +13,9 @@ if [[ -n ${PROFILE:-} ]]; then  # Nsight Compute: the given A16W4 configs (8192x
       > "$OUT/ncu_m1.txt" 2>&1
   grep -E "TileConfig|DRAM Throughput|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Issued Ipc|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Shared Memory Config" "$OUT/ncu_m1.txt" | head -n 90
 fi
+source benchmarks/gpu/kernel_tests.sh
 if [[ -n ${KEXPR:-} ]]; then
-  t0=$(date +%s)
-  timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -n 16 tests/gpu/test_triton_kernels.py \
-      -k "$KEXPR" -rfE > "$OUT/pytest_m1.log" 2>&1
-  grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest_m1.log" | head -n 20
-  echo "tests took $(( $(date +%s) - t0 )) s"
+  run_kernel_tests pytest_m1.log "$KEXPR" "${TEST_TIMEOUT:-200}"
 fi
 timeout ${SWEEP_TIMEOUT:-360} python3 benchmarks/gpu/sweep_m1_floor.py --out "$OUT/m1_sweep.csv" \
     ${SWEEP_ARGS:---shared-codes --no-pdl --a16-table-only} $([[ -z ${A8:-} ]] && echo --no-a8) ${SHAPES:+--shapes $SHAPES} \

@@ -32,10 +32,7 @@ for part in ${PARTS:-1 2 3 4}; do
        2x16x256x1x8x14977,2x16x512x1x8x12865,2x16x256x1x8x12865,2x16x512x2x4x8769,2x32x512x1x8x8769 ;;
   esac
 done
+source benchmarks/gpu/kernel_tests.sh
 if [[ -n ${TESTS:-} ]]; then
-  t0=$(date +%s)
-  timeout ${TEST_TIMEOUT:-250} python3 -m pytest -q -p no:cacheprovider -n 16 tests/gpu/test_triton_kernels.py \
-      -k "${KEXPR:-k_warps}" -rfE > "$OUT/pytest.log" 2>&1
-  grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.log" | head -n 20
-  echo "tests took $(( $(date +%s) - t0 )) s"
+  run_kernel_tests pytest.log "${KEXPR:-k_warps}" "${TEST_TIMEOUT:-250}"
 fi

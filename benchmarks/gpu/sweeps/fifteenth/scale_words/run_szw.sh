@@ -23,10 +23,7 @@ for part in ${PARTS:-1 2 3 4}; do
   4) sweep z4_8192x28672 8192x28672 --no-a8 --configs 2x16x512x1x4x8193,2x32x512x1x4x4097,2x16x512x1x8x12289,2x16x256x1x4x8193,2x32x512x1x4x8193 ;;
   esac
 done
+source benchmarks/gpu/kernel_tests.sh
 if [[ -n ${KEXPR:-} ]]; then
-  t0=$(date +%s)
-  timeout ${TEST_TIMEOUT:-250} python3 -m pytest -q -p no:cacheprovider -n 16 tests/gpu/test_triton_kernels.py \
-      -k "$KEXPR" -rfE > "$OUT/pytest.log" 2>&1
-  grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.log" | head -n 20
-  echo "tests took $(( $(date +%s) - t0 )) s"
+  run_kernel_tests pytest.log "$KEXPR" "${TEST_TIMEOUT:-250}"
 fi
