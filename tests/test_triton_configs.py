@@ -196,6 +196,48 @@ def test_get_config_tunes_a_guessed_key_once_tuning_can_run(tmp_path, monkeypatc
     assert store.source(other) == "heuristic" and len(runs) == 1
 
 
+def test_a8_m1_untabled_shape_is_tuned_over_the_m1_kinds(tmp_path, monkeypatch):
+    """A8W4 at M = 1 on a shape the table lacks: the first call that may tune times the M = 1 kinds
+    (A8-mode mma GEMVs, the two-launch PDL form, dp4a GEMVs; every mma one with a code store that fits)
+    and caches the winner; a call that may not tune takes the default, kept for the process only."""
+    pytest.importorskip("triton")
+    from nybble.kernels.triton import ops
+    store = C.ConfigStore("Some GPU", table_dir=tmp_path / "none", cache=tmp_path)
+    monkeypatch.setattr(ops, "store_for", lambda device: store)
+    monkeypatch.setattr(ops, "sm_count", lambda device: 132)
+    can = {"tune": False}
+    monkeypatch.setattr(ops, "_can_tune", lambda: can["tune"])
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
+    timed = []
+
+    def fake_time(run, cands):  # the timing itself needs a GPU: pick the last mma GEMV candidate
+        timed.append(list(cands))
+        return [c for c in cands if c.block_m == 2][-1]
+
+    monkeypatch.setattr(ops, "_time_configs", fake_time)
+    n, k = 1024, 8192 + 512  # Llama-3-70B-like K/V rows with an uneven K; not in any table
+    x = torch.randn(1, k).to(torch.bfloat16)
+    key = C.make_key("a8w4", n, k, 128, 1)
+    args = (x, None, torch.ones(k // 128, n), None, None, 128, False, None, None)
+    guess = ops.a8_m1_config(*args)
+    assert not timed and guess == ops.a8_m1_default(n, k, None) and store.source(key) == "heuristic"
+    can["tune"] = True
+    tuned = ops.a8_m1_config(*args)
+    assert len(timed) == 1 and store.source(key) == "cache" and tuned == [c for c in timed[0] if c.block_m == 2][-1]
+    assert json.loads((tmp_path / "some_gpu.json").read_text())["configs"][key] == tuned.to_json()
+    assert ops.a8_m1_config(*args) == tuned and len(timed) == 1  # tuned once
+    cands = timed[0]
+    assert len(cands) == len(set(cands)) and guess in cands
+    kinds = {(c.block_m == 2, bool(c.num_stages & 64)) for c in cands}
+    assert kinds == {(True, False), (True, True), (False, False)}  # mma, mma + PDL quantizer, dp4a
+    assert all(c.block_m == -1 for c in cands if c.block_m != 2)
+    assert any(c.num_stages & 128 for c in cands) and any(c.block_m == 2 and not c.num_stages & 128 for c in cands)
+    for c in cands:
+        if c.block_m == 2:  # every mma candidate builds its kernel arguments (code row fits, flags agree)
+            meta = ops.mma_meta(c, 1, k, 128, True, True, False, a8_asym=False)
+            assert meta["A8"] and (meta["A8PRE"] or meta["SMC"] or meta["PRIV"])
+
+
 @pytest.mark.parametrize("n,k8", [(16, 32), (20, 12), (77, 45), (1, 1)])
 def test_blocked_layout_round_trip(n, k8):
     q = torch.randint(-2**31, 2**31 - 1, (n, k8), dtype=torch.int32)

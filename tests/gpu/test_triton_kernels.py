@@ -549,3 +549,43 @@ def test_autotune_writes_the_disk_cache_and_a_fresh_store_reads_it(tmp_path, mon
     assert_close_to_reference(y2, reference_out(x2, plain, "a16", None), "tuned after the guess")
     assert len(timed) == 2 and store.source(key2) == "cache"
     assert key2 in json.loads(store.cache_path.read_text())["configs"]
+
+
+def test_a8_m1_autotune_times_every_m1_kind_and_caches_the_winner(tmp_path, monkeypatch):
+    """A8W4 at M = 1 on an untabled shape (sm_90, bf16, group 128: the fused mma GEMV's domain): the
+    first call that may tune times the M = 1 kinds (here 2 A8-mode mma GEMVs, the PDL two-launch form
+    and 2 dp4a GEMVs of ``configs.a8_m1_configs``), writes the winner to the disk cache, gives the
+    reference's result, and later calls reuse it."""
+    import json
+    from nybble.kernels.triton import configs as C
+    from nybble.kernels.triton import ops
+    plain = random_plain(N, 1024, 128, "int", torch.bfloat16)
+    kern = _kernel(plain, "a8_asym")
+    p = kern.prepack(plain)
+    x = torch.randn(1, 1024, device="cuda").to(torch.bfloat16)
+    if not ops.mma_a8_ok(x, p["qweight"], 128):
+        pytest.skip("the fused A8 mma GEMV needs sm_90")
+    store = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
+    monkeypatch.setattr(ops, "store_for", lambda device: store)
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
+    full = ops.a8_m1_configs
+    timed = []
+
+    def some_of_each(*a, **kw):
+        cands = full(*a, **kw)
+        mma = [c for c in cands if c.block_m == 2 and not c.num_stages & 64]
+        pick = mma[:1] + mma[-1:] + [c for c in cands if c.num_stages & 64][:1] + [c for c in cands if c.block_m < 0][:2]
+        timed.append(pick)
+        return pick
+
+    monkeypatch.setattr(ops, "a8_m1_configs", some_of_each)
+    y = kern.apply(x, p, None)
+    assert_close_to_reference(y, reference_out(x, plain, "a8_asym", None), "tuned a8 m=1")
+    key = C.make_key("a8w4", N, 1024, 128, 1)
+    assert len(timed) == 1 and len(timed[0]) == 5 and store.source(key) == "cache" and store.get(key) in timed[0]
+    assert json.loads(store.cache_path.read_text())["configs"] == {key: store.get(key).to_json()}
+    for c in timed[0]:  # every candidate kind is right, not only the winner
+        out = ops.launch_a8w4(x, p["qweight"], p["scale"], p["zero_point"], p["wsum"], 128, True, None, c, p["locks"])
+        assert_close_to_reference(out, reference_out(x, plain, "a8_asym", None), f"a8 m=1 candidate {c}")
+    kern.apply(x, p, None)
+    assert len(timed) == 1  # tuned once

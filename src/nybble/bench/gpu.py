@@ -46,16 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(args):
-    shapes = []
-    for s in args.shapes.split(","):
-        k, _, n = s.strip().lower().partition("x")
-        if not k.isdigit() or not n.isdigit():
-            raise ValueError(f"--shapes: {s!r} is not KxN (e.g. 4096x14336)")
-        shapes.append((int(k), int(n)))
-    ms = [int(v) for v in args.m.split(",") if v.strip()]
-    if not ms or min(ms) < 1:
-        raise ValueError("--m: give positive batch sizes, e.g. 1,16,2048")
-    return shapes, ms
+    """``(shapes [(K, N)], ms [M])`` from ``--shapes`` / ``--m`` (ValueError naming the bad item)."""
+    from .common import parse_int_list, parse_shapes
+    if args.group_size != -1 and args.group_size not in (32, 64, 128, 256):
+        raise ValueError(f"--group-size {args.group_size}: use 32, 64, 128, 256 or -1 (per-channel)")
+    shapes = parse_shapes(args.shapes)
+    for k, n in shapes:
+        if args.group_size != -1 and k % args.group_size:
+            raise ValueError(f"shape {k}x{n}: K={k} is not a multiple of --group-size {args.group_size}")
+    return shapes, parse_int_list(args.m)
 
 
 def _sleep_then(fn, torch):
@@ -359,6 +358,7 @@ def write_outputs(rows, meta, out_dir: Path, plot: bool) -> None:
 def main(args) -> int:
     import torch
     import torch.nn.functional as F
+    shapes, ms = _parse(args)  # bad flags get their error on any machine
     if not torch.cuda.is_available():
         print("nybble bench gpu: no CUDA device; run it on a GPU machine", file=sys.stderr)
         return 1
@@ -366,7 +366,6 @@ def main(args) -> int:
 
     from ..kernels.triton import ops
     from ..kernels.triton.configs import write_table
-    shapes, ms = _parse(args)
     props = torch.cuda.get_device_properties(0)
     l2 = getattr(props, "L2_cache_size", 50 * 2**20)
     torch.manual_seed(0)

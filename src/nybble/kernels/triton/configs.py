@@ -437,6 +437,51 @@ def mma_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1, mb: in
     return list(dict.fromkeys(out))
 
 
+def a8_m1_default(n: int, k: int, num_sms: int = 132) -> TileConfig:
+    """The A8W4 M = 1 config (fused mma GEMV in its ``A8`` mode) without a table, cache or tuned entry:
+    128 rows per program, K tiles of 256, split-K up to ~1.5 programs per SM, the codes in a
+    shared-memory row (flag 2048) or, where the program's K slice does not fit there, private global code
+    rows (flag 256), and for K > 8192 the whole-block sweep of x (flag 128).  On the H100: private rows
+    against the one shared global row (twelfth session): 9.1 vs 9.4 us (4096x4096), 61.4 vs 78.2 us
+    (8192x28672); the sweep: 17.7 vs 21.4 us on 14336x4096, slower on 4096x4096 (9.7 vs 9.1); the
+    shared-memory row against private rows (thirteenth session, ``benchmarks/gpu/sweeps/thirteenth/``):
+    8.8 vs 9.1 (4096x4096), 19.0 vs 20.3 (4096x14336), 17.7 vs 20.4 (14336x4096), 54.8 vs 66.7
+    (8192x28672)."""
+    tiles, k_tiles, split = -(-n // 128), -(-k // 256), 1
+    while tiles * split < (3 * num_sms) // 2 and split < 16 and k_tiles >= 4 * split:
+        split *= 2
+    return a8_code_flags(TileConfig(2, 128, 256, split, 8, 1 | (128 if k > 8192 else 0)), k)
+
+
+def a8_code_flags(cfg: TileConfig, k: int) -> TileConfig:
+    """``cfg`` (an mma GEMV config) with the A8 mode's code store: the shared-memory row (flag 2048) where
+    the program's K slice fits in :data:`MMA_STATIC_SMEM_MAX`, else private global rows (flag 256)."""
+    smc = TileConfig(*cfg.to_json()[:5], (cfg.num_stages & ~(2048 | 256)) | 2048)
+    if mma_code_row_bytes(smc, k) <= MMA_STATIC_SMEM_MAX:
+        return smc
+    return TileConfig(*cfg.to_json()[:5], (cfg.num_stages & ~(2048 | 256)) | 256)
+
+
+def a8_m1_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
+    """What the autotuner times for A8W4 at M = 1 where the fused mma GEMV can run (sm_90, bf16, groups
+    >= 128 or per-channel; ``ops.mma_a8_ok``) and the table has no entry: the 8-warp M = 1 mma GEMV
+    shapes of :func:`mma_configs` in the ``A8`` mode (codes as :func:`a8_code_flags`), each also with the
+    whole-block sweep of x (flag 128) (every shipped H100 mma winner has 8 warps: the quantization
+    prologue runs on all of a program's threads, and 8 warps halve the candidates to time); :func:`a8_m1_default` and its two-launch form (flag 64: a
+    one-program quantization kernel, the GEMV launched with PDL); the dp4a GEMV configs.  The TMA-stream
+    GEMV is left out: it is a capture-only choice (~150 us of CPU per eager call)."""
+    out = []
+    for c in mma_configs(n, k, num_sms, group_size, 1):
+        if c.num_warps != 8:
+            continue
+        for sweep in (0, 128):
+            out.append(a8_code_flags(TileConfig(*c.to_json()[:5], c.num_stages | sweep), k))
+    d = a8_m1_default(n, k, num_sms)
+    out += [d, TileConfig(*d.to_json()[:5], (d.num_stages & ~(2048 | 256 | 128)) | 64)]
+    out += dp4a_configs(n, k, 1, num_sms, group_size)
+    return list(dict.fromkeys(out))
+
+
 def _mma_k_warp_configs(n: int, k: int, num_sms: int, wide: bool = False) -> list[TileConfig]:
     """mma GEMV candidates with 2 / 4 / 8 warps per row group splitting the K slice inside the program
     (flag bits 12-13, :func:`mma_k_warps`): 16-64 rows per program, K tiles of 256 / 512, split-K
@@ -683,5 +728,5 @@ def write_table(path: Path, gpu_name: str, configs: dict[str, TileConfig]) -> No
 
 
 __all__ = ["TileConfig", "M_BUCKETS", "m_bucket", "make_key", "heuristic", "candidates", "ConfigStore",
-           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "mma_heuristic",
+           "gpu_slug", "cache_dir", "write_table", "group_tile_ok", "is_a8_gemm", "a8_gemm_configs", "a8_gemm_smem", "SMEM_LIMIT", "A8_GEMM_MAXNREG", "dp4a_configs", "mma_configs", "a8_m1_default", "a8_m1_configs", "a8_code_flags", "mma_heuristic",
            "asdict", "WGMMA_A8", "wgmma_tail_only", "wgmma_ctas_per_sm", "wgmma_grid", "A8_WGMMA_DEFAULT", "wgmma_a8_configs", "wgmma_a8_smem"]

@@ -19,11 +19,11 @@ from typing import Callable, Optional
 import torch
 import triton
 
-from . import gemm_a8, jit, mma
+from . import configs, gemm_a8, jit, mma
 from . import eager_plan
 from .eager_plan import _capturing
 from .launch import FastLaunch, note_capture_only_choice, note_unplannable_launch
-from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, candidates, group_tile_ok, heuristic,
+from .configs import (WGMMA, WGMMA_A8, TMA_GEMV_A8, A8_GEMM_MAXNREG, ConfigStore, TileConfig, a8_m1_configs, candidates, group_tile_ok, heuristic,
                       MMA_STATIC_SMEM_MAX, is_a8_gemm, make_key, mma_code_row_bytes, mma_k_warps, mma_row_blocks, mma_slice_values,
                       mma_v_blocks,
                       wgmma_a_sets, wgmma_grid, wgmma_splits)
@@ -105,9 +105,12 @@ def _can_tune() -> bool:
 
 
 def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.device,
-               tune: Callable[[list[TileConfig]], TileConfig] | None = None) -> TileConfig:
-    """The config for a call: cache/table, else autotune with ``tune`` (when allowed), else heuristic.
-    A heuristic pick (made where no tuning could run: under CUDA-graph capture, ``torch.compile`` or with
+               tune: Callable[[list[TileConfig]], TileConfig] | None = None,
+               cands: Callable[[], list[TileConfig]] | None = None,
+               guess: Callable[[], TileConfig] | None = None) -> TileConfig:
+    """The config for a call: cache/table, else autotune with ``tune`` (when allowed) over ``cands()``
+    (default :func:`configs.candidates`), else ``guess()`` (default :func:`configs.heuristic`).
+    A guess (made where no tuning could run: under CUDA-graph capture, ``torch.compile`` or with
     tuning off) is kept for this process and replaced by the first call that can tune."""
     st = store_for(device)
     key = make_key(op, n, k, group_size, m)
@@ -116,11 +119,12 @@ def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.d
     if cfg is not None and not can_tune:
         return cfg
     if can_tune:
-        cfg = tune(candidates(op, n, k, group_size, m))
+        cfg = tune(cands() if cands is not None else candidates(op, n, k, group_size, m))
         st.put(key, cfg, persist=True)
         eager_plan.bump_epoch()  # a launch plan made meanwhile (by the tuning runs) may hold another config
     else:
-        cfg = heuristic(op, n, k, group_size, m, sm_count(device), hopper=_gluon_sm90(device))
+        cfg = (guess() if guess is not None
+               else heuristic(op, n, k, group_size, m, sm_count(device), hopper=_gluon_sm90(device)))
         st.put(key, cfg, persist=False)
     return cfg
 
@@ -791,42 +795,28 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
     return out
 
 
-def a8_m1_config(n: int, k: int, group_size: int, device: torch.device) -> TileConfig:
+def a8_m1_config(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, locks) -> TileConfig:
     """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds (sm_90, bf16, groups >= 128).
 
-    The table / cache entry if there is one: it comes from timing every kind (on the H100, the
+    The cache / table entry if there is one: it comes from timing every kind (on the H100, the
     fused mma GEMV wins on 4096x4096 and 14336x4096 (there with its quantization swept in whole
     blocks, flag 128: 17.8 against 21.0 us); the two-launch dp4a GEMV on 4096x14336 (17.7
     vs 19.6-20.2 us), see ``benchmarks/gpu/sweep_a8_m1.py``; on 8192x28672 the quantization kernel +
     PDL-launched mma GEMV (flag 64: 51.2-53.6 us against 58-61 for the others,
-    ``benchmarks/gpu/sweep_m1_floor.py``)).
-    Otherwise the fused mma GEMV (one launch: the quantization runs inside it) with the shape of
-    every H100 winner of that sweep: 8 warps x 16 rows (128 rows per program), K tiles of 256,
-    split-K up to ~1.5 programs per SM."""
-    cfg = store_for(device).get(make_key("a8w4", n, k, group_size, 1))
-    if cfg is not None:
-        return cfg
-    return a8_m1_default(n, k, device)
+    ``benchmarks/gpu/sweep_m1_floor.py``)).  Otherwise the first call that may tune times
+    :func:`configs.a8_m1_configs` on this call's tensors and caches the winner; where it may not
+    (CUDA-graph capture, ``torch.compile``, ``NYBBLE_TRITON_AUTOTUNE=0``), :func:`a8_m1_default`."""
+    n, k = scale.shape[1], x.shape[1]
+    return get_config("a8w4", 1, n, k, group_size, x.device,
+                      lambda cs: _time_configs(lambda c: launch_a8w4(x, qweight, scale, zero, wsum, group_size,
+                                                                     asymmetric, bias, c, locks), cs),
+                      cands=lambda: a8_m1_configs(n, k, sm_count(x.device), group_size),
+                      guess=lambda: a8_m1_default(n, k, x.device))
 
 
 def a8_m1_default(n: int, k: int, device: torch.device) -> TileConfig:
-    """The fused mma GEMV config of :func:`a8_m1_config` when the table has no entry: 128 rows per
-    program, K tiles of 256, split-K up to ~1.5 programs per SM, the codes in a shared-memory row
-    (flag 2048) or, where the program's K slice does not fit there, private global code rows (flag
-    256), and for K > 8192 the whole-block sweep of x (flag 128).  On the H100: private rows against
-    the one shared global row (twelfth session): 9.1 vs 9.4 us (4096x4096), 61.4 vs 78.2 us
-    (8192x28672); the sweep: 17.7 vs 21.4 us on 14336x4096, slower on 4096x4096 (9.7 vs 9.1); the
-    shared-memory row against private rows (thirteenth session, ``benchmarks/gpu/sweeps/thirteenth/``)
-    on this function's configs: 8.8 vs 9.1 (4096x4096), 19.0 vs 20.3 (4096x14336), 17.7 vs 20.4
-    (14336x4096), 54.8 vs 66.7 (8192x28672)."""
-    sms = sm_count(device)
-    tiles, k_tiles, split = triton.cdiv(n, 128), triton.cdiv(k, 256), 1
-    while tiles * split < (3 * sms) // 2 and split < 16 and k_tiles >= 4 * split:
-        split *= 2
-    cfg = TileConfig(2, 128, 256, split, 8, 1 | 2048 | (128 if k > 8192 else 0))
-    if mma_code_row_bytes(cfg, k) > MMA_STATIC_SMEM_MAX:
-        cfg = TileConfig(2, 128, 256, split, 8, cfg.num_stages ^ 2048 | 256)
-    return cfg
+    """:func:`configs.a8_m1_default` for this device's SM count."""
+    return configs.a8_m1_default(n, k, sm_count(device))
 
 
 def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg=None, locks=None):
@@ -846,7 +836,7 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         x = x.contiguous()
     explicit = cfg is not None
     if cfg is None and m == 1 and mma_a8_ok(x, qweight, group_size):
-        cfg = a8_m1_config(scale.shape[1], k, group_size, x.device)  # table, else the fused mma GEMV
+        cfg = a8_m1_config(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, locks)
     if cfg is None and 0 < m <= 8:
         # the config decides the layout the quantization kernel writes: look it up first (a cached
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
