@@ -50,14 +50,16 @@ def store_for(device: torch.device) -> ConfigStore:
     st = _STORES.get(idx)
     if st is None:
         st = _STORES[idx] = ConfigStore(torch.cuda.get_device_name(idx))
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
     return st
 
 
 def sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device (read once, with its config store)."""
-    store_for(device)
-    return _SM_COUNT[device.index if device.index is not None else torch.cuda.current_device()]
+    """Streaming multiprocessors of a CUDA device (read once per device index)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    n = _SM_COUNT.get(idx)
+    if n is None:
+        n = _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return n
 
 
 def layout_of(qweight: torch.Tensor) -> tuple[int, int, int]:
