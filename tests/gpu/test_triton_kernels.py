@@ -589,3 +589,28 @@ def test_a8_m1_autotune_times_every_m1_kind_and_caches_the_winner(tmp_path, monk
         assert_close_to_reference(out, reference_out(x, plain, "a8_asym", None), f"a8 m=1 candidate {c}")
     kern.apply(x, p, None)
     assert len(timed) == 1  # tuned once
+
+
+@pytest.mark.parametrize("m", [100, 300])
+@pytest.mark.parametrize("group,k", [(32, 288), (128, 640), (128, 2048), (-1, 296)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("act", ["a16", "a8_sym", "a8_asym"])
+def test_untuned_large_m_picks_match_reference(act, dtype, group, k, m):
+    """The heuristic's large-M picks on a shape no table has (tuning off, as under CUDA-graph capture or
+    torch.compile): on sm_90 the Gluon wgmma GEMMs from M = 128 on (A16W4 with 2 K slices at M = 128;
+    A8W4 with 64-token programs at M = 128 for groups of 128), else / where they cannot run (fp16 x for
+    A8 quantizes first, per-channel, group 32, K = 288 too short for 2 slices) the fallbacks."""
+    from nybble.kernels.triton import configs as C
+    from nybble.kernels.triton import ops
+    plain = random_plain(N + 8, k, group, "int", dtype)
+    kern = _kernel(plain, act)
+    packed = kern.prepack(plain)
+    x = torch.randn(m, k, device="cuda").to(dtype)
+    op = "a16w4" if act == "a16" else "a8w4"
+    key = C.make_key(op, N + 8, k, group, m)
+    assert ops.store_for(x.device).shipped.get(key) is None
+    y = kern.apply(x, packed, None)
+    assert_close_to_reference(y, reference_out(x, plain, act, None), f"untuned {act} {dtype} g{group} K={k} M={m}")
+    if ops._gluon_sm90(x.device) and group == 128:
+        kind = C.WGMMA if act == "a16" else C.WGMMA_A8
+        assert ops.store_for(x.device).get(key).block_m == kind

@@ -246,21 +246,29 @@ def heuristic(op: str, n: int, k: int, group_size: int, m: int, num_sms: int = 1
               mma: bool = True, gemm: bool = True, hopper: bool = False) -> TileConfig:
     """A reasonable config without tuning: the mma.sync GEMV for A16W4 at M <= 16 (``mma``; the
     launcher asks again with ``mma=False`` where it cannot run), the Gluon wgmma GEMM for A16W4 at
-    M >= 256 on ``hopper`` (``gemm``; the launcher asks again without it where it cannot run), the dp4a
+    M >= 128 on ``hopper`` (``gemm``; the launcher asks again without it where it cannot run), the dp4a
     GEMV for A8W4 at M <= 4;
     swap-AB small tiles with split-K for small M so the grid fills the GPU; square tensor-core tiles
     for large M (A8W4 at M >= 256: the Gluon int8 GEMM on ``hopper`` (sm_90 with Gluon) for groups
-    of 128, else the Triton int8 GEMM)."""
+    of 128, there from M = 128 on, else the Triton int8 GEMM)."""
     mb = m_bucket(m)
     if op == "a16w4" and mb <= 32 and mma:
         return mma_heuristic(n, k, group_size, num_sms, mb)
-    if op == "a16w4" and mb >= 256 and gemm and hopper:
-        # the most frequent shipped H100 winner from M = 256 on (8 warps, loader warp, dequantization
+    if op == "a16w4" and mb >= 128 and gemm and hopper:
+        # from M = 256 on, the most frequent shipped H100 winner (8 warps, loader warp, dequantization
         # into the A-operand registers): on untabled keys 1.1-2.2x faster than the Triton tile below
-        # (benchmarks/gpu/sweeps/seventeenth/tune*.csv); K steps no longer than the group
-        return TileConfig(WGMMA, 128, 64 if group_size == -1 else min(64, group_size), 256, 8, 4 | 32 | 64)
+        # (benchmarks/gpu/sweeps/seventeenth/tune*.csv); at M = 128, the winner of both 70B shapes there
+        # (128 tokens, 2 K slices: 52.0 / 146.1 us against the tile's 62.9 / 182.1); K steps no longer
+        # than the group
+        bk = 64 if group_size == -1 else min(64, group_size)
+        return (TileConfig(WGMMA, 128, bk, 256, 8, 4 | 32 | 64) if mb >= 256
+                else TileConfig(WGMMA, 128, bk, 128, 8, 4 | 32 | 64 | 128))
     if op == "a8w4" and mb >= 256 and gemm and group_size != -1:
         return A8_WGMMA_DEFAULT if hopper and group_size == 128 else A8_GEMM_DEFAULT
+    if op == "a8w4" and mb == 128 and gemm and hopper and group_size == 128:
+        # 64-token programs: the winner of both 70B shapes at M = 128 (45.5 / 144.9 us against the Triton
+        # tile's 71.7 / 205.7, benchmarks/gpu/sweeps/seventeenth/tune3.csv)
+        return TileConfig(WGMMA_A8, 128, 128, 64, 4, 4 | 32 | 64)
     if op == "a8w4" and mb <= 4:
         # the dp4a GEMV beat the int8 tensor cores at M <= 4 on every H100 shape measured
         # (benchmarks/gpu/sweep_small_m.csv); ~4 programs per SM, split-K while K allows it
