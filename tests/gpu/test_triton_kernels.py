@@ -498,6 +498,26 @@ def test_cuda_core_gemv_matches_reference(dtype, domain, group, k):
     assert not p["locks"].any()
 
 
+def _fresh_tuning_store(tmp_path, monkeypatch, cands_fn: str, pick):
+    """A config store with no table and its disk cache in ``tmp_path``, used for every device, with
+    first-call tuning on; ``ops.<cands_fn>`` (the candidate list the tuner gets) narrowed to
+    ``pick(full list)``.  Returns ``(store, timed)``: ``timed`` collects each narrowed list handed out."""
+    from nybble.kernels.triton import configs as C
+    from nybble.kernels.triton import ops
+    store = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
+    monkeypatch.setattr(ops, "store_for", lambda device: store)
+    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
+    full, timed = getattr(ops, cands_fn), []
+
+    def narrowed(*a, **kw):
+        cands = pick(full(*a, **kw))
+        timed.append(cands)
+        return cands
+
+    monkeypatch.setattr(ops, cands_fn, narrowed)
+    return store, timed
+
+
 def test_autotune_writes_the_disk_cache_and_a_fresh_store_reads_it(tmp_path, monkeypatch):
     """The first-call autotuning path for real (the rest of the GPU suite runs with it off): a key
     with no entry is timed over (the first 4 of) its candidates, the winner is written to the disk
@@ -506,18 +526,7 @@ def test_autotune_writes_the_disk_cache_and_a_fresh_store_reads_it(tmp_path, mon
     import json
     from nybble.kernels.triton import configs as C
     from nybble.kernels.triton import ops
-    store = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
-    monkeypatch.setattr(ops, "store_for", lambda device: store)
-    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
-    full = ops.candidates
-    timed = []
-
-    def first_four(*a, **kw):
-        cands = full(*a, **kw)[:4]
-        timed.append(cands)
-        return cands
-
-    monkeypatch.setattr(ops, "candidates", first_four)
+    store, timed = _fresh_tuning_store(tmp_path, monkeypatch, "candidates", lambda cands: cands[:4])
     plain = random_plain(N, 640, 128, "int", torch.bfloat16)
     kern = _kernel(plain, "a16")
     p = kern.prepack(plain)
@@ -565,20 +574,12 @@ def test_a8_m1_autotune_times_every_m1_kind_and_caches_the_winner(tmp_path, monk
     x = torch.randn(1, 1024, device="cuda").to(torch.bfloat16)
     if not ops.mma_a8_ok(x, p["qweight"], 128):
         pytest.skip("the fused A8 mma GEMV needs sm_90")
-    store = C.ConfigStore(torch.cuda.get_device_name(0), table_dir=tmp_path / "no_table", cache=tmp_path)
-    monkeypatch.setattr(ops, "store_for", lambda device: store)
-    monkeypatch.setenv("NYBBLE_TRITON_AUTOTUNE", "1")
-    full = ops.a8_m1_configs
-    timed = []
 
-    def some_of_each(*a, **kw):
-        cands = full(*a, **kw)
+    def some_of_each(cands):
         mma = [c for c in cands if c.block_m == 2 and not c.num_stages & 64]
-        pick = mma[:1] + mma[-1:] + [c for c in cands if c.num_stages & 64][:1] + [c for c in cands if c.block_m < 0][:2]
-        timed.append(pick)
-        return pick
+        return mma[:1] + mma[-1:] + [c for c in cands if c.num_stages & 64][:1] + [c for c in cands if c.block_m < 0][:2]
 
-    monkeypatch.setattr(ops, "a8_m1_configs", some_of_each)
+    store, timed = _fresh_tuning_store(tmp_path, monkeypatch, "a8_m1_configs", some_of_each)
     y = kern.apply(x, p, None)
     assert_close_to_reference(y, reference_out(x, plain, "a8_asym", None), "tuned a8 m=1")
     key = C.make_key("a8w4", N, 1024, 128, 1)
