@@ -798,7 +798,9 @@ def launch_a8w4_mm(qa: torch.Tensor, sa: torch.Tensor, za: torch.Tensor, qweight
 
 
 def a8_m1_config(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, locks) -> TileConfig:
-    """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds (sm_90, bf16, groups >= 128).
+    """The A8W4 config at M = 1 where :func:`mma_a8_ok` holds (sm_90, bf16, groups >= 128).  ``x`` (1, K)
+    bf16; the weight tensors, ``asymmetric``, ``bias`` and ``locks`` as :func:`launch_a8w4` gets them (the
+    tuner runs the call on them).
 
     The cache / table entry if there is one: it comes from timing every kind (on the H100, the
     fused mma GEMV wins on 4096x4096 and 14336x4096 (there with its quantization swept in whole
