@@ -4,9 +4,7 @@
 # Usage (repo root):
 #   OUT=$OUT [KEXPR="shared_code_row"] [PROFILE="2x64x512x2x4x1 ..."] [A8=1] [SHAPES=KxN,..] \
 #       [SWEEP_ARGS="--shared-codes --no-pdl --a16-table-only"] bash benchmarks/gpu/run_m1_sweep.sh
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache NYBBLE_CACHE_DIR=/tmp/nybble-cache
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv > "$OUT/env.txt" 2>&1
+source benchmarks/gpu/device_env.sh
 if [[ -n ${PROFILE:-} ]]; then  # Nsight Compute: the given A16W4 configs (8192x28672, M = 1)
   timeout ${PROFILE_TIMEOUT:-150} ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section Occupancy --section LaunchStats -k regex:mma_gemv python3 benchmarks/gpu/profile_mma_configs.py $PROFILE \

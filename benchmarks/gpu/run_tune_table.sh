@@ -4,10 +4,7 @@
 # Usage (repo root):
 #   OUT=$OUT [TESTS="tests/gpu/test_bench_gpu.py"] [KEXPR=..] RUNS="4096x1024,8192x1024|1,2,4 4096x4096|256,1024" \
 #       [BUDGET=300] bash benchmarks/gpu/run_tune_table.sh
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src:$PWD/benchmarks/gpu:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
-export NYBBLE_CACHE_DIR=/tmp/nybble-cache
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv > "$OUT/env.txt" 2>&1
+source benchmarks/gpu/device_env.sh
 if [[ -n ${TESTS:-} ]]; then
   t0=$(date +%s)
   timeout ${TEST_TIMEOUT:-240} python3 -m pytest -v -p no:cacheprovider -p no:benchmark -n 16 $TESTS \

@@ -4,10 +4,7 @@
 # double buffer without its load past the slice (flag 32), against the table in the same process; parts 5-7:
 # the quantization kernel + PDL GEMV (flag 64) with K warps and the early first tile.
 # Usage (repo root): OUT=$OUT [PARTS="1 2 3 4"] [TESTS=1] bash benchmarks/gpu/sweeps/fifteenth/run_early.sh
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src:$PWD/benchmarks/gpu:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
-export NYBBLE_CACHE_DIR=/tmp/nybble-cache
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv > "$OUT/env.txt" 2>&1
+source benchmarks/gpu/device_env.sh
 sweep() {  # name shape [args...]
   local name=$1 shape=$2; shift 2
   timeout ${SWEEP_TIMEOUT:-200} python3 benchmarks/gpu/sweep_m1_floor.py --out "$OUT/$name.csv" --no-pdl --shapes "$shape" "$@" \

@@ -2,10 +2,7 @@
 # Fifteenth session, one call on the GPU machine: M = 1 sweeps of the mma GEMV with and without the scale
 # words (layout.mma_scale_words, SZW) in the same process, then GPU tests (KEXPR).
 # Usage (repo root): OUT=$OUT [PARTS="1 2 3 4"] [KEXPR=...] bash benchmarks/gpu/sweeps/fifteenth/run_szw.sh
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src:$PWD/benchmarks/gpu:$PYTHONPATH PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
-export NYBBLE_CACHE_DIR=/tmp/nybble-cache
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv > "$OUT/env.txt" 2>&1
+source benchmarks/gpu/device_env.sh
 sweep() {  # name shape [args...]
   local name=$1 shape=$2; shift 2
   timeout ${SWEEP_TIMEOUT:-200} python3 benchmarks/gpu/sweep_m1_floor.py --out "$OUT/$name.csv" --no-pdl --scale-words \
