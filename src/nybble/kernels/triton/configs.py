@@ -17,7 +17,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 #: M buckets: a call with M rows uses the config of the smallest bucket >= M (the last covers more)
@@ -471,10 +471,10 @@ def a8_m1_default(n: int, k: int, num_sms: int = 132) -> TileConfig:
 def a8_code_flags(cfg: TileConfig, k: int) -> TileConfig:
     """``cfg`` (an mma GEMV config) with the A8 mode's code store: the shared-memory row (flag 2048) where
     the program's K slice fits in :data:`MMA_STATIC_SMEM_MAX`, else private global rows (flag 256)."""
-    smc = TileConfig(*cfg.to_json()[:5], (cfg.num_stages & ~(2048 | 256)) | 2048)
+    smc = replace(cfg, num_stages=(cfg.num_stages & ~(2048 | 256)) | 2048)
     if mma_code_row_bytes(smc, k) <= MMA_STATIC_SMEM_MAX:
         return smc
-    return TileConfig(*cfg.to_json()[:5], (cfg.num_stages & ~(2048 | 256)) | 256)
+    return replace(cfg, num_stages=(cfg.num_stages & ~(2048 | 256)) | 256)
 
 
 def a8_m1_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> list[TileConfig]:
@@ -490,9 +490,9 @@ def a8_m1_configs(n: int, k: int, num_sms: int = 132, group_size: int = -1) -> l
         if c.num_warps != 8:
             continue
         for sweep in (0, 128):
-            out.append(a8_code_flags(TileConfig(*c.to_json()[:5], c.num_stages | sweep), k))
+            out.append(a8_code_flags(replace(c, num_stages=c.num_stages | sweep), k))
     d = a8_m1_default(n, k, num_sms)
-    out += [d, TileConfig(*d.to_json()[:5], (d.num_stages & ~(2048 | 256 | 128)) | 64)]
+    out += [d, replace(d, num_stages=(d.num_stages & ~(2048 | 256 | 128)) | 64)]
     out += dp4a_configs(n, k, 1, num_sms, group_size)
     return list(dict.fromkeys(out))
 

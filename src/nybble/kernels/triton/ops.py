@@ -106,6 +106,11 @@ def _can_tune() -> bool:
         return False
 
 
+def _wants_tuning(st: ConfigStore, key: str) -> bool:
+    """Would a call tune ``key`` now: it has no config, or only a guess, and tuning may run here."""
+    return (st.get(key) is None or key in st.guessed) and autotune_enabled() and _can_tune()
+
+
 def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.device,
                tune: Callable[[list[TileConfig]], TileConfig] | None = None,
                cands: Callable[[], list[TileConfig]] | None = None,
@@ -117,7 +122,7 @@ def get_config(op: str, m: int, n: int, k: int, group_size: int, device: torch.d
     st = store_for(device)
     key = make_key(op, n, k, group_size, m)
     cfg = st.get(key)
-    can_tune = tune is not None and (cfg is None or key in st.guessed) and autotune_enabled() and _can_tune()
+    can_tune = tune is not None and _wants_tuning(st, key)
     if cfg is not None and not can_tune:
         return cfg
     if can_tune:
@@ -846,11 +851,8 @@ def launch_a8w4(x, qweight, scale, zero, wsum, group_size, asymmetric, bias, cfg
         # or table entry; an unknown key is tuned by launch_a8w4_mm on the plain layout below, or,
         # where no tuning may happen, gets the heuristic here)
         st, key = store_for(x.device), make_key("a8w4", scale.shape[1], k, group_size, m)
-        cfg = st.get(key)
-        if cfg is not None and key in st.guessed and autotune_enabled() and _can_tune():
-            cfg = None  # guessed by a call that could not tune: tuned below
-        if cfg is None and not (autotune_enabled() and _can_tune()):
-            cfg = get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
+        if not _wants_tuning(st, key):  # (else: tuned by launch_a8w4_mm below)
+            cfg = st.get(key) or get_config("a8w4", m, scale.shape[1], k, group_size, x.device)
     if cfg is not None and cfg.block_m == TMA_GEMV_A8:
         # a table choice of the TMA GEMV holds during CUDA-graph capture only: its Gluon launch costs
         # ~150 us of CPU per eager call (~17 us for a planned launch of the fallback), paid once in a graph
